@@ -1,0 +1,99 @@
+"""Shared pieces of the estimators: the result type, batch iteration, masks and chunking.
+
+Estimators take plain JAX functions and know nothing of snnjax models or training:
+
+* ``loss_fn(params, batch) -> scalar``: the mean loss over the batch's examples;
+* ``logits_fn(params, x) -> (n, num_classes)``;
+* a batch is a dict with ``"x"`` (n, ...) and ``"y"`` (n,) integer labels;
+* ``data`` is one batch or an iterable of batches;
+* ``mask`` is a pytree with the params' structure (bool or 0/1 leaves), or None for dense.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snnjax.errors import MaskMismatchError
+
+PyTree = Any
+Batch = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """The result of an estimator.
+
+  Attributes:
+    value: the estimate (a float), an average over examples unless the estimator says otherwise.
+    stderr: standard error of ``value`` (None where the computation is exact).
+    num_examples: how many examples the value averages over.
+    num_probes: random probes (Hutchinson vectors, sampled labels, projections) per example or per
+      batch, as the estimator documents; 0 where exact.
+    extra: estimator-specific details (e.g. per-probe samples, eigenvectors, the method used).
+  """
+
+  value: float
+  stderr: float | None
+  num_examples: int
+  num_probes: int = 0
+  extra: dict = dataclasses.field(default_factory=dict)
+
+  def as_dict(self) -> dict:
+    """JSON-friendly view (extra entries that are arrays are dropped)."""
+    out = {"value": float(self.value),
+           "stderr": None if self.stderr is None else float(self.stderr),
+           "num_examples": int(self.num_examples), "num_probes": int(self.num_probes)}
+    for k, v in self.extra.items():
+      if isinstance(v, (int, float, str, bool)) or v is None:
+        out[k] = v
+    return out
+
+
+def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
+  """Yields the batches of ``data`` (one batch dict, or an iterable of them)."""
+  if isinstance(data, Mapping):
+    yield data
+  else:
+    yield from data
+
+
+def check_mask(params: PyTree, mask: PyTree | None) -> PyTree | None:
+  """Returns ``mask`` as float32 leaves matching ``params``, or None; raises on a mismatch."""
+  if mask is None:
+    return None
+  p_def = jax.tree.structure(params)
+  m_def = jax.tree.structure(mask)
+  if p_def != m_def:
+    raise MaskMismatchError(
+        f"mask tree structure does not match the params: {m_def} vs {p_def}")
+  for path_p, (p, m) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                            zip(jax.tree.leaves(params), jax.tree.leaves(mask))):
+    if np.shape(p) != np.shape(m):
+      raise MaskMismatchError(
+          f"mask leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
+          f"param has {np.shape(p)}")
+  return jax.tree.map(lambda m, p: jnp.asarray(m).astype(jnp.result_type(p)), mask, params)
+
+
+def apply_mask(tree: PyTree, mask: PyTree | None) -> PyTree:
+  """Zeroes the inactive coordinates of ``tree`` (identity when ``mask`` is None)."""
+  if mask is None:
+    return tree
+  return jax.tree.map(lambda t, m: t * m, tree, mask)
+
+
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+  """Sum over all leaves of the elementwise product: <a, b>."""
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def active_count(params: PyTree, mask: PyTree | None) -> int:
+  """Number of active parameters (all of them when ``mask`` is None)."""
+  if mask is None:
+    return int(sum(np.size(p) for p in jax.tree.leaves(params)))
+  return int(sum(np.sum(np.asarray(m) != 0) for m in jax.tree.leaves(mask)))
