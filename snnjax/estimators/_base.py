@@ -97,3 +97,16 @@ def active_count(params: PyTree, mask: PyTree | None) -> int:
   if mask is None:
     return int(sum(np.size(p) for p in jax.tree.leaves(params)))
   return int(sum(np.sum(np.asarray(m) != 0) for m in jax.tree.leaves(mask)))
+
+
+def mean_and_stderr(values: Any) -> tuple[float, float | None]:
+  """Mean of per-example ``values`` (n,) and its standard error std(ddof=1) / sqrt(n).
+
+  Computed on the host in float64. The standard error is None for fewer than two values.
+  """
+  v = np.asarray(values, dtype=np.float64).reshape(-1)
+  if v.size == 0:
+    raise ValueError("no values to average")
+  if v.size < 2:
+    return float(v.mean()), None
+  return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))

@@ -1,0 +1,388 @@
+"""CPU speed investigation: ResNet-32 train-step time under convolution, layout, dtype and XLA-flag variants.
+
+A self-contained functional CIFAR ResNet-32 (16/32/64, option-A shortcut, post-activation basic blocks,
+train-mode BatchNorm) whose convolution implementation is a parameter, so that every variant runs the
+same network:
+
+* ``"nhwc"``: ``lax.conv_general_dilated`` with ("NHWC", "HWIO", "NHWC") dimension numbers (what
+  ``flax.linen.Conv`` emits);
+* ``"nchw"``: the same convolution with ("NCHW", "OIHW", "NCHW") (PyTorch's layout), activations kept
+  NCHW throughout;
+* ``"im2col"``: each k x k convolution as k*k shifted strided slices concatenated along channels,
+  then one matmul with the (k*k*C_in, C_out) kernel (NHWC); its gradients are matmuls, pads and adds,
+  never an XLA convolution;
+* ``"shift"``: each k x k convolution as a sum of k*k (N*H*W, C_in) x (C_in, C_out) matmuls of shifted
+  inputs (no k*k-times larger patch buffer);
+
+and ``bn="train"`` (batch statistics, as in training), ``bn="none"`` (no normalization: the lower
+bound of what fusing BatchNorm into the convolutions could save). ``dtype`` is the compute dtype
+(params and activations cast; master params and loss float32).
+
+The timed unit is one jitted SGD-momentum step (value_and_grad of the mean cross-entropy + update,
+state donated) at batch ``batch`` on random CIFAR-shaped data, median over ``reps`` after warm-up.
+XLA flags only take effect before JAX initializes its backend, so :func:`run_matrix` runs each flag
+set in a fresh subprocess (``python -m benchmarks.cpu_speed --worker ...``) and interleaves them over
+``rounds`` rounds so that load from other processes on a shared machine hits every variant alike.
+
+Usage: ``python -m benchmarks.cpu_speed --out cpu_speed.json [--rounds 3] [--reps 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+# XLA flag sets tried (names -> XLA_FLAGS value). Every one is a flag this jaxlib accepts
+# (found with `strings libjax_common.so | grep ^xla_cpu_`).
+FLAG_SETS: dict[str, str] = {
+    "default": "",
+    "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+    "onednn": "--xla_cpu_use_onednn=true",
+    "onednn_custom_call": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "xnn_graph_greedy": ("--xla_cpu_use_xnnpack=true "
+                         "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY"),
+    "xnn_dot_eltwise": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
+    "ynn_conv": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
+    "ynn_conv_dot": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution,individual_dot",
+    "no_thunk_runtime": "--xla_cpu_use_thunk_runtime=false",
+    "fast_runtime_preset": "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
+}
+
+
+# ----------------------------------------------------------------------------- model
+
+def _kaiming(key, shape_hwio):
+  fan_out = shape_hwio[0] * shape_hwio[1] * shape_hwio[3]
+  return jax.random.normal(key, shape_hwio, jnp.float32) * np.sqrt(2.0 / fan_out)
+
+
+def init_resnet(key: jax.Array, depth: int = 32, widths: Sequence[int] = (16, 32, 64),
+                num_classes: int = 10, in_channels: int = 3) -> tuple[PyTree, PyTree]:
+  """Params and batch_stats of a CIFAR ResNet-(6n+2); conv kernels are HWIO (layout-independent)."""
+  n = (depth - 2) // 6
+  keys = iter(jax.random.split(key, 6 * n + 4))
+
+  def bn(c):
+    return {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}, {"mean": jnp.zeros((c,)),
+                                                                  "var": jnp.ones((c,))}
+  params, stats = {}, {}
+  params["stem"] = {"kernel": _kaiming(next(keys), (3, 3, in_channels, widths[0]))}
+  params["stem_bn"], stats["stem_bn"] = bn(widths[0])
+  cin = widths[0]
+  for s, w in enumerate(widths):
+    for b in range(n):
+      name = f"stage{s}_block{b}"
+      p, st = {}, {}
+      p["conv1"] = {"kernel": _kaiming(next(keys), (3, 3, cin, w))}
+      p["bn1"], st["bn1"] = bn(w)
+      p["conv2"] = {"kernel": _kaiming(next(keys), (3, 3, w, w))}
+      p["bn2"], st["bn2"] = bn(w)
+      params[name], stats[name] = p, st
+      cin = w
+  params["head"] = {"kernel": jax.random.normal(next(keys), (cin, num_classes)) * 0.01,
+                    "bias": jnp.zeros((num_classes,))}
+  return params, stats
+
+
+def _conv_lax(x, kernel, stride, layout):
+  if layout == "nchw":
+    k = jnp.transpose(kernel, (3, 2, 0, 1))
+    dn = ("NCHW", "OIHW", "NCHW")
+  else:
+    k = kernel
+    dn = ("NHWC", "HWIO", "NHWC")
+  return jax.lax.conv_general_dilated(x, k.astype(x.dtype), (stride, stride), "SAME",
+                                      dimension_numbers=dn)
+
+
+def _pad_same(x, kh, kw, stride):
+  """Pads (n, h, w, c) as lax's "SAME" does: total max((out-1)*s + k - in, 0), low half rounded down."""
+  pads = [(0, 0)]
+  for size, k in ((x.shape[1], kh), (x.shape[2], kw)):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    pads.append((total // 2, total - total // 2))
+  return jnp.pad(x, pads + [(0, 0)])
+
+
+def _conv_im2col(x, kernel, stride):
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  ho, wo = -(-h // stride), -(-w // stride)
+  xp = _pad_same(x, kh, kw, stride)
+  cols = [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+  patches = jnp.concatenate(cols, axis=-1)  # (n, ho, wo, kh*kw*cin), (i, j, c) order = HWIO rows
+  out = patches.reshape(n * ho * wo, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout).astype(x.dtype)
+  return out.reshape(n, ho, wo, cout)
+
+
+def _conv_shift(x, kernel, stride):
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  ho, wo = -(-h // stride), -(-w // stride)
+  xp = _pad_same(x, kh, kw, stride)
+  k = kernel.astype(x.dtype)
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      sl = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+      term = sl.reshape(n * ho * wo, cin) @ k[i, j]
+      out = term if out is None else out + term
+  return out.reshape(n, ho, wo, cout)
+
+
+def conv(x, kernel, stride, impl):
+  """3x3 'SAME' convolution of x ((n, h, w, c) or (n, c, h, w) for "nchw") with an HWIO kernel."""
+  if impl in ("nhwc", "nchw"):
+    return _conv_lax(x, kernel, stride, impl)
+  if impl == "im2col":
+    return _conv_im2col(x, kernel, stride)
+  if impl == "shift":
+    return _conv_shift(x, kernel, stride)
+  raise ValueError(f"unknown conv impl {impl!r}")
+
+
+def _batch_norm(x, p, st, channel_axis, bn, momentum=0.9, eps=1e-5):
+  if bn == "none":
+    return x, st
+  axes = tuple(a for a in range(x.ndim) if a != channel_axis % x.ndim)
+  xf = x.astype(jnp.float32)
+  mean = jnp.mean(xf, axes)
+  var = jnp.mean(jnp.square(xf), axes) - jnp.square(mean)
+  shape = [1] * x.ndim
+  shape[channel_axis] = -1
+  inv = jax.lax.rsqrt(var + eps) * p["scale"]
+  y = (xf - mean.reshape(shape)) * inv.reshape(shape) + p["bias"].reshape(shape)
+  new_st = {"mean": momentum * st["mean"] + (1 - momentum) * mean,
+            "var": momentum * st["var"] + (1 - momentum) * var}
+  return y.astype(x.dtype), new_st
+
+
+def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nhwc",
+                 bn: str = "train", dtype=jnp.float32) -> tuple[jax.Array, PyTree]:
+  """Train-mode forward: x (n, h, w, c) NHWC float32 -> (logits (n, classes) float32, new stats)."""
+  layout_nchw = impl == "nchw"
+  cax = 1 if layout_nchw else -1
+  h = x.astype(dtype)
+  if layout_nchw:
+    h = jnp.transpose(h, (0, 3, 1, 2))
+  new_stats = {}
+  h = conv(h, params["stem"]["kernel"], 1, impl)
+  h, new_stats["stem_bn"] = _batch_norm(h, params["stem_bn"], stats["stem_bn"], cax, bn)
+  h = jax.nn.relu(h)
+  blocks = sorted(k for k in params if k.startswith("stage"))
+  for name in blocks:
+    p, st = params[name], stats[name]
+    cin = h.shape[cax]
+    cout = p["conv1"]["kernel"].shape[-1]
+    stride = 2 if cin != cout else 1
+    out = conv(h, p["conv1"]["kernel"], stride, impl)
+    out, s1 = _batch_norm(out, p["bn1"], st["bn1"], cax, bn)
+    out = jax.nn.relu(out)
+    out = conv(out, p["conv2"]["kernel"], 1, impl)
+    out, s2 = _batch_norm(out, p["bn2"], st["bn2"], cax, bn)
+    new_stats[name] = {"bn1": s1, "bn2": s2}
+    if stride != 1:
+      pad = (cout - cin) // 2
+      if layout_nchw:
+        short = jnp.pad(h[:, :, ::2, ::2], ((0, 0), (pad, pad), (0, 0), (0, 0)))
+      else:
+        short = jnp.pad(h[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, pad)))
+    else:
+      short = h
+    h = jax.nn.relu(out + short)
+  feats = jnp.mean(h.astype(jnp.float32), axis=(2, 3) if layout_nchw else (1, 2))
+  logits = feats @ params["head"]["kernel"] + params["head"]["bias"]
+  return logits, new_stats
+
+
+# ----------------------------------------------------------------------------- timing
+
+def make_step(impl: str, bn: str, dtype, lr: float = 0.1, momentum: float = 0.9,
+              weight_decay: float = 5e-4) -> Callable:
+  """Jitted ``step(params, stats, buf, x, y) -> (params, stats, buf, loss)`` (SGD momentum)."""
+
+  def loss_fn(params, stats, x, y):
+    logits, new_stats = apply_resnet(params, stats, x, impl=impl, bn=bn, dtype=dtype)
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1)), new_stats
+
+  def step(params, stats, buf, x, y):
+    (loss, new_stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
+    g = jax.tree.map(lambda gi, p: gi + weight_decay * p, g, params)
+    buf = jax.tree.map(lambda b, gi: momentum * b + gi, buf, g)
+    params = jax.tree.map(lambda p, b: p - lr * b, params, buf)
+    return params, new_stats, buf, loss
+
+  return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def time_variant(impl: str = "nhwc", bn: str = "train", dtype: str = "float32", batch: int = 128,
+                 image: int = 32, depth: int = 32, widths: Sequence[int] = (16, 32, 64),
+                 reps: int = 5, warmup: int = 2, seed: int = 0) -> dict:
+  """Compile time and median step time (seconds) of one variant in this process."""
+  key = jax.random.PRNGKey(seed)
+  params, stats = init_resnet(key, depth, widths)
+  buf = jax.tree.map(jnp.zeros_like, params)
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal((batch, image, image, 3), dtype=np.float32))
+  y = jnp.asarray(rng.integers(0, 10, batch, dtype=np.int32))
+  step = make_step(impl, bn, jnp.dtype(dtype))
+  t0 = time.perf_counter()
+  compiled = step.lower(params, stats, buf, x, y).compile()
+  compile_s = time.perf_counter() - t0
+  state = (params, stats, buf)
+  for _ in range(warmup):
+    *state, loss = compiled(*state, x, y)
+    jax.block_until_ready(loss)
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    *state, loss = compiled(*state, x, y)
+    jax.block_until_ready(loss)
+    times.append(time.perf_counter() - t0)
+  return {"impl": impl, "bn": bn, "dtype": dtype, "compile_s": compile_s,
+          "step_s": statistics.median(times), "step_min_s": min(times),
+          "images_per_s": batch / statistics.median(times), "loss": float(loss)}
+
+
+def check_equivalence(impls: Sequence[str] = ("nchw", "im2col", "shift"), batch: int = 4,
+                      image: int = 8) -> dict:
+  """Max abs difference of logits and of the gradient of every impl against "nhwc" (float32)."""
+  key = jax.random.PRNGKey(1)
+  params, stats = init_resnet(key)
+  x = jax.random.normal(key, (batch, image, image, 3))
+
+  def f(impl):
+    def loss(p):
+      logits, _ = apply_resnet(p, stats, x, impl=impl)
+      return jnp.sum(jnp.sin(logits)), logits
+    (_, logits), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return logits, g
+  ref_l, ref_g = f("nhwc")
+  out = {}
+  for impl in impls:
+    l, g = f(impl)
+    out[impl] = {"logits": float(jnp.max(jnp.abs(l - ref_l))),
+                 "grad": float(max(jnp.max(jnp.abs(a - b)) for a, b in
+                                   zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))))}
+  return out
+
+
+def worker(variants: Sequence[dict], **kw) -> list[dict]:
+  """Times ``variants`` (dicts of impl/bn/dtype) one after the other in this process."""
+  res = []
+  for v in variants:
+    try:
+      res.append(time_variant(**v, **kw))
+    except Exception as e:  # pylint: disable=broad-except
+      res.append({**v, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+  return res
+
+
+def run_in_subprocess(flags: str, variants: Sequence[dict], timeout: float = 1200, **kw) -> list[dict]:
+  """Runs :func:`worker` in a fresh interpreter with ``XLA_FLAGS=flags``; returns its results."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  cmd = [sys.executable, "-m", "benchmarks.cpu_speed", "--worker", json.dumps(
+      {"variants": list(variants), **kw})]
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
+  if proc.returncode != 0:
+    err = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    return [{**v, "error": f"exit {proc.returncode}: {err}"} for v in variants]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_matrix(flag_sets: dict[str, str], variants: Sequence[dict], rounds: int = 3,
+               **kw) -> dict:
+  """Times every (flag set, variant) pair ``rounds`` times, interleaved; medians and ratios.
+
+  Ratios are to ("default" flags, the first variant) when present: < 1 means faster.
+  ``ratio_to_default`` compares medians over rounds of per-run medians; ``min_ratio_to_default``
+  compares the fastest single steps, which on a machine shared with other work is the steadier
+  estimate of what the code itself costs.
+  """
+  raw: dict[str, list] = {}
+  for _ in range(rounds):
+    for name, flags in flag_sets.items():
+      for r in run_in_subprocess(flags, variants, **kw):
+        key = f"{name}|{r['impl']}|{r['bn']}|{r['dtype']}"
+        raw.setdefault(key, []).append(r)
+  table = {}
+  for key, rs in raw.items():
+    ok = [r for r in rs if "error" not in r]
+    if not ok:
+      table[key] = {"error": rs[0]["error"]}
+      continue
+    table[key] = {"step_s": statistics.median(r["step_s"] for r in ok),
+                  "step_min_s": min(r["step_min_s"] for r in ok),
+                  "compile_s": statistics.median(r["compile_s"] for r in ok),
+                  "samples": [r["step_s"] for r in ok]}
+  v0 = variants[0]
+  base_key = f"default|{v0['impl']}|{v0.get('bn', 'train')}|{v0.get('dtype', 'float32')}"
+  base = table.get(base_key, {})
+  if "step_s" in base:
+    for row in table.values():
+      if "step_s" in row:
+        row["ratio_to_default"] = row["step_s"] / base["step_s"]
+        row["min_ratio_to_default"] = row["step_min_s"] / base["step_min_s"]
+  return {"baseline": base_key, "rounds": rounds, "table": table}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description="ResNet-32 CPU train-step variants")
+  ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--out", default=None)
+  ap.add_argument("--rounds", type=int, default=3)
+  ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--batch", type=int, default=128)
+  ap.add_argument("--flags", default=",".join(FLAG_SETS), help="comma-separated FLAG_SETS names")
+  ap.add_argument("--impls", default="nhwc,nchw,im2col,shift")
+  ap.add_argument("--extra", default="bf16,nobn", help="also nhwc with bf16 / without BN")
+  args = ap.parse_args(argv)
+  if args.worker is not None:
+    spec = json.loads(args.worker)
+    variants = spec.pop("variants")
+    print(json.dumps(worker(variants, **spec)))
+    return 0
+  variants = [{"impl": i, "bn": "train", "dtype": "float32"} for i in args.impls.split(",") if i]
+  extra = set(args.extra.split(",")) if args.extra else set()
+  if "bf16" in extra:
+    variants.append({"impl": "nhwc", "bn": "train", "dtype": "bfloat16"})
+    if "im2col" in args.impls:
+      variants.append({"impl": "im2col", "bn": "train", "dtype": "bfloat16"})
+  if "nobn" in extra:
+    variants.append({"impl": "nhwc", "bn": "none", "dtype": "float32"})
+  flag_sets = {k: FLAG_SETS[k] for k in args.flags.split(",") if k}
+  res = {"equivalence": check_equivalence(),
+         "matrix": run_matrix(flag_sets, variants, rounds=args.rounds, reps=args.reps,
+                              batch=args.batch),
+         "flag_sets": flag_sets}
+  text = json.dumps(res, indent=2)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+  print(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

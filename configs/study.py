@@ -1,0 +1,114 @@
+"""The study end to end: Sol-D, Sol-F and Sol-S, their curvature table and the analyses.
+
+  python scripts/study.py --config configs/study.py:quick --workdir runs/study-quick
+  python scripts/study.py --config configs/study.py:cifar10 --workdir runs/study-cifar10
+  python scripts/study.py --config configs/study.py:paper --workdir runs/study-paper
+
+Presets:
+
+* ``quick``: the embedded scikit-learn digits with the small CNN, every stage, one seed; about
+  5 minutes on a 2-core CPU.
+* ``cifar10``: everything on CIFAR-10 / ResNet-32 (``../shared/data/cifar10.npz`` offline).
+* ``paper``: the study's setups: CIFAR-100 with the 4x-wide ResNet-32 for the table, the
+  regimes, the Fisher trend, disagreement and interpolation; CIFAR-10 / ResNet-32 for label noise.
+
+Training configs are named by spec (``file.py:preset``, relative to this directory) per family
+(``clean``: the table and the analyses; ``noisy``: label noise) and regime; the study sets each
+run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (a nested dict) is
+merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
+Measurement defaults are the study's protocol (``snnjax.studies.measure.default_settings``).
+"""
+
+import os
+import sys
+
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+PRESETS = ("quick", "cifar10", "paper")
+
+
+def _measure_settings(preset: str) -> ml_collections.ConfigDict:
+  from snnjax.studies import measure  # pylint: disable=import-outside-toplevel
+  settings = measure.default_settings()
+  if preset == "quick":
+    settings.hessian.num_examples = 512
+    settings.hessian.max_probes = 40
+    settings.fisher.num_examples = 500
+    settings.jacobian.num_examples = 500
+  return settings
+
+
+def get_config(preset: str = "quick"):
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r} for study.py; choose one of {PRESETS}")
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.seeds = (0,)
+  config.sparsities = (0.90, 0.94, 0.96)
+  config.configs_dir = os.path.dirname(os.path.abspath(__file__))
+
+  # Training configs per family and regime (specs relative to configs_dir).
+  train_preset = {"quick": "quick", "cifar10": "", "paper": "cifar100"}[preset]
+  noisy_preset = {"quick": "quick_noisy", "cifar10": "noisy", "paper": "noisy"}[preset]
+  config.train = ml_collections.ConfigDict()
+  for regime, path in (("dense", "dense.py"), ("finetune", "finetune95.py"),
+                       ("scratch", "scratch95.py")):
+    config.train[f"clean_{regime}"] = f"{path}:{train_preset}" if train_preset else path
+    config.train[f"noisy_{regime}"] = f"{path}:{noisy_preset}"
+  config.train.overrides = ml_collections.ConfigDict()
+  config.train.progress = False             # per-epoch lines of each run on stderr
+
+  config.measure = _measure_settings(preset)
+
+  # Regimes: a sparse solution is in the optimization regime when its train error exceeds the
+  # dense one (same seed) by more than this (absolute, fraction of the train set).
+  config.regime_threshold = 0.02
+
+  config.fisher_trend = ml_collections.ConfigDict()
+  config.fisher_trend.enabled = True
+  config.fisher_trend.every_epochs = {"quick": 2, "cifar10": 10, "paper": 25}[preset]
+  config.fisher_trend.sparsities = {"quick": (0.90, 0.96), "cifar10": (0.90, 0.96),
+                                    "paper": (0.90, 0.96)}[preset]
+  config.fisher_trend.num_examples = {"quick": 256, "cifar10": 512, "paper": 512}[preset]
+  config.fisher_trend.kind = "mc"           # mc | exact | empirical
+  config.fisher_trend.num_samples = 2
+  config.fisher_trend.params = "kernels"
+  config.fisher_trend.subset_seed = 1
+
+  config.label_noise = ml_collections.ConfigDict()
+  config.label_noise.enabled = True
+  config.label_noise.sparsity = 0.95
+  config.label_noise.rate = 0.3
+  config.label_noise.kind = "uniform"       # uniform (the study's) | flip
+
+  config.disagreement = ml_collections.ConfigDict()
+  config.disagreement.enabled = True
+  config.disagreement.sparsity = 0.96       # the study used 0.97 (CIFAR-100)
+  config.disagreement.long_tailed = True
+  config.disagreement.imbalance_ratio = {"quick": 10.0, "cifar10": 10.0, "paper": 10.0}[preset]
+
+  config.interpolation = ml_collections.ConfigDict()
+  config.interpolation.enabled = True
+  config.interpolation.sparsity = 0.90
+  config.interpolation.alphas = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
+                                 1.0, 1.1, 1.2)
+  config.interpolation.cosine_alphas = (0.3, 0.9)
+  config.interpolation.num_examples = {"quick": 500, "cifar10": 2000, "paper": 2000}[preset]
+  config.interpolation.eval_examples = 0     # train examples for loss/acc along alpha (0 = all)
+  config.interpolation.bn_examples = 0       # train examples for BN statistics (0 = all)
+  config.interpolation.bn_batch_size = 500
+  config.interpolation.top_fraction = 0.05
+  config.interpolation.subset_seed = 2
+  config.interpolation.chunk_size = 32
+
+  config.sanity = ml_collections.ConfigDict()
+  config.sanity.enabled = True
+  config.sanity.num_examples = {"quick": 256, "cifar10": 256, "paper": 128}[preset]
+  config.sanity.max_probes = {"quick": 100, "cifar10": 100, "paper": 100}[preset]
+
+  if preset == "paper":
+    # Label noise on CIFAR-10 / ResNet-32 (the poster), everything else on CIFAR-100.
+    config.disagreement.sparsity = 0.97
+  return config

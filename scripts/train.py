@@ -1,0 +1,12 @@
+"""Train one run (dense, finetune, scratch or lottery) from a config file.
+
+  python scripts/train.py --config configs/scratch95.py:quick --workdir runs/s95q
+  python scripts/train.py --config configs/dense.py --config.num_epochs=10 --workdir runs/dense
+"""
+
+import sys
+
+from snnjax.train.cli import main
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,178 @@
+"""Input-output Jacobian norms of a classifier, averaged over examples.
+
+For an example x (one input, any shape) and f(x) = logits_fn(params, x[None])[0] (C,) or its
+softmax probabilities, J(x) = df/dx has C rows of the input's size. The study's Jacobian norm is
+the squared Frobenius norm E_x ||J(x)||_F^2 over training examples, with x the normalized input.
+
+* Exact (``num_projections=None``): ||J||_F^2 = sum_c ||J^T e_c||^2, one VJP per output class,
+  vmapped over the classes and over the examples of a chunk.
+* Random projections: ||J||_F^2 = E_v ||J^T v||^2 for v with E[v v^T] = I (Rademacher or standard
+  Gaussian entries in output space), ``num_projections`` vectors per example. Unbiased for the
+  squared norm only.
+
+Examples run in chunks of ``chunk_size`` (default 32), one jitted vmapped call per chunk, sharded
+over ``devices`` (see ``snnjax.estimators._sharding``); averages are taken on the host in float64.
+Each example is evaluated alone, so BatchNorm must be in eval mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snnjax.errors import UserError
+from snnjax.estimators import _sharding
+from snnjax.estimators._base import Batch, Estimate, PyTree, as_batches, mean_and_stderr
+
+LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
+OUTPUTS = ("logits", "probs")
+PROJECTIONS = ("rademacher", "gaussian")
+
+
+def _output_fn(logits_fn: LogitsFn, params: PyTree, output: str) -> Callable[[jax.Array], jax.Array]:
+  """f(x) (C,) for one example x: its logits or softmax probabilities."""
+  def f(x):
+    logits = logits_fn(params, x[None])[0]
+    return jax.nn.softmax(logits) if output == "probs" else logits
+  return f
+
+
+def _sq_rows(vjps: jax.Array) -> jax.Array:
+  """Squared norms (k,) of k stacked input-shaped VJPs (k, ...)."""
+  return jnp.sum(jnp.square(vjps).reshape(vjps.shape[0], -1), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "output"))
+def _exact_chunk(replicated, chunk, *, logits_fn, output):
+  """||df/dx||_F^2 per example: (c,)."""
+  (params,) = replicated
+  f = _output_fn(logits_fn, params, output)
+
+  def one(x):
+    out, vjp_fn = jax.vjp(f, x)
+    eye = jnp.eye(out.shape[-1], dtype=out.dtype)
+    return jnp.sum(_sq_rows(jax.vmap(lambda u: vjp_fn(u)[0])(eye)))
+
+  return jax.vmap(one)(chunk["x"])
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("logits_fn", "output", "num_projections", "projection"))
+def _projected_chunk(replicated, chunk, *, logits_fn, output, num_projections, projection):
+  """||v_k^T df/dx||^2 per example and projection: (c, num_projections).
+
+  The projections of example i are drawn with the key ``fold_in(key, chunk["index"][i])``.
+  """
+  params, key = replicated
+  f = _output_fn(logits_fn, params, output)
+
+  def one(x, k):
+    out, vjp_fn = jax.vjp(f, x)
+    shape = (num_projections, out.shape[-1])
+    if projection == "rademacher":
+      v = jax.random.rademacher(k, shape, dtype=out.dtype)
+    else:
+      v = jax.random.normal(k, shape, dtype=out.dtype)
+    return _sq_rows(jax.vmap(lambda u: vjp_fn(u)[0])(v))
+
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(chunk["index"])
+  return jax.vmap(one)(chunk["x"], keys)
+
+
+def jacobian_norm(
+    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
+    key: jax.Array | None = None, num_projections: int | None = None, squared: bool = True,
+    output: str = "logits", projection: str = "rademacher", chunk_size: int | None = None,
+    devices: None | str | Sequence[jax.Device] = None, return_per_example: bool = False,
+) -> Estimate:
+  """Mean over the examples of ``data`` of the Frobenius norm of the input-output Jacobian.
+
+  Args:
+    logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
+    params: the params pytree (held fixed; the derivative is in the input).
+    data: one batch (a dict with ``"x"`` (n, ...)) or an iterable of batches; labels unused.
+    key: PRNG key, needed when ``num_projections`` is given; example i of ``data`` uses
+      ``fold_in(key, i)``, so results do not depend on ``chunk_size`` or ``devices``.
+    num_projections: None for the exact norm (C VJPs per example), or the number of random
+      output-space vectors per example for the projection estimate.
+    squared: the squared norm ||J||_F^2 (True, the study's definition) or ||J||_F; the mean is
+      over the per-example values either way (the mean of norms, not the root of the mean).
+      The projection estimate needs ``squared=True``.
+    output: differentiate the ``"logits"`` or the softmax ``"probs"``.
+    projection: ``"rademacher"`` or ``"gaussian"`` entries of the projection vectors.
+    chunk_size: examples per jitted vmapped call (default 32).
+    devices: None, ``"all"`` or a sequence of devices to shard the examples over.
+    return_per_example: also return the per-example values as ``extra["per_example"]``.
+
+  Returns:
+    An Estimate of the mean over examples. ``stderr``: None when exact; with projections, the
+    standard error std_i(v_i) / sqrt(N) of the per-example estimates (each a mean over its
+    projections), covering projection noise and the sampling of the examples. ``extra``:
+    ``squared``, ``output``, ``method`` (``"exact"`` or the projection kind), ``example_std``,
+    with >= 2 projections ``projection_stderr`` (the standard error from the projections alone,
+    the error against the exact value on the same examples), and ``per_example`` when asked.
+  """
+  if output not in OUTPUTS:
+    raise UserError(f"output must be one of {OUTPUTS}, got {output!r}")
+  if projection not in PROJECTIONS:
+    raise UserError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+  if num_projections is not None:
+    if (isinstance(num_projections, bool) or not isinstance(num_projections, (int, np.integer))
+        or num_projections < 1):
+      raise UserError(f"num_projections must be None or a positive integer, "
+                      f"got {num_projections!r}")
+    if not squared:
+      raise UserError("the projection estimate is unbiased for the squared norm only: "
+                      "use squared=True or num_projections=None")
+    if key is None:
+      raise UserError("num_projections needs a PRNG key (key=jax.random.key(0))")
+    fn = functools.partial(_projected_chunk, logits_fn=logits_fn, output=output,
+                           num_projections=int(num_projections), projection=projection)
+    replicated = (params, key)
+  else:
+    fn = functools.partial(_exact_chunk, logits_fn=logits_fn, output=output)
+    replicated = (params,)
+
+  chunk_size = _sharding.check_chunk_size(chunk_size)
+  replicated = _sharding.replicate(replicated, devices)
+  outs, offset = [], 0
+  for batch in as_batches(data):
+    if "x" not in batch:
+      raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
+    x = batch["x"]
+    if np.ndim(x) < 1:
+      raise UserError(f"batch 'x' needs a leading example axis, got shape {np.shape(x)}")
+    n = int(np.shape(x)[0])
+    if n == 0:
+      continue
+    arrays = {"x": x, "index": np.arange(offset, offset + n, dtype=np.int32)}
+    outs.append(_sharding.map_examples(fn, replicated, arrays, chunk_size=chunk_size,
+                                       devices=devices))
+    offset += n
+  if not outs:
+    raise UserError("data holds no examples")
+  values = np.concatenate(outs, axis=0).astype(np.float64)
+  n = offset
+
+  extra: dict = {"estimator": "jacobian_norm", "squared": bool(squared), "output": output}
+  if num_projections is None:
+    per_example = values if squared else np.sqrt(values)
+    value, _ = mean_and_stderr(per_example)
+    stderr, num_probes = None, 0
+    extra["method"] = "exact"
+  else:
+    per_example = values.mean(axis=1)
+    value, stderr = mean_and_stderr(per_example)
+    num_probes = int(num_projections)
+    extra["method"] = projection
+    if num_projections >= 2:
+      extra["projection_stderr"] = float(
+          np.sqrt(np.sum(values.var(axis=1, ddof=1) / num_projections)) / n)
+  extra["example_std"] = float(per_example.std(ddof=1)) if n > 1 else None
+  if return_per_example:
+    extra["per_example"] = per_example
+  return Estimate(value=value, stderr=stderr, num_examples=n, num_probes=num_probes, extra=extra)

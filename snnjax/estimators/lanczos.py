@@ -1,0 +1,287 @@
+"""Hessian eigenvalues: Lanczos with full reorthogonalization, power iteration, and the spectral
+density by stochastic Lanczos quadrature (SLQ; Ghorbani, Krishnan & Xiao 2019, as PyHessian's
+``density``).
+
+The operator is :class:`snnjax.estimators.hessian.HessianOperator`: the Hessian of the mean loss
+over all examples of ``data``, restricted to the active coordinates of ``mask`` (H[active, active],
+of size ``dim``). The Lanczos vectors live on the host as flat float32 arrays of length ``dim``
+(memory ``num_iters * dim * 4`` bytes); the tridiagonal matrix and the Ritz values are float64.
+With one batch the gradient's linearization is computed once and reused for every product.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+
+from snnjax.errors import UserError
+from snnjax.estimators._base import Batch, Estimate
+from snnjax.estimators.hessian import HessianOperator, LossFn
+
+PyTree = Any
+MatVec = Callable[[np.ndarray], np.ndarray]
+
+_BREAKDOWN = 1e-6  # |beta| below this times the operator scale: invariant subspace reached
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+  if not isinstance(value, (int, np.integer)) or value < low:
+    raise UserError(f"{name} must be an int >= {low}, got {value!r}")
+  return int(value)
+
+
+def _host_matvec(op: HessianOperator) -> MatVec:
+  return lambda v: np.asarray(op.matvec(v), np.float64)
+
+
+def _seed(key: jax.Array) -> int:
+  """A numpy seed from a JAX key (for restart vectors)."""
+  return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+
+
+def lanczos(matvec: MatVec, v0: np.ndarray, num_iters: int, *,
+            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Lanczos tridiagonalization with full reorthogonalization (twice per step).
+
+  Args:
+    matvec: v (dim,) -> A v (dim,) for a symmetric A.
+    v0: start vector (dim,), not necessarily normalized.
+    num_iters: steps m (capped at dim).
+    rng: on a breakdown (|beta| ~ 0: the Krylov space is invariant) restart with a random vector
+      orthogonal to the basis when given (beta = 0 there, T block-diagonal), else stop early.
+
+  Returns:
+    (alpha (m',), beta (m',), V (m', dim) float32) with m' <= m steps: T has diagonal alpha and
+    off-diagonal beta[:-1]; beta[-1] is the norm of the last residual (Ritz residual of pair i is
+    |beta[-1] * s[-1, i]| for T's eigenvectors s). V's rows are orthonormal.
+  """
+  v0 = np.asarray(v0, np.float64)
+  dim = v0.size
+  m = min(int(num_iters), dim)
+  basis = np.zeros((m, dim), np.float32)
+  alpha = np.zeros(m)
+  beta = np.zeros(m)
+  v = v0 / np.linalg.norm(v0)
+  scale = 0.0
+  for j in range(m):
+    basis[j] = v
+    vj = basis[j].astype(np.float64)
+    w = matvec(basis[j])
+    alpha[j] = float(w @ vj)
+    w = w - alpha[j] * vj
+    if j > 0:
+      w = w - beta[j - 1] * basis[j - 1]
+    active = basis[:j + 1]
+    for _ in range(2):
+      w = w - (active @ w) @ active
+    beta[j] = float(np.linalg.norm(w))
+    scale = max(scale, abs(alpha[j]), beta[j])
+    if j + 1 == m:
+      break
+    if beta[j] <= _BREAKDOWN * scale:
+      if rng is None:
+        return alpha[:j + 1], beta[:j + 1], basis[:j + 1]
+      beta[j] = 0.0
+      w = rng.standard_normal(dim)
+      for _ in range(2):
+        w = w - (active @ w) @ active
+      v = w / np.linalg.norm(w)
+    else:
+      v = w / beta[j]
+  return alpha, beta, basis
+
+
+def _tridiag(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+  return np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1)
+
+
+def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *, k: int,
+                    key: jax.Array, mask: PyTree | None = None,
+                    num_iters: int | None = None) -> Estimate:
+  """The k largest (algebraic) eigenvalues of the Hessian by Lanczos with full reorthogonalization.
+
+  Args:
+    loss_fn: ``loss_fn(params, batch) -> scalar`` (mean over the batch).
+    params: the point where the Hessian is taken.
+    data: one batch or an iterable of batches; the loss is the mean over all their examples.
+    k: eigenvalues wanted (1 <= k <= dim).
+    key: PRNG key of the Gaussian start vector (and of restarts after a breakdown).
+    mask: optional mask pytree; eigenvalues are then those of H[active, active].
+    num_iters: Lanczos steps (= Hessian-vector products), k <= num_iters; default
+      ``min(dim, max(2 * k + 20, 30))``. ``num_iters = dim`` gives the whole spectrum.
+
+  Returns:
+    ``Estimate`` with ``value`` = the largest eigenvalue, ``stderr`` = its Ritz residual norm
+    ||H u - lambda u|| (an eigenvalue of H lies within it; not a standard error), ``num_probes`` = 1
+    (one random start), ``num_examples`` = N, and ``extra``: ``eigenvalues`` (k,) descending,
+    ``eigenvectors`` (list of k unit-norm param pytrees, zero on inactive coordinates),
+    ``residuals`` (k,) Ritz residual norms, ``num_iters``, ``num_matvecs``, ``dim``, ``method``.
+  """
+  op = HessianOperator(loss_fn, params, data, mask)
+  k = _check_int("k", k, 1)
+  if k > op.dim:
+    raise UserError(f"k={k} exceeds the number of active coordinates ({op.dim})")
+  if num_iters is None:
+    num_iters = min(op.dim, max(2 * k + 20, 30))
+  num_iters = _check_int("num_iters", num_iters, k)
+  key_v, key_r = jax.random.split(key)
+  v0 = np.asarray(jax.random.normal(key_v, (op.dim,)), np.float64)
+  alpha, beta, basis = lanczos(_host_matvec(op), v0, num_iters,
+                               rng=np.random.default_rng(_seed(key_r)))
+  evals, evecs = np.linalg.eigh(_tridiag(alpha, beta))
+  order = np.argsort(evals)[::-1][:k]
+  eigenvalues = evals[order]
+  residuals = np.abs(beta[-1] * evecs[-1, order])
+  vectors = evecs[:, order].T @ basis.astype(np.float64)  # (k, dim)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  eigenvectors = [op.to_tree(u) for u in vectors]
+  return Estimate(
+      value=float(eigenvalues[0]), stderr=float(residuals[0]), num_examples=op.num_examples,
+      num_probes=1,
+      extra={"method": "lanczos", "eigenvalues": eigenvalues, "eigenvectors": eigenvectors,
+             "residuals": residuals, "num_iters": int(alpha.size),
+             "num_matvecs": op.num_matvecs, "dim": op.dim})
+
+
+def power_iteration(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,
+                    key: jax.Array, num_iters: int, mask: PyTree | None = None,
+                    tol: float = 1e-5) -> Estimate:
+  """The dominant eigenvalue of the Hessian (largest in magnitude) by power iteration.
+
+  A check on :func:`top_eigenvalues` (which returns the largest algebraic ones): they agree when
+  the largest eigenvalue dominates the most negative one in magnitude.
+
+  Args:
+    loss_fn, params, data, mask: as in :func:`top_eigenvalues`.
+    key: PRNG key of the Gaussian start vector.
+    num_iters: the most Hessian-vector products.
+    tol: stop when the Rayleigh quotient changes by less than ``tol * |lambda|``.
+
+  Returns:
+    ``Estimate`` with ``value`` = the Rayleigh quotient u^T H u of the last unit vector u,
+    ``stderr`` = the residual norm ||H u - lambda u|| (not a standard error), ``num_probes`` = 1,
+    and ``extra``: ``eigenvector`` (param pytree), ``num_iters``, ``converged``, ``dim``, ``method``.
+  """
+  num_iters = _check_int("num_iters", num_iters, 1)
+  if not tol > 0:
+    raise UserError(f"tol must be > 0, got {tol!r}")
+  op = HessianOperator(loss_fn, params, data, mask)
+  matvec = _host_matvec(op)
+  v = np.asarray(jax.random.normal(key, (op.dim,)), np.float64)
+  v /= np.linalg.norm(v)
+  lam_prev = None
+  converged = False
+  for it in range(1, num_iters + 1):
+    w = matvec(v.astype(np.float32))
+    lam = float(v @ w)
+    residual = float(np.linalg.norm(w - lam * v))
+    if lam_prev is not None and abs(lam - lam_prev) <= tol * abs(lam):
+      converged = True
+      break
+    norm = np.linalg.norm(w)
+    if norm == 0.0:  # v lies in the null space: H u = 0 u exactly.
+      converged = True
+      break
+    v = w / norm
+    lam_prev = lam
+  return Estimate(
+      value=lam, stderr=residual, num_examples=op.num_examples, num_probes=1,
+      extra={"method": "power_iteration", "eigenvector": op.to_tree(v), "num_iters": it,
+             "converged": converged, "dim": op.dim})
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectralDensity:
+  """Stochastic Lanczos quadrature of the Hessian's eigenvalue density.
+
+  For probe p (a unit Rademacher vector over the active coordinates) the m-step Lanczos
+  tridiagonal T_p gives Gauss quadrature nodes (T_p's eigenvalues) and weights (squared first
+  components of its eigenvectors, summing to 1). Probes whose Lanczos run stopped early (an
+  invariant subspace: the quadrature is then exact) are padded with zero-weight copies of their
+  first node.
+
+  Attributes:
+    nodes: (num_probes, m) Ritz values.
+    weights: (num_probes, m) quadrature weights; each row sums to 1.
+    grid: (G,) eigenvalue grid.
+    density: (G,) mean over probes of sum_j w_j N(grid; node_j, sigma^2), a probability density
+      (integrates to ~1 when the grid covers the nodes by a few sigma).
+    sigma: the Gaussian kernel's standard deviation.
+    dim: active coordinates (the operator's size).
+    num_examples: examples the loss averages over.
+  """
+
+  nodes: np.ndarray
+  weights: np.ndarray
+  grid: np.ndarray
+  density: np.ndarray
+  sigma: float
+  dim: int
+  num_examples: int
+
+  @property
+  def trace_samples(self) -> np.ndarray:
+    """(num_probes,) dim * sum_j w_j node_j = dim * v_p^T H v_p: Hutchinson samples of Tr(H)."""
+    return self.dim * np.sum(self.weights * self.nodes, axis=1)
+
+  @property
+  def trace(self) -> float:
+    """Tr(H) estimated from the quadrature (mean of :attr:`trace_samples`)."""
+    return float(np.mean(self.trace_samples))
+
+
+def spectral_density(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,
+                     key: jax.Array, num_probes: int, num_iters: int, mask: PyTree | None = None,
+                     grid: np.ndarray | None = None, sigma: float | None = None,
+                     num_grid: int = 1000) -> SpectralDensity:
+  """Hessian eigenvalue density by stochastic Lanczos quadrature.
+
+  Args:
+    loss_fn, params, data, mask: as in :func:`top_eigenvalues`.
+    key: PRNG key; probe p starts from ``rademacher(fold_in(key, p), (dim,)) / sqrt(dim)``.
+    num_probes: independent Lanczos runs.
+    num_iters: Lanczos steps per run (capped at dim); num_probes * num_iters Hessian-vector
+      products in all.
+    grid: eigenvalue grid; default ``num_grid`` points from min(nodes) - 5 sigma to
+      max(nodes) + 5 sigma.
+    sigma: Gaussian smoothing (eigenvalue units); default 1% of the nodes' range (1e-3 * max(1,
+      |node|) when all nodes coincide).
+    num_grid: points of the default grid.
+
+  Returns:
+    A :class:`SpectralDensity`.
+  """
+  num_probes = _check_int("num_probes", num_probes, 1)
+  num_iters = _check_int("num_iters", num_iters, 1)
+  num_grid = _check_int("num_grid", num_grid, 2)
+  if sigma is not None and not sigma > 0:
+    raise UserError(f"sigma must be None or > 0, got {sigma!r}")
+  op = HessianOperator(loss_fn, params, data, mask)
+  matvec = _host_matvec(op)
+  m = min(num_iters, op.dim)
+  nodes = np.zeros((num_probes, m))
+  weights = np.zeros((num_probes, m))
+  for p in range(num_probes):
+    v0 = np.asarray(jax.random.rademacher(jax.random.fold_in(key, p), (op.dim,)), np.float64)
+    alpha, beta, _ = lanczos(matvec, v0, m)
+    evals, evecs = np.linalg.eigh(_tridiag(alpha, beta))
+    n = evals.size
+    nodes[p, :n], weights[p, :n] = evals, evecs[0] ** 2
+    nodes[p, n:] = evals[0]
+  lo, hi = float(nodes.min()), float(nodes.max())
+  if sigma is None:
+    sigma = 0.01 * (hi - lo) if hi > lo else 1e-3 * max(1.0, abs(hi))
+  sigma = float(sigma)
+  if grid is None:
+    grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, num_grid)
+  grid = np.asarray(grid, np.float64)
+  if grid.ndim != 1 or grid.size < 2:
+    raise UserError(f"grid must be a 1-D array of >= 2 points, got shape {grid.shape}")
+  gauss = np.exp(-0.5 * ((grid[None, None, :] - nodes[..., None]) / sigma) ** 2)
+  gauss /= sigma * np.sqrt(2 * np.pi)
+  density = np.mean(np.sum(weights[..., None] * gauss, axis=1), axis=0)
+  return SpectralDensity(nodes=nodes, weights=weights, grid=grid, density=density, sigma=sigma,
+                         dim=op.dim, num_examples=op.num_examples)

@@ -1,0 +1,225 @@
+"""Measuring one solution: train error, test accuracy, Tr(H), Tr(F) and the input-Jacobian norm.
+
+The defaults are the study's protocol (``../shared/STUDY-NOTES.md``):
+
+* Tr(H): Hutchinson (Rademacher probes) on one batch of 1024 training examples, the mean
+  cross-entropy on the labels trained on, all trainable params restricted to the active (unpruned)
+  coordinates, BatchNorm in eval mode, up to 100 probes. The study stopped at a 0.1% relative
+  change of the running mean (PyHessian); snnjax stops once the 95% confidence half-width of the
+  estimate is below ``rtol`` times its value (``rtol`` = 0.01), a statistical criterion.
+* Tr(F): the true Fisher (labels sampled from the model's softmax), Monte Carlo with 1000 training
+  examples x 5 labels, a per-example mean, conv and linear weights only (no biases, no BatchNorm),
+  active coordinates only, BatchNorm in eval mode.
+* Jacobian: E_x ||d logits / d x||_F^2, squared Frobenius norm with respect to the normalized
+  input, exact (one VJP per class), averaged over 1000 training examples, BatchNorm in eval mode.
+
+The measured examples are a fixed seeded subset of the train split (the first ``n`` of one
+permutation, so the Tr(H) examples include the Tr(F) examples when their sizes agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from snnjax.errors import UserError
+from snnjax.estimators import fisher as fisher_lib
+from snnjax.estimators import hessian as hessian_lib
+from snnjax.estimators import jacobian as jacobian_lib
+from snnjax.estimators import subsets
+from snnjax.train import evaluate
+from snnjax.train.step import make_predict_fn
+
+PARAM_SUBSETS = ("all", "kernels")
+
+
+def default_settings() -> ml_collections.ConfigDict:
+  """The study's measurement protocol (see the module doc)."""
+  s = ml_collections.ConfigDict()
+  s.subset_seed = 0
+  s.key_seed = 0
+  s.eval_batch_size = 500
+  s.hessian = ml_collections.ConfigDict()
+  s.hessian.enabled = True
+  s.hessian.num_examples = 1024
+  s.hessian.batch_size = 1024       # examples per forward pass (the loss is over all of them)
+  s.hessian.method = "hutchinson"   # hutchinson | hutchpp
+  s.hessian.max_probes = 100
+  s.hessian.min_probes = 10
+  s.hessian.rtol = 0.01             # 95% half-width / |estimate| stop; 0 = always max_probes
+  s.hessian.params = "all"          # all | kernels
+  s.hessian.bn_mode = "eval"        # eval | train
+  s.fisher = ml_collections.ConfigDict()
+  s.fisher.enabled = True
+  s.fisher.kind = "mc"              # mc (true Fisher, sampled) | exact | empirical
+  s.fisher.num_examples = 1000
+  s.fisher.num_samples = 5
+  s.fisher.params = "kernels"
+  s.fisher.chunk_size = 32
+  s.jacobian = ml_collections.ConfigDict()
+  s.jacobian.enabled = True
+  s.jacobian.num_examples = 1000
+  s.jacobian.squared = True
+  s.jacobian.num_projections = 0    # 0 = exact (one VJP per class)
+  s.jacobian.chunk_size = 32
+  return s
+
+
+def validate_settings(s: ml_collections.ConfigDict) -> None:
+  """Raises ``UserError`` naming the first invalid measurement setting."""
+  def check(cond, message):
+    if not cond:
+      raise UserError(message)
+  for name in ("hessian", "fisher", "jacobian"):
+    check(int(s[name].num_examples) >= 1, f"measure.{name}.num_examples must be >= 1")
+  check(s.hessian.method in hessian_lib.METHODS,
+        f"measure.hessian.method must be one of {hessian_lib.METHODS}, got {s.hessian.method!r}")
+  check(int(s.hessian.max_probes) >= 1, "measure.hessian.max_probes must be >= 1")
+  check(int(s.hessian.min_probes) >= 2, "measure.hessian.min_probes must be >= 2")
+  check(float(s.hessian.rtol) >= 0, "measure.hessian.rtol must be >= 0 (0 = no early stop)")
+  check(int(s.hessian.batch_size) >= 1, "measure.hessian.batch_size must be >= 1")
+  check(s.hessian.bn_mode in ("eval", "train"), "measure.hessian.bn_mode must be eval or train")
+  for name in ("hessian", "fisher"):
+    check(s[name].params in PARAM_SUBSETS,
+          f"measure.{name}.params must be one of {PARAM_SUBSETS}, got {s[name].params!r}")
+  check(s.fisher.kind in fisher_lib.FISHER_KINDS,
+        f"measure.fisher.kind must be one of {fisher_lib.FISHER_KINDS}, got {s.fisher.kind!r}")
+  check(int(s.fisher.num_samples) >= 1, "measure.fisher.num_samples must be >= 1")
+  check(int(s.jacobian.num_projections) >= 0, "measure.jacobian.num_projections must be >= 0")
+  check(int(s.jacobian.num_projections) == 0 or bool(s.jacobian.squared),
+        "measure.jacobian.num_projections > 0 needs measure.jacobian.squared=True")
+
+
+def describe_settings(s: ml_collections.ConfigDict) -> list[str]:
+  """The measurement choices in words, one line each (stated beside every table)."""
+  h, f, j = s.hessian, s.fisher, s.jacobian
+  stop = (f"stop when the 95% half-width < {h.rtol:g} x |estimate| (after {h.min_probes})"
+          if h.rtol > 0 else "no early stop")
+  fisher_labels = {"mc": f"true Fisher, {f.num_samples} labels sampled from the model per example",
+                   "exact": "true Fisher, exact expectation over the classes",
+                   "empirical": "empirical Fisher (dataset labels)"}[f.kind]
+  jac = (f"{j.num_projections} Rademacher projections per example" if j.num_projections
+         else "exact (one VJP per class)")
+  return [
+      f"Tr(H): {h.method}, up to {h.max_probes} probes, {stop}; {h.num_examples} train examples "
+      f"(seeded subset {s.subset_seed}); mean cross-entropy on the labels trained on; "
+      f"{h.params} trainable params, active (unpruned) coordinates only; BatchNorm {h.bn_mode} mode.",
+      f"Tr(F): {fisher_labels}; per-example mean over {f.num_examples} train examples; "
+      f"{h_params_words(f.params)}, active coordinates only; BatchNorm eval mode.",
+      f"Jacobian: {'squared ' if j.squared else ''}Frobenius norm of d logits / d input "
+      f"(normalized input), {jac}, mean over {j.num_examples} train examples; BatchNorm eval mode.",
+  ]
+
+
+def h_params_words(params: str) -> str:
+  return {"all": "all trainable params",
+          "kernels": "conv and linear weights only (no biases, no BatchNorm)"}[params]
+
+
+def train_subset(num_train: int, size: int, seed: int) -> np.ndarray:
+  """The first ``size`` indices of a seeded permutation of ``range(num_train)`` (all if larger)."""
+  perm = np.random.default_rng(seed).permutation(num_train)
+  return perm[:min(size, num_train)]
+
+
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict]:
+  return [{"x": x[i:i + batch_size], "y": y[i:i + batch_size]}
+          for i in range(0, len(x), batch_size)]
+
+
+def estimator_mask(params: Any, mask: Any, include: str) -> Any:
+  """The sparsity ``mask`` restricted to the parameter subset ``include``."""
+  return subsets.combine_masks(mask, subsets.param_subset_mask(params, include))
+
+
+def accuracy_metrics(solution, dataset, *, batch_size: int = 500) -> dict:
+  """Eval-mode loss/accuracy of ``solution`` on the whole train split (labels trained on; also
+  the true labels) and the test split."""
+  predict = make_predict_fn(solution.apply_fn)
+  out = {}
+  train_logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
+                                         dataset.x_train, batch_size)
+  test_logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
+                                        dataset.x_test, batch_size)
+  train = evaluate.loss_and_accuracy(train_logits, dataset.y_train)
+  test = evaluate.loss_and_accuracy(test_logits, dataset.y_test)
+  out["train_loss"], out["train_accuracy"] = train["loss"], train["accuracy"]
+  out["train_error"] = 1.0 - train["accuracy"]
+  out["test_loss"], out["test_accuracy"] = test["loss"], test["accuracy"]
+  return out
+
+
+def mask_density(mask: Any) -> dict:
+  """Active / total coordinates of the leaves the mask prunes (leaves with any False)."""
+  active = total = 0
+  for m in jax.tree.leaves(mask):
+    m = np.asarray(m)
+    total_all = m.size
+    if not m.all():
+      active += int(m.sum())
+      total += total_all
+  return {"pruned_leaves_active": active, "pruned_leaves_total": total,
+          "measured_sparsity": (1.0 - active / total) if total else 0.0}
+
+
+def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
+                     log=None) -> dict:
+  """The table's numbers for one solution (see the module doc for the protocol).
+
+  Args:
+    solution: a ``snnjax.train.Solution``.
+    dataset: the ``snnjax.data.Dataset`` it was trained on.
+    settings: ``default_settings()`` or a variant.
+    log: optional ``log(message)`` for progress.
+
+  Returns:
+    A JSON-able dict: ``train_error``, ``train_accuracy``, ``train_loss`` (whole train split,
+    labels trained on), ``test_accuracy``, ``test_loss`` (whole test split), ``tr_h``, ``tr_f``,
+    ``jacobian`` (``Estimate.as_dict()``: ``value``, ``stderr``, ``num_examples``,
+    ``num_probes`` and details; None when disabled) and the mask's measured sparsity.
+  """
+  validate_settings(settings)
+  log = log or (lambda message: None)
+  out = accuracy_metrics(solution, dataset, batch_size=int(settings.eval_batch_size))
+  out.update(mask_density(solution.mask))
+  params, mask = solution.params, solution.mask
+  largest = max(int(settings[k].num_examples) for k in ("hessian", "fisher", "jacobian"))
+  idx = train_subset(dataset.num_train, largest, int(settings.subset_seed))
+  key = jax.random.key(int(settings.key_seed))
+  logits_fn, _ = solution.functions(bn_mode="eval")
+
+  out["tr_h"] = out["tr_f"] = out["jacobian"] = None
+  if settings.hessian.enabled:
+    h = settings.hessian
+    sel = idx[:int(h.num_examples)]
+    _, loss_fn = solution.functions(bn_mode=h.bn_mode)
+    log(f"Tr(H) on {len(sel)} examples")
+    est = hessian_lib.hessian_trace(
+        loss_fn, params, _batches(dataset.x_train[sel], dataset.y_train[sel], int(h.batch_size)),
+        key=jax.random.fold_in(key, 0), num_probes=int(h.max_probes),
+        mask=estimator_mask(params, mask, h.params), method=h.method,
+        rtol=float(h.rtol) if h.rtol > 0 else None, min_probes=int(h.min_probes))
+    out["tr_h"] = est.as_dict()
+  if settings.fisher.enabled:
+    f = settings.fisher
+    sel = idx[:int(f.num_examples)]
+    log(f"Tr(F) on {len(sel)} examples")
+    est = fisher_lib.fisher_trace(
+        logits_fn, params, {"x": dataset.x_train[sel], "y": dataset.y_train[sel]}, kind=f.kind,
+        key=jax.random.fold_in(key, 1), mask=estimator_mask(params, mask, f.params),
+        num_samples=int(f.num_samples) if f.kind == "mc" else 1, chunk_size=int(f.chunk_size))
+    out["tr_f"] = est.as_dict()
+  if settings.jacobian.enabled:
+    j = settings.jacobian
+    sel = idx[:int(j.num_examples)]
+    log(f"Jacobian norm on {len(sel)} examples")
+    projections = int(j.num_projections) or None
+    est = jacobian_lib.jacobian_norm(
+        logits_fn, params, {"x": dataset.x_train[sel]}, squared=bool(j.squared),
+        num_projections=projections, key=jax.random.fold_in(key, 2) if projections else None,
+        chunk_size=int(j.chunk_size))
+    out["jacobian"] = est.as_dict()
+  return out

@@ -1,0 +1,202 @@
+"""Stage 1 of a study: the training runs (Sol-D, Sol-F, Sol-S) it needs, planned and trained.
+
+A run is named by a :class:`RunSpec`: its family (``clean``: the table and analyses; ``noisy``:
+label noise; ``longtail``: the clean setup on a long-tailed train set, for disagreement), its
+regime (``dense``, ``finetune``, ``scratch``), sparsity and seed. Its training config is the
+family's config spec from the study config with the study's settings applied
+(:func:`training_config`); its work dir is ``DIR/runs/<name>-<hash of that config>``. Sparse runs
+name their Sol-D work dir in ``dense_workdir``, so a change to Sol-D changes their hash too.
+Sol-S uses the very mask of Sol-F (global magnitude pruning of the same Sol-D), from a fresh init.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Iterable
+
+import ml_collections
+
+from snnjax import data as data_lib
+from snnjax.errors import UserError
+from snnjax.studies import stages
+from snnjax.train import config_io
+
+FAMILIES = ("clean", "noisy", "longtail")
+REGIMES = ("dense", "finetune", "scratch")
+LABELS = {"dense": "Sol-D", "finetune": "Sol-F", "scratch": "Sol-S"}
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class RunSpec:
+  """One training run of the study."""
+
+  family: str
+  regime: str
+  sparsity: float
+  seed: int
+
+  @property
+  def name(self) -> str:
+    sp = "" if self.regime == "dense" else f"-{self.sparsity:.2f}"
+    return f"{self.family}-{self.regime}{sp}-seed{self.seed}"
+
+  @property
+  def label(self) -> str:
+    """E.g. ``Sol-F 0.90`` (the study's names)."""
+    sp = "" if self.regime == "dense" else f" {self.sparsity:.2f}"
+    return f"{LABELS[self.regime]}{sp}"
+
+  def dense(self) -> "RunSpec":
+    """The Sol-D run this run starts from (itself for a dense run)."""
+    return RunSpec(self.family, "dense", 0.0, self.seed)
+
+
+def _merge(config: ml_collections.ConfigDict, overrides) -> None:
+  for key, value in dict(overrides).items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      if key not in config:
+        raise UserError(f"study train.overrides: the training config has no field {key!r}")
+      _merge(config[key], value)
+    else:
+      if key not in config:
+        raise UserError(f"study train.overrides: the training config has no field {key!r}")
+      with config.ignore_type():
+        config[key] = value
+
+
+def _trend_sparsities(study: ml_collections.ConfigDict) -> set:
+  if not study.fisher_trend.enabled:
+    return set()
+  return {round(float(s), 6) for s in study.fisher_trend.sparsities}
+
+
+def keeps_trend_checkpoints(study: ml_collections.ConfigDict, spec: RunSpec) -> bool:
+  """Whether the run keeps a checkpoint every ``fisher_trend.every_epochs`` epochs."""
+  if spec.family != "clean" or not study.fisher_trend.enabled:
+    return False
+  return spec.regime == "dense" or round(spec.sparsity, 6) in _trend_sparsities(study)
+
+
+def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workdir: str
+                    ) -> ml_collections.ConfigDict:
+  """The training config of ``spec``: its family's spec with the study's settings applied."""
+  if spec.family not in FAMILIES or spec.regime not in REGIMES:
+    raise UserError(f"unknown run {spec}")
+  family = "noisy" if spec.family == "noisy" else "clean"
+  spec_str = study.train[f"{family}_{spec.regime}"]
+  path, sep, arg = spec_str.partition(":")
+  if not os.path.isabs(path):
+    path = os.path.join(study.configs_dir, path)
+  config = config_io.load_config_spec(path + sep + arg)
+  _merge(config, study.train.overrides)
+  config.seed = int(spec.seed)
+  config.regime = spec.regime
+  config.sparsity = float(spec.sparsity)
+  if spec.family == "noisy":
+    config.dataset.label_noise = float(study.label_noise.rate)
+    config.dataset.noise_kind = str(study.label_noise.kind)
+  if spec.family == "longtail":
+    config.dataset.imbalance_ratio = float(study.disagreement.imbalance_ratio)
+  if spec.regime == "dense":
+    config.dense_workdir = ""
+  else:
+    config.dense_workdir = dense_workdir
+    config.mask.source = "prune_dense"
+  config.prerequisites = "error"
+  config.dense_config = ""
+  config.progress = bool(study.train.progress)
+  if keeps_trend_checkpoints(study, spec):
+    every = int(study.fisher_trend.every_epochs)
+    config.checkpoint_every_epochs = every
+    config.checkpoint_keep = config.num_epochs // every + 2
+  return config
+
+
+def plan(study: ml_collections.ConfigDict) -> list[RunSpec]:
+  """Every run the enabled stages need, each Sol-D before the sparse runs that prune it."""
+  specs: set[RunSpec] = set()
+  sparse = {round(float(s), 6) for s in study.sparsities}
+  if study.interpolation.enabled:
+    sparse.add(round(float(study.interpolation.sparsity), 6))
+  if study.disagreement.enabled:
+    sparse.add(round(float(study.disagreement.sparsity), 6))
+  sparse |= _trend_sparsities(study)
+  for seed in study.seeds:
+    seed = int(seed)
+    specs.add(RunSpec("clean", "dense", 0.0, seed))
+    for s in sparse:
+      for regime in ("finetune", "scratch"):
+        specs.add(RunSpec("clean", regime, s, seed))
+    if study.label_noise.enabled:
+      specs.add(RunSpec("noisy", "dense", 0.0, seed))
+      for regime in ("finetune", "scratch"):
+        specs.add(RunSpec("noisy", regime, round(float(study.label_noise.sparsity), 6), seed))
+    if study.disagreement.enabled and study.disagreement.long_tailed:
+      specs.add(RunSpec("longtail", "dense", 0.0, seed))
+      for regime in ("finetune", "scratch"):
+        specs.add(RunSpec("longtail", regime, round(float(study.disagreement.sparsity), 6), seed))
+  return sorted(specs, key=lambda r: (r.family, r.seed, r.regime != "dense", r.sparsity,
+                                      r.regime))
+
+
+@dataclasses.dataclass
+class Run:
+  """A planned run: its spec, training config and work dir."""
+
+  spec: RunSpec
+  config: ml_collections.ConfigDict
+  workdir: str
+
+  @property
+  def hash(self) -> str:
+    return stages.run_hash(self.config)
+
+
+def resolve(study: ml_collections.ConfigDict, cache: stages.StageCache,
+            specs: Iterable[RunSpec]) -> dict[RunSpec, Run]:
+  """Training configs and work dirs of ``specs`` (dense runs first, their paths feed the rest)."""
+  runs: dict[RunSpec, Run] = {}
+  for spec in sorted(specs, key=lambda r: r.regime != "dense"):
+    dense_dir = ""
+    if spec.regime != "dense":
+      dense_spec = spec.dense()
+      if dense_spec not in runs:
+        runs.update(resolve(study, cache, [dense_spec]))
+      dense_dir = runs[dense_spec].workdir
+    config = training_config(study, spec, dense_dir)
+    config_io.validate_config(config)
+    runs[spec] = Run(spec, config, cache.run_workdir(spec.name, config))
+  return runs
+
+
+class DatasetCache:
+  """Loads each distinct dataset config once per study session."""
+
+  def __init__(self):
+    self._store: dict[str, data_lib.Dataset] = {}
+
+  def get(self, dataset_config: ml_collections.ConfigDict) -> data_lib.Dataset:
+    key = stages.digest(dataset_config)
+    if key not in self._store:
+      self._store[key] = data_lib.load_dataset(dataset_config)
+    return self._store[key]
+
+
+def train_all(runs: dict[RunSpec, Run], datasets: DatasetCache, *, log=stages.log) -> dict:
+  """Trains (or reuses, or resumes) every run; returns ``{name: {workdir, hash, final, wall_s}}``."""
+  from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  out = {}
+  ordered = sorted(runs.values(), key=lambda r: (r.spec.regime != "dense", r.spec.family,
+                                                r.spec.seed, r.spec.sparsity, r.spec.regime))
+  for i, run in enumerate(ordered):
+    log(f"solutions: [{i + 1}/{len(ordered)}] {run.spec.name} ({os.path.basename(run.workdir)})")
+    t0 = time.time()
+    final = train_and_evaluate(run.config, run.workdir, dataset=datasets.get(run.config.dataset))
+    elapsed = time.time() - t0
+    shown = {k: round(final[k], 4) for k in ("train_accuracy", "test_accuracy") if k in final}
+    log(f"solutions: {run.spec.name} done in {elapsed:.1f}s {shown}")
+    out[run.spec.name] = {"workdir": run.workdir, "hash": run.hash, "final": final,
+                          "wall_s": elapsed}
+  return out

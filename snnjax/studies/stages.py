@@ -1,0 +1,132 @@
+"""The cache behind a study: run work dirs keyed by their training config, results keyed by inputs.
+
+Layout of a study directory ``DIR``::
+
+  DIR/runs/<name>-<hash>/        one training run (``snnjax.train`` work dir); ``hash`` is the
+                                 hash of the run's result-determining config fields
+  DIR/results/<stage>-<hash>.json   one analysis result; ``hash`` is the hash of its inputs
+  DIR/report/                    report.md, figures, results.json
+
+A run whose config changes gets a new hash, hence a new work dir: runs that did not change are
+reused, and runs that depend on a changed one (a finetune run names its Sol-D work dir in
+``dense_workdir``) change hash with it. ``train_and_evaluate`` resumes an interrupted run and
+skips a finished one. Results are written atomically, so an interrupted stage leaves no partial
+JSON behind and is recomputed on the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+
+from snnjax.train import config_io
+
+HASH_LENGTH = 12
+
+
+def _jsonable(value: Any) -> Any:
+  """``value`` with ConfigDicts, tuples and numpy scalars/arrays turned into JSON types."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return _jsonable(config_io.config_to_dict(value))
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, float) and not np.isfinite(value):
+    return None
+  return value
+
+
+def to_json(value: Any) -> Any:
+  """A JSON-serializable copy of ``value`` (non-finite floats become None)."""
+  return _jsonable(value)
+
+
+def digest(value: Any) -> str:
+  """A short stable hash (hex) of a JSON-able ``value`` (dict order does not matter)."""
+  text = json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def run_hash(config: ml_collections.ConfigDict) -> str:
+  """Hash of the fields of a training config that determine its numbers."""
+  return digest(config_io.result_fields(config_io.config_to_dict(config)))
+
+
+def log(message: str) -> None:
+  """One progress line on stderr."""
+  print(f"[study] {message}", file=sys.stderr, flush=True)
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes ``value`` as JSON atomically (temporary file, then rename)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(_jsonable(value), f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+class StageCache:
+  """Results of analysis stages under ``DIR/results``, keyed by a hash of their inputs.
+
+  ``computed`` and ``reused`` list the result files of this session (for the report and tests).
+  """
+
+  def __init__(self, directory: str):
+    self.directory = os.path.abspath(directory)
+    self.results_dir = os.path.join(self.directory, "results")
+    self.runs_dir = os.path.join(self.directory, "runs")
+    self.computed: list[str] = []
+    self.reused: list[str] = []
+    self.wall_times: dict[str, float] = {}
+
+  def run_workdir(self, name: str, config: ml_collections.ConfigDict) -> str:
+    """The work dir of the run ``name`` with training config ``config``."""
+    return os.path.join(self.runs_dir, f"{name}-{run_hash(config)}")
+
+  def result_path(self, stage: str, inputs: Any) -> str:
+    return os.path.join(self.results_dir, f"{stage}-{digest(inputs)}.json")
+
+  def cached(self, stage: str, inputs: Any, compute: Callable[[], Any]) -> Any:
+    """The stored result of ``stage`` for ``inputs``, or ``compute()`` stored and returned.
+
+    ``inputs`` is any JSON-able value that determines the result (settings, the hashes of the
+    runs it reads). The result goes through JSON either way, so a reused result and a freshly
+    computed one are the same Python values.
+    """
+    path = self.result_path(stage, inputs)
+    if os.path.exists(path):
+      try:
+        stored = read_json(path)
+      except (OSError, json.JSONDecodeError):
+        stored = None
+      if isinstance(stored, dict) and "result" in stored:
+        self.reused.append(path)
+        log(f"{stage}: reusing {os.path.relpath(path, self.directory)}")
+        return stored["result"]
+    log(f"{stage}: computing")
+    t0 = time.time()
+    result = compute()
+    elapsed = time.time() - t0
+    self.wall_times[stage] = self.wall_times.get(stage, 0.0) + elapsed
+    write_json(path, {"stage": stage, "inputs": inputs, "wall_time_s": elapsed,
+                      "result": result})
+    self.computed.append(path)
+    return read_json(path)["result"]

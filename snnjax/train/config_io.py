@@ -1,0 +1,104 @@
+"""Config files and validation.
+
+Config files are Python modules with ``get_config()`` or ``get_config(arg)`` (big_vision style presets:
+``configs/scratch95.py:quick``). Validation turns every out-of-range value into one ``UserError`` line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from snnjax.errors import UserError
+
+REGIMES = ("dense", "finetune", "scratch", "lottery")
+DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
+MASK_SOURCES = ("prune_dense", "random", "erk")
+# Fields that do not change a run's numbers; they may differ between a run and its resumption.
+RUNTIME_FIELDS = ("progress", "tensorboard", "checkpoint_keep", "prerequisites", "dense_config",
+                  "distributed", "eval_batch_size")
+
+
+def load_config_spec(spec: str) -> ml_collections.ConfigDict:
+  """Loads ``path/to/config.py`` or ``path/to/config.py:arg`` and calls its ``get_config``."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise UserError(f"config file not found: {path}")
+  module_spec = importlib.util.spec_from_file_location(
+      "_snnjax_config_" + os.path.basename(path).removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A JSON-serializable dict of ``config`` (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def config_from_dict(d: dict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)
+
+
+def result_fields(d: dict) -> dict:
+  """The part of a config dict that determines a run's numbers."""
+  return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+
+
+def _check(cond: bool, message: str) -> None:
+  if not cond:
+    raise UserError(message)
+
+
+def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
+  """Raises ``UserError`` naming the first invalid field of a training config."""
+  c = config
+  _check(c.regime in REGIMES, f"config.regime must be one of {REGIMES}, got {c.regime!r}")
+  _check(0.0 <= c.sparsity < 1.0, f"config.sparsity must be in [0, 1), got {c.sparsity}")
+  _check(c.regime == "dense" or c.sparsity > 0.0,
+         f"config.sparsity must be > 0 for the {c.regime} regime")
+  d = c.dataset
+  _check(d.name in DATASETS, f"config.dataset.name must be one of {DATASETS}, got {d.name!r}")
+  _check(d.source in ("auto", "npz", "tfds"),
+         f"config.dataset.source must be auto, npz or tfds, got {d.source!r}")
+  _check(0.0 <= d.label_noise < 1.0, f"config.dataset.label_noise must be in [0, 1), got {d.label_noise}")
+  _check(d.noise_kind in ("uniform", "flip"),
+         f"config.dataset.noise_kind must be uniform or flip, got {d.noise_kind!r}")
+  _check(d.imbalance_ratio >= 1.0, f"config.dataset.imbalance_ratio must be >= 1, got {d.imbalance_ratio}")
+  _check(d.train_size >= 0, f"config.dataset.train_size must be >= 0, got {d.train_size}")
+  if model_names:
+    _check(c.model.name in model_names,
+           f"config.model.name must be one of {tuple(model_names)}, got {c.model.name!r}")
+  m = c.mask
+  _check(m.source in MASK_SOURCES, f"config.mask.source must be one of {MASK_SOURCES}, got {m.source!r}")
+  _check(m.scope in ("global", "layerwise"), f"config.mask.scope must be global or layerwise, got {m.scope!r}")
+  needs_dense = c.regime in ("finetune", "lottery") or (c.regime == "scratch" and m.source == "prune_dense")
+  _check(not needs_dense or bool(c.dense_workdir),
+         f"the {c.regime} regime needs a Sol-D run: set --config.dense_workdir=DIR"
+         + (" (or --config.mask.source=random|erk)" if c.regime == "scratch" else ""))
+  _check(c.prerequisites in ("error", "train"),
+         f"config.prerequisites must be error or train, got {c.prerequisites!r}")
+  o = c.optim
+  _check(o.lr > 0, f"config.optim.lr must be > 0, got {o.lr}")
+  _check(0.0 <= o.momentum < 1.0, f"config.optim.momentum must be in [0, 1), got {o.momentum}")
+  _check(o.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {o.weight_decay}")
+  _check(0 < o.decay <= 1, f"config.optim.decay must be in (0, 1], got {o.decay}")
+  _check(o.warmup_epochs >= 0, f"config.optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+  _check(c.num_epochs >= 1, f"config.num_epochs must be >= 1, got {c.num_epochs}")
+  _check(c.batch_size >= 1, f"config.batch_size must be >= 1, got {c.batch_size}")
+  _check(c.eval_batch_size >= 1, f"config.eval_batch_size must be >= 1, got {c.eval_batch_size}")
+  _check(c.eval_every_epochs >= 1, f"config.eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
+  _check(c.checkpoint_every_epochs >= 1,
+         f"config.checkpoint_every_epochs must be >= 1, got {c.checkpoint_every_epochs}")
+  _check(c.checkpoint_keep >= 1, f"config.checkpoint_keep must be >= 1, got {c.checkpoint_keep}")
+  _check(c.precision in ("float32", "bfloat16"),
+         f"config.precision must be float32 or bfloat16, got {c.precision!r}")
+  _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")
+
+
+def format_config(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config_to_dict(config), indent=2, sort_keys=True)

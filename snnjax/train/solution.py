@@ -1,0 +1,145 @@
+"""Loading a trained solution (or an init) for analysis: ``load_solution(path)``.
+
+``path`` may be a work dir (its last checkpoint: the solution), ``WORKDIR/init`` (the state before the
+first update: Init-S, Init-F or Sol-D's init), ``WORKDIR/checkpoints`` (its last checkpoint) or one
+step directory ``WORKDIR/checkpoints/<step>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from snnjax import models
+from snnjax.errors import UserError
+from snnjax.sparsity import check_mask
+from snnjax.train import config_io
+from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.optim import make_optimizer
+from snnjax.train.state import TrainState
+from snnjax.train.step import cross_entropy, forward
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Solution:
+  """A trained (or initial) network with its mask, ready for the estimators.
+
+  ``logits_fn(params, x) -> (n, classes)`` and ``loss_fn(params, batch) -> mean cross-entropy over the
+  batch`` run the model in eval mode with this solution's BatchNorm statistics closed over; pass
+  ``self.params`` (or any params of the same structure, e.g. along an interpolation line).
+  """
+
+  params: PyTree
+  mask: PyTree
+  batch_stats: PyTree
+  config: ml_collections.ConfigDict
+  step: int
+  epoch: int
+  meta: dict
+  model: Any
+  path: str
+
+  @property
+  def apply_fn(self) -> Callable:
+    return self.model.apply
+
+  def functions(self, *, bn_mode: str = "eval", batch_stats: PyTree | None = None
+                ) -> tuple[Callable, Callable]:
+    """``(logits_fn, loss_fn)`` with BatchNorm in ``eval`` mode (running statistics, default) or
+    ``train`` mode (each call normalizes with its own batch's statistics)."""
+    if bn_mode not in ("eval", "train"):
+      raise UserError(f"bn_mode must be eval or train, got {bn_mode!r}")
+    stats = self.batch_stats if batch_stats is None else batch_stats
+    apply_fn = self.model.apply
+    train = bn_mode == "train"
+
+    def logits_fn(params, x):
+      return forward(apply_fn, params, stats, x, train=train)[0]
+
+    def loss_fn(params, batch):
+      return jnp.mean(cross_entropy(logits_fn(params, batch["x"]), batch["y"]))
+
+    return logits_fn, loss_fn
+
+  @property
+  def logits_fn(self) -> Callable:
+    return self.functions()[0]
+
+  @property
+  def loss_fn(self) -> Callable:
+    return self.functions()[1]
+
+
+def _resolve(path: str) -> tuple[str, str, int | None]:
+  """-> (workdir, checkpoint-manager dir, step or None for its latest)."""
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
+    raise UserError(f"no checkpoint or work dir at {path}")
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return path, os.path.join(path, "checkpoints"), None
+  parent = os.path.dirname(path)
+  if os.path.isfile(os.path.join(parent, "config.json")):
+    return parent, path, None
+  grand = os.path.dirname(parent)
+  if os.path.isfile(os.path.join(grand, "config.json")) and os.path.basename(path).isdigit():
+    return grand, parent, int(os.path.basename(path))
+  raise UserError(f"{path} is not a snnjax work dir or checkpoint (no config.json found)")
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      return config_io.config_from_dict(json.load(f))
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read {workdir}/config.json: {e}") from e
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, input_shape, num_classes: int
+                         ) -> TrainState:
+  """Shapes and dtypes of the train state of a run of ``config`` (no computation)."""
+  model = models.create_model(config.model.name, num_classes, **dict(config.model.kwargs))
+  tx, _ = make_optimizer(config.optim, steps_per_epoch=1)
+
+  def build():
+    params, batch_stats = models.init_variables(model, jax.random.key(0), tuple(input_shape))
+    mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+    return TrainState.create(params, batch_stats, mask, tx)
+
+  return jax.eval_shape(build)
+
+
+def load_solution(path: str, *, step: int | None = None) -> Solution:
+  """Loads params, mask, BatchNorm statistics, config and step of a run's checkpoint.
+
+  Args:
+    path: a work dir, ``WORKDIR/init``, ``WORKDIR/checkpoints`` or ``WORKDIR/checkpoints/<step>``.
+    step: a specific step in that checkpoint directory (default: the latest, i.e. the solution).
+  Raises:
+    UserError: missing path, no checkpoint, a corrupt checkpoint or a mask that does not match.
+  """
+  workdir, ckpt_dir, path_step = _resolve(path)
+  config = read_run_config(workdir)
+  store = CheckpointStore(ckpt_dir, read_only=True)
+  steps = store.steps()
+  if not steps:
+    raise UserError(f"no checkpoint in {ckpt_dir} (has the run started?)")
+  step = step if step is not None else (path_step if path_step is not None else steps[-1])
+  if step not in steps:
+    raise UserError(f"no checkpoint at step {step} in {ckpt_dir}; steps: {steps}")
+  meta = store.restore_meta(step)
+  target = abstract_train_state(config, meta["input_shape"], meta["num_classes"])
+  state_dict, meta = store.restore(step, target.to_dict())
+  state = TrainState.from_dict(state_dict)
+  check_mask(state.params, state.mask)
+  model = models.create_model(config.model.name, meta["num_classes"], **dict(config.model.kwargs))
+  return Solution(params=state.params, mask=state.mask, batch_stats=state.batch_stats,
+                  config=config, step=int(state.step), epoch=int(meta.get("epoch", 0)), meta=meta,
+                  model=model, path=os.path.join(ckpt_dir, str(step)))

@@ -1,0 +1,109 @@
+"""The pure train step and the jitted functions around it.
+
+``train_step(state, batch, apply_fn=..., tx=...)`` is the one pure function of training: forward in train
+mode, mean softmax cross-entropy over the batch, masked optimizer update. ``make_train_step`` wraps it
+into a jitted function that gathers the batch from a device-resident dataset by index and augments it
+inside jit, so the host only sends an index vector per step.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from snnjax.data import pipeline
+from snnjax.train.state import TrainState
+
+PyTree = Any
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy, (n, classes), (n,) -> (n,), computed in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _cast(tree: PyTree, dtype) -> PyTree:
+  if dtype is None:
+    return tree
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def forward(apply_fn: Callable, params: PyTree, batch_stats: PyTree, x: jax.Array, *,
+            train: bool, compute_dtype=None) -> tuple[jax.Array, PyTree]:
+  """Runs the model; returns ``(logits float32, new batch_stats)`` (unchanged in eval mode).
+
+  With ``compute_dtype`` (e.g. bfloat16) the params and inputs are cast for the forward pass only:
+  the master params, the gradients w.r.t. them and the loss stay float32.
+  """
+  variables = {"params": _cast(params, compute_dtype)}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  x = x if compute_dtype is None else x.astype(compute_dtype)
+  if train and batch_stats:
+    logits, updates = apply_fn(variables, x, train=True, mutable=["batch_stats"])
+    new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), updates["batch_stats"],
+                             batch_stats)
+  else:
+    logits = apply_fn(variables, x, train=train)
+    new_stats = batch_stats
+  return logits.astype(jnp.float32), new_stats
+
+
+def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
+               tx: optax.GradientTransformationExtraArgs, compute_dtype=None
+               ) -> tuple[TrainState, dict]:
+  """One masked SGD step on ``batch = {"x": (n, ...), "y": (n,)}``.
+
+  Returns the new state and metrics averaged over the batch's n examples: ``loss`` (mean
+  cross-entropy) and ``accuracy``.
+  """
+
+  def loss_fn(params):
+    logits, new_stats = forward(apply_fn, params, state.batch_stats, batch["x"], train=True,
+                                compute_dtype=compute_dtype)
+    loss = jnp.mean(cross_entropy(logits, batch["y"]))
+    return loss, (logits, new_stats)
+
+  (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, mask=state.mask)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                            opt_state=opt_state)
+  accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
+  return new_state, {"loss": loss, "accuracy": accuracy}
+
+
+def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs, *,
+                    augment: bool, compute_dtype=None, batch_sharding=None) -> Callable:
+  """Jitted ``step(state, data, idx, key) -> (state, metrics)``.
+
+  ``data = {"x": (N, ...), "y": (N,)}`` is the training set resident on the device(s); ``idx`` (B,) int32
+  selects the batch; ``key`` drives the augmentation (pad-4 random crop + flip) when ``augment``.
+  ``batch_sharding`` (a ``jax.sharding.NamedSharding``) shards the gathered batch over a device mesh for
+  data-parallel training; the state stays replicated and XLA turns the batch means (loss, BatchNorm
+  statistics) into cross-device reductions. The state buffers are donated.
+  """
+
+  def step(state, data, idx, key):
+    batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
+    if augment:
+      batch["x"] = pipeline.augment_batch(key, batch["x"])
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype)
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_predict_fn(apply_fn: Callable, *, compute_dtype=None) -> Callable:
+  """Jitted eval-mode ``predict(params, batch_stats, x) -> logits (n, classes) float32``."""
+  return jax.jit(functools.partial(_predict, apply_fn, compute_dtype))
+
+
+def _predict(apply_fn, compute_dtype, params, batch_stats, x):
+  logits, _ = forward(apply_fn, params, batch_stats, x, train=False, compute_dtype=compute_dtype)
+  return logits
