@@ -174,8 +174,13 @@ def _batch_norm(x, p, st, channel_axis, bn, momentum=0.9, eps=1e-5):
 
 
 def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nhwc",
-                 bn: str = "train", dtype=jnp.float32) -> tuple[jax.Array, PyTree]:
-  """Train-mode forward: x (n, h, w, c) NHWC float32 -> (logits (n, classes) float32, new stats)."""
+                 bn: str = "train", dtype=jnp.float32, barrier: bool = False
+                 ) -> tuple[jax.Array, PyTree]:
+  """Train-mode forward: x (n, h, w, c) NHWC float32 -> (logits (n, classes) float32, new stats).
+
+  ``barrier`` wraps each block's output in ``lax.optimization_barrier`` so XLA materializes the
+  residual stream instead of recomputing it inside the backward pass's fusions.
+  """
   layout_nchw = impl == "nchw"
   cax = 1 if layout_nchw else -1
   h = x.astype(dtype)
@@ -206,6 +211,8 @@ def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nh
     else:
       short = h
     h = jax.nn.relu(out + short)
+    if barrier:
+      h = jax.lax.optimization_barrier(h)
   feats = jnp.mean(h.astype(jnp.float32), axis=(2, 3) if layout_nchw else (1, 2))
   logits = feats @ params["head"]["kernel"] + params["head"]["bias"]
   return logits, new_stats
@@ -214,11 +221,12 @@ def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nh
 # ----------------------------------------------------------------------------- timing
 
 def make_step(impl: str, bn: str, dtype, lr: float = 0.1, momentum: float = 0.9,
-              weight_decay: float = 5e-4) -> Callable:
+              weight_decay: float = 5e-4, barrier: bool = False) -> Callable:
   """Jitted ``step(params, stats, buf, x, y) -> (params, stats, buf, loss)`` (SGD momentum)."""
 
   def loss_fn(params, stats, x, y):
-    logits, new_stats = apply_resnet(params, stats, x, impl=impl, bn=bn, dtype=dtype)
+    logits, new_stats = apply_resnet(params, stats, x, impl=impl, bn=bn, dtype=dtype,
+                                     barrier=barrier)
     logp = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1)), new_stats
 
@@ -259,6 +267,49 @@ def time_variant(impl: str = "nhwc", bn: str = "train", dtype: str = "float32", 
   return {"impl": impl, "bn": bn, "dtype": dtype, "compile_s": compile_s,
           "step_s": statistics.median(times), "step_min_s": min(times),
           "images_per_s": batch / statistics.median(times), "loss": float(loss)}
+
+
+def time_interleaved(variants: Sequence[dict], *, batch: int = 128, image: int = 32,
+                     depth: int = 32, widths: Sequence[int] = (16, 32, 64), reps: int = 3,
+                     rounds: int = 5, seed: int = 0) -> list[dict]:
+  """Compiles every variant, then times them round-robin (``reps`` steps each per round).
+
+  Interleaving puts every variant under the same background load, so the ratios between them
+  are steadier than those of variants timed one after the other. Returns per variant the median
+  and the min over all timed steps, and the compile time.
+  """
+  key = jax.random.PRNGKey(seed)
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal((batch, image, image, 3), dtype=np.float32))
+  y = jnp.asarray(rng.integers(0, 10, batch, dtype=np.int32))
+  runs = []
+  for v in variants:
+    params, stats = init_resnet(key, depth, widths)
+    buf = jax.tree.map(jnp.zeros_like, params)
+    step = make_step(v["impl"], v.get("bn", "train"), jnp.dtype(v.get("dtype", "float32")),
+                     barrier=v.get("barrier", False))
+    t0 = time.perf_counter()
+    compiled = step.lower(params, stats, buf, x, y).compile()
+    c_s = time.perf_counter() - t0
+    state = compiled(params, stats, buf, x, y)[:3]
+    runs.append({"v": v, "fn": compiled, "state": state, "times": [], "compile_s": c_s})
+  for _ in range(rounds):
+    for r in runs:
+      for _ in range(reps):
+        t0 = time.perf_counter()
+        *r["state"], loss = r["fn"](*r["state"], x, y)
+        jax.block_until_ready(loss)
+        r["times"].append(time.perf_counter() - t0)
+  base = statistics.median(runs[0]["times"]), min(runs[0]["times"])
+  out = []
+  for r in runs:
+    med, mn = statistics.median(r["times"]), min(r["times"])
+    out.append({"impl": r["v"]["impl"], "bn": r["v"].get("bn", "train"),
+                "barrier": r["v"].get("barrier", False),
+                "dtype": r["v"].get("dtype", "float32"), "compile_s": r["compile_s"],
+                "step_s": med, "step_min_s": mn, "images_per_s": batch / med,
+                "ratio_to_first": med / base[0], "min_ratio_to_first": mn / base[1]})
+  return out
 
 
 def check_equivalence(impls: Sequence[str] = ("nchw", "im2col", "shift"), batch: int = 4,

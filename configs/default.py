@@ -72,5 +72,4 @@ def get_config():
   config.num_devices = 0                   # data-parallel devices (0 = all local devices)
   config.distributed = False               # call jax.distributed.initialize() (multi-host)
   config.progress = True                   # progress bar on a terminal
-  config.tensorboard = False
   return config

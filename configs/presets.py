@@ -45,6 +45,7 @@ def apply(config: ml_collections.ConfigDict, preset: str, *, name: str) -> ml_co
     config.dataset.npz_path = ""
     config.model.name = "cnn"
     config.model.kwargs = ml_collections.ConfigDict({})
+    config.dataset.augment = False  # pad-4 crops and mirror images destroy 8x8 digits
     config.optim.lr = 0.05
     config.optim.weight_decay = 5e-4
     config.num_epochs = 12

@@ -48,6 +48,8 @@ def get_config(preset: str = "quick"):
   config.seeds = (0,)
   config.sparsities = (0.90, 0.94, 0.96)
   config.configs_dir = os.path.dirname(os.path.abspath(__file__))
+  # JAX's persistent compilation cache in DIR/jax_cache (runs share programs; saves compiles).
+  config.compilation_cache = True
 
   # Training configs per family and regime (specs relative to configs_dir).
   train_preset = {"quick": "quick", "cifar10": "", "paper": "cifar100"}[preset]

@@ -66,25 +66,38 @@ def _loss_fn(logits_fn):
   return loss_fn
 
 
-def _randomize(tree, key, scale):
-  leaves, treedef = jax.tree.flatten(tree)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(
-      treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
+def _numpy_params(module, x, rng):
+  """Random params for ``module`` from its shapes (``jax.eval_shape``: nothing is compiled).
+
+  Kernels ~ N(0, 1/fan_in), biases ~ N(0, 0.3^2), BatchNorm scales ~ 1 + N(0, 0.2^2).
+  Returns (params, batch_stats) with random running means and variances in [0.5, 2].
+  """
+  shapes = jax.eval_shape(module.init, jax.random.key(0), x)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      value = rng.standard_normal(leaf.shape) / np.sqrt(fan_in)
+    elif name == "scale":
+      value = 1.0 + 0.2 * rng.standard_normal(leaf.shape)
+    elif name == "mean":
+      value = 0.3 * rng.standard_normal(leaf.shape)
+    elif name == "var":
+      value = rng.uniform(0.5, 2.0, leaf.shape)
+    else:
+      value = 0.3 * rng.standard_normal(leaf.shape)
+    return jnp.asarray(value, jnp.float32)
+
+  variables = jax.tree_util.tree_map_with_path(draw, shapes)
+  return variables["params"], variables.get("batch_stats", {})
 
 
-def mlp(key: jax.Array, *, in_dim: int = 6, hidden: Sequence[int] = (12, 12),
+def mlp(seed: int = 0, *, in_dim: int = 6, hidden: Sequence[int] = (12, 12),
         num_classes: int = 4, activation: str = "tanh") -> TinyModel:
-  """MLP in_dim -> hidden -> num_classes (292 params with the defaults); biases randomized."""
+  """MLP in_dim -> hidden -> num_classes (292 params with the defaults)."""
   module = _MLP(tuple(hidden), num_classes, activation)
-
-  @jax.jit
-  def build(key):
-    k_init, k_noise = jax.random.split(key)
-    params = module.init(k_init, jnp.zeros((1, in_dim)))["params"]
-    return _randomize(params, k_noise, 0.3)
-
-  params = build(key)
+  params, _ = _numpy_params(module, jnp.zeros((1, in_dim)), np.random.default_rng(seed))
 
   def logits_fn(params, x):
     return module.apply({"params": params}, x)
@@ -92,28 +105,16 @@ def mlp(key: jax.Array, *, in_dim: int = 6, hidden: Sequence[int] = (12, 12),
   return TinyModel(params, logits_fn, _loss_fn(logits_fn), (in_dim,), num_classes)
 
 
-def cnn(key: jax.Array, *, image: tuple[int, int, int] = (6, 6, 2), channels: int = 4,
+def cnn(seed: int = 0, *, image: tuple[int, int, int] = (6, 6, 2), channels: int = 4,
         num_classes: int = 3, activation: str = "relu") -> TinyModel:
   """Conv-BN-act, strided Conv-BN-act, global average pool, Dense; BN in eval mode.
 
-  The BatchNorm running means/variances and all params are randomized so that every piece of
-  the network matters (255 params with the defaults).
+  The BatchNorm running means/variances and all params are random so that every piece of the
+  network matters (255 params with the defaults).
   """
   module = _CNN(channels, num_classes, activation)
-
-  @jax.jit
-  def build(key):
-    k_init, k_noise, k_mean, k_var = jax.random.split(key, 4)
-    variables = module.init(k_init, jnp.zeros((1,) + tuple(image)))
-    params = _randomize(variables["params"], k_noise, 0.2)
-    stats = {
-        name: {"mean": 0.3 * jax.random.normal(jax.random.fold_in(k_mean, i), s["mean"].shape),
-               "var": jax.random.uniform(jax.random.fold_in(k_var, i), s["var"].shape,
-                                         minval=0.5, maxval=2.0)}
-        for i, (name, s) in enumerate(sorted(variables["batch_stats"].items()))}
-    return params, stats
-
-  params, stats = build(key)
+  params, stats = _numpy_params(module, jnp.zeros((1,) + tuple(image)),
+                                np.random.default_rng(seed))
 
   def logits_fn(params, x):
     return module.apply({"params": params, "batch_stats": stats}, x, train=False)
@@ -121,9 +122,8 @@ def cnn(key: jax.Array, *, image: tuple[int, int, int] = (6, 6, 2), channels: in
   return TinyModel(params, logits_fn, _loss_fn(logits_fn), tuple(image), num_classes)
 
 
-def make_batch(key: jax.Array, model: TinyModel, n: int) -> dict:
+def make_batch(seed: int, model: TinyModel, n: int) -> dict:
   """A batch {"x": (n, *input_shape), "y": (n,) int32, "index": (n,) int32} of Gaussian inputs."""
-  seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((n,) + model.input_shape).astype(np.float32)
   y = rng.integers(0, model.num_classes, size=(n,)).astype(np.int32)

@@ -1,6 +1,8 @@
 """Tests for snnjax.data.sources (offline loaders; nothing here needs tfds)."""
 
 import random
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -78,3 +80,44 @@ def test_class_names():
   assert sources.CIFAR10_CLASSES[6] == "frog"
   for name in ("baby", "boy", "girl", "man", "woman"):
     assert name in sources.CIFAR100_CLASSES
+
+
+def _fake_tfds(monkeypatch, data_source):
+  module = types.ModuleType("tensorflow_datasets")
+  module.data_source = data_source
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+
+
+def test_tfds_data_source_path_without_tensorflow(monkeypatch):
+  calls = []
+
+  def data_source(name, data_dir=None, download=True):
+    calls.append((name, data_dir, download))
+    rng = np.random.default_rng(0)
+    def split(n):
+      return [{"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "label": i % 100,
+               "id": str(i)} for i in range(n)]
+    return {"train": split(6), "test": split(3)}
+
+  _fake_tfds(monkeypatch, data_source)
+  raw = sources.load_tfds("cifar100", "/data/tfds")
+  assert calls == [("cifar100", "/data/tfds", False)]
+  assert raw.x_train.shape == (6, 4, 4, 3) and raw.y_test.tolist() == [0, 1, 2]
+  assert raw.num_classes == 100
+
+
+def test_tfds_not_prepared_is_a_user_error(monkeypatch):
+  def data_source(name, data_dir=None, download=True):
+    raise AssertionError(f"Dataset {name}: could not find data in {data_dir}")
+
+  _fake_tfds(monkeypatch, data_source)
+  monkeypatch.setattr(sources.importlib.util, "find_spec",
+                      lambda name: None if name == "tensorflow" else object())
+  with pytest.raises(UserError, match="no prepared cifar10.*could not find data.*tfds build"):
+    sources.load_tfds("cifar10", "/nowhere")
+
+
+def test_tfds_missing_package(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+  with pytest.raises(UserError, match="not installed"):
+    sources.load_tfds("cifar10", None)

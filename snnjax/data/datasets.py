@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-import ml_collections
 import numpy as np
 
 from snnjax.data import noise as noise_lib
@@ -51,7 +50,7 @@ _DEFAULTS = {
 }
 
 
-def default_dataset_config(**overrides) -> ml_collections.ConfigDict:
+def default_dataset_config(**overrides) -> "ml_collections.ConfigDict":
   """A ``config.dataset`` with every field :func:`load_dataset` reads.
 
   Fields: ``name``, ``source`` ("auto" | "npz" | "tfds"), ``npz_path`` (str, "" = none),
@@ -59,13 +58,14 @@ def default_dataset_config(**overrides) -> ml_collections.ConfigDict:
   (rate in [0, 1)), ``noise_kind`` ("flip" | "uniform"), ``seed``, ``imbalance_ratio`` (1.0 =
   balanced), ``normalize`` (bool), ``norm_stats`` ("train" | "standard").
   """
+  import ml_collections  # pylint: disable=g-import-not-at-top  # Only this helper needs it.
   unknown = sorted(set(overrides) - set(_DEFAULTS))
   if unknown:
     raise UserError(f"unknown dataset config fields {unknown}; known: {sorted(_DEFAULTS)}")
   return ml_collections.ConfigDict({**_DEFAULTS, **overrides})
 
 
-def load_dataset(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> Dataset:
+def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
   """Loads, subsets, corrupts and normalizes a dataset as ``cfg`` says (see the module doc).
 
   Args:

@@ -16,6 +16,7 @@ replacement (a seeded choice; ``round`` is round-half-up):
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -25,12 +26,12 @@ NOISE_KINDS = ("flip", "uniform")
 
 
 def num_corrupted(n: int, rate: float) -> int:
-  """How many of ``n`` examples a noise ``rate`` corrupts: ``round(rate * n)``, halves rounded up."""
+  """How many of ``n`` examples ``rate`` corrupts: ``round(rate * n)``, halves rounded up."""
   return int(math.floor(rate * n + 0.5))
 
 
-def corrupt_labels(labels, num_classes: int, rate: float, kind: str, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def corrupt_labels(labels, num_classes: int, rate: float, kind: str,
+                   seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
   """Corrupts a seeded random ``round(rate * N)`` of ``labels``.
 
   Args:
@@ -38,7 +39,8 @@ def corrupt_labels(labels, num_classes: int, rate: float, kind: str, seed: int
     num_classes: number of classes K (>= 2).
     rate: fraction of examples to corrupt, in ``[0, 1)``.
     kind: ``"flip"`` (always a different class) or ``"uniform"`` (uniform over all K classes).
-    seed: integer seed of ``numpy.random.default_rng``; the same seed gives the same noise.
+    seed: seed of ``numpy.random.default_rng`` (an int or a sequence of ints); the same seed
+      gives the same noise.
 
   Returns:
     ``(noisy_labels, changed)``: (N,) int32 labels and (N,) bool, True where the label differs

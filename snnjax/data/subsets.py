@@ -5,6 +5,8 @@ Both return sorted positions into the label array, so a subset keeps the split's
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from snnjax.errors import UserError
@@ -15,7 +17,8 @@ def class_counts(labels, num_classes: int) -> np.ndarray:
   return np.bincount(np.asarray(labels), minlength=num_classes)[:num_classes]
 
 
-def balanced_subset(labels, num_classes: int, size: int, seed: int) -> np.ndarray:
+def balanced_subset(labels, num_classes: int, size: int, seed: int | Sequence[int]
+                    ) -> np.ndarray:
   """Positions of a seeded class-balanced subset of exactly ``size`` examples.
 
   Each class gets ``size // num_classes`` examples; the ``size % num_classes`` left over go one
@@ -25,7 +28,7 @@ def balanced_subset(labels, num_classes: int, size: int, seed: int) -> np.ndarra
     labels: (N,) integer labels in ``[0, num_classes)``.
     num_classes: number of classes K.
     size: number of examples to keep, ``1 <= size <= N``.
-    seed: seed of ``numpy.random.default_rng``.
+    seed: seed of ``numpy.random.default_rng`` (an int or a sequence of ints).
 
   Returns:
     (size,) int64 positions into ``labels``, sorted.
@@ -54,7 +57,8 @@ def long_tailed_counts(max_count: int, num_classes: int, ratio: float) -> np.nda
   return np.maximum(counts, 1)
 
 
-def long_tailed_subset(labels, num_classes: int, ratio: float, seed: int) -> np.ndarray:
+def long_tailed_subset(labels, num_classes: int, ratio: float, seed: int | Sequence[int]
+                       ) -> np.ndarray:
   """Positions of a seeded exponential long-tailed subset of ``labels``.
 
   The head class (class 0) keeps ``m`` examples, where ``m`` is the smallest class count in

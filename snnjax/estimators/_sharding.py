@@ -11,9 +11,19 @@ where a chunk runs:
 
 With devices, a chunk's leading (example) axis is placed on a 1-D mesh with the axis ``"data"``
 (``NamedSharding(mesh, P("data"))``) and the params, mask and keys are replicated
-(``NamedSharding(mesh, P())``). Under jit, GSPMD then splits the per-example work over the
-devices; per-example results come back to the host and are averaged there in float64, so the
-estimate does not depend on the number of devices beyond float32 rounding of each example's value.
+(``NamedSharding(mesh, P())``). The per-chunk function then runs under ``jax.shard_map``: each
+device computes the per-example results of its own examples with the whole params, and the
+results stay sharded along ``"data"`` until they come back to the host, where they are averaged
+in float64. The estimate thus does not depend on the number of devices beyond float32 rounding.
+
+Why shard_map and not plain GSPMD (jit of the vmapped function on sharded inputs): on XLA:CPU
+(jax 0.10.2) GSPMD miscompiles the per-example conv-kernel gradients that ``vmap(grad)`` produces
+(a batch-grouped convolution) when the batch axis is sharded: the examples on devices other than
+the first get wrong kernel gradients (tests/test_estimators_multidevice.py would catch it).
+The shard_map runs with ``check_vma=False``: the body is device-local code, so a gradient with
+respect to the replicated params stays the gradient of the device's own examples (with
+``check_vma=True`` autodiff would sum the cotangents of an unvarying input over the devices, and
+cotangents built from constants would need casting to device-varying).
 
 Padding: a chunk holds ``min(chunk_size, n)`` examples rounded up to a multiple of the device
 count; the last chunk of a batch is padded to that size by repeating its last example, and the
@@ -25,6 +35,8 @@ of the device count.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
@@ -132,7 +144,8 @@ def check_chunk_size(chunk_size: int | None) -> int:
   """Returns the chunk size to use (``DEFAULT_CHUNK_SIZE`` for None); raises on a bad value."""
   if chunk_size is None:
     return DEFAULT_CHUNK_SIZE
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+  if (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+      or chunk_size < 1):
     raise UserError(f"chunk_size must be a positive integer, got {chunk_size!r}")
   return int(chunk_size)
 
@@ -166,14 +179,44 @@ def example_chunks(
     yield start, stop - start, chunk
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkFn:
+  """A per-chunk function with its static keyword arguments, hashable (a jit cache key).
+
+  ``ChunkFn(f, (("logits_fn", logits_fn),))(replicated, chunk)`` calls
+  ``f(replicated, chunk, logits_fn=logits_fn)``.
+  """
+  fn: Callable[..., PyTree]
+  static: tuple[tuple[str, Any], ...] = ()
+
+  def __call__(self, replicated: PyTree, chunk: dict) -> PyTree:
+    return self.fn(replicated, chunk, **dict(self.static))
+
+
+def chunk_fn(fn: Callable[..., PyTree], **static: Any) -> ChunkFn:
+  """``ChunkFn`` of ``fn`` with the (hashable) static keyword arguments ``static``."""
+  return ChunkFn(fn, tuple(sorted(static.items())))
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "devices"))
+def _sharded_call(replicated, chunk, *, fn, devices):
+  """``fn(replicated, chunk)`` under shard_map: each device runs its share of the examples."""
+  mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
+
+  return jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+                       out_specs=PartitionSpec(DATA_AXIS), check_vma=False)(replicated, chunk)
+
+
 def map_examples(
-    fn: Callable[[PyTree, dict], PyTree], replicated: PyTree, arrays: Mapping[str, Any], *,
+    fn: ChunkFn, replicated: PyTree, arrays: Mapping[str, Any], *,
     chunk_size: int, devices: None | str | Sequence[jax.Device] = None, to_host: bool = True,
 ) -> PyTree:
   """Applies a per-chunk function to all examples, chunk by chunk, and concatenates the results.
 
   Args:
-    fn: ``fn(replicated, chunk) -> pytree of (c, ...) per-example results``, usually jitted.
+    fn: ``fn(replicated, chunk) -> pytree of (c, ...) per-example results`` (see
+      :func:`chunk_fn`), where examples do not interact: with devices it runs under shard_map
+      on each device's examples.
     replicated: arguments shared by all examples (params, mask, key); pass them already placed
       with :func:`replicate`.
     arrays: dict of per-example arrays, leading size n.
@@ -184,9 +227,14 @@ def map_examples(
   Returns:
     The pytree of per-example results with leading size n (padding dropped).
   """
+  devs = resolve_devices(devices)
+  if devs is None:
+    call = fn
+  else:
+    call = functools.partial(_sharded_call, fn=fn, devices=devs)
   outs = []
-  for _, num_valid, chunk in example_chunks(arrays, chunk_size, devices):
-    out = fn(replicated, chunk)
+  for _, num_valid, chunk in example_chunks(arrays, chunk_size, devs):
+    out = call(replicated, chunk)
     if to_host:
       out = jax.tree.map(lambda a: np.asarray(a)[:num_valid], out)
     else:

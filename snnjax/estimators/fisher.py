@@ -279,7 +279,7 @@ def per_example_grads(
     if "x" not in batch:
       raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
     data, label_key = {"x": batch["x"], "_labels": labels}, "_labels"
-  fn = functools.partial(_grads_chunk, logits_fn=logits_fn)
+  fn = _sharding.chunk_fn(_grads_chunk, logits_fn=logits_fn)
   grads, _, _ = _over_data(fn, (params, mask), data, logits_fn=logits_fn, params=params,
                            label_key=label_key, chunk_size=chunk_size, devices=devices,
                            to_host=False)
@@ -317,7 +317,7 @@ def per_example_grad_norms(
     num_samples, key, label_key = 1, _check_key(key, "labels='sampled'"), None
   else:
     raise UserError(f"labels must be 'data' or 'sampled', got {labels!r}")
-  fn = functools.partial(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
+  fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
   sq, _, _ = _over_data(fn, (params, mask, key), data, logits_fn=logits_fn, params=params,
                         label_key=label_key, chunk_size=chunk_size, devices=devices)
   sq = sq[:, 0].astype(np.float64)
@@ -385,7 +385,7 @@ def fisher_trace(
       raise UserError("data holds no examples")
     step = num_classes if class_chunk_size is None else _check_positive(
         class_chunk_size, "class_chunk_size")
-    fn = functools.partial(_exact_fisher_chunk, logits_fn=logits_fn)
+    fn = _sharding.chunk_fn(_exact_fisher_chunk, logits_fn=logits_fn)
     per_example, n = 0.0, 0
     for start in range(0, num_classes, step):
       classes = jnp.arange(start, min(start + step, num_classes), dtype=jnp.int32)
@@ -394,7 +394,7 @@ def fisher_trace(
   elif kind == "mc":
     extra["labels"] = "sampled from the model's softmax"
     key = _check_key(key, "kind='mc'")
-    fn = functools.partial(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
+    fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
     samples, n, num_classes = _over_data(fn, (params, mask, key), data, label_key=None, **common)
     samples = samples.astype(np.float64)
     per_example = samples.mean(axis=1)
@@ -405,7 +405,7 @@ def fisher_trace(
           np.sqrt(np.sum(samples.var(axis=1, ddof=1) / num_samples)) / n)
   else:
     extra["labels"] = f"dataset labels {label_key!r} (empirical Fisher)"
-    fn = functools.partial(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=0)
+    fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=0)
     samples, n, num_classes = _over_data(fn, (params, mask, jnp.zeros((), jnp.uint32)), data,
                                          label_key=label_key, **common)
     per_example = samples[:, 0].astype(np.float64)
@@ -435,7 +435,7 @@ def ggn_trace(
     ``fisher_trace(kind="exact")``.
   """
   mask = check_mask(params, mask)
-  fn = functools.partial(_ggn_chunk, logits_fn=logits_fn)
+  fn = _sharding.chunk_fn(_ggn_chunk, logits_fn=logits_fn)
   per_example, n, num_classes = _over_data(
       fn, (params, mask), data, logits_fn=logits_fn, params=params, label_key=None,
       chunk_size=chunk_size, devices=devices)

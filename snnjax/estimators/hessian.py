@@ -362,7 +362,8 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
 
   Methods:
     * ``"hutchinson"``: mean of z^T H z over ``num_probes`` Rademacher probes z (over the active
-      coordinates). stderr = sample std of the per-probe values / sqrt(probes used).
+      coordinates). stderr = sample std of the per-probe values / sqrt(probes used) (nan with a
+      single probe).
     * ``"hutchpp"`` (Meyer, Musco, Musco & Woodruff 2021): ``num_probes`` = m matvecs in all,
       k = m // 3 each for S (Rademacher), Q = qr(H S), and Hutchinson on the residual:
       Tr(H) = Tr(Q^T H Q) + mean_i g_i^T (I - QQ^T) H (I - QQ^T) g_i. The low-rank part is exact

@@ -18,7 +18,7 @@ Each example is evaluated alone, so BatchNorm must be in eval mode.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,8 @@ OUTPUTS = ("logits", "probs")
 PROJECTIONS = ("rademacher", "gaussian")
 
 
-def _output_fn(logits_fn: LogitsFn, params: PyTree, output: str) -> Callable[[jax.Array], jax.Array]:
+def _output_fn(logits_fn: LogitsFn, params: PyTree,
+               output: str) -> Callable[[jax.Array], jax.Array]:
   """f(x) (C,) for one example x: its logits or softmax probabilities."""
   def f(x):
     logits = logits_fn(params, x[None])[0]
@@ -130,11 +131,11 @@ def jacobian_norm(
                       "use squared=True or num_projections=None")
     if key is None:
       raise UserError("num_projections needs a PRNG key (key=jax.random.key(0))")
-    fn = functools.partial(_projected_chunk, logits_fn=logits_fn, output=output,
+    fn = _sharding.chunk_fn(_projected_chunk, logits_fn=logits_fn, output=output,
                            num_projections=int(num_projections), projection=projection)
     replicated = (params, key)
   else:
-    fn = functools.partial(_exact_chunk, logits_fn=logits_fn, output=output)
+    fn = _sharding.chunk_fn(_exact_chunk, logits_fn=logits_fn, output=output)
     replicated = (params,)
 
   chunk_size = _sharding.check_chunk_size(chunk_size)

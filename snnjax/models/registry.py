@@ -94,19 +94,37 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     raise UserError(f"bad options for model {name!r}: {e}") from e
 
 
-def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int]
-                   ) -> tuple[PyTree, PyTree]:
+def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int], *,
+                   fast_compile: bool = True) -> tuple[PyTree, PyTree]:
   """Initializes ``model`` on a dummy batch of one example of shape ``input_shape``.
+
+  The init is jitted (XLA drops the dummy forward pass; what is left are the random
+  initializers). With ``fast_compile`` it is compiled at XLA backend optimization level 0:
+  on CPU that compiles a ResNet's init ~5x faster, and the values match ``model.init``'s to
+  float32 rounding (~1e-7; they are a deterministic function of ``key`` either way).
 
   Args:
     model: a module from :func:`create_model`.
     key: PRNG key for the initializers.
     input_shape: shape of one example, without the batch axis, e.g. (32, 32, 3) or (40,).
+    fast_compile: compile at optimization level 0 (False: XLA's default level).
 
   Returns:
     ``(params, batch_stats)``, plain dicts; ``batch_stats`` is ``{}`` for models without
     BatchNorm.
   """
   x = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
-  variables = jax.jit(lambda k: model.init(k, x, train=False))(key)
+  lowered = jax.jit(lambda k: model.init(k, x, train=False)).lower(key)
+  compiled = None
+  if fast_compile:
+    try:
+      compiled = lowered.compile(compiler_options=_FAST_COMPILE_OPTIONS)
+    except Exception:  # pylint: disable=broad-except  # A backend without that option.
+      compiled = None
+  if compiled is None:
+    compiled = lowered.compile()
+  variables = compiled(key)
   return variables["params"], variables.get("batch_stats", {})
+
+
+_FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}

@@ -53,15 +53,15 @@ class RunSpec:
     return RunSpec(self.family, "dense", 0.0, self.seed)
 
 
-def _merge(config: ml_collections.ConfigDict, overrides) -> None:
+def _merge(config: ml_collections.ConfigDict, overrides, path: str = "") -> None:
+  """Merges the nested dict ``overrides`` into ``config``; new keys only under ``*.kwargs``."""
   for key, value in dict(overrides).items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      if key not in config:
-        raise UserError(f"study train.overrides: the training config has no field {key!r}")
-      _merge(config[key], value)
+    where = f"{path}{key}"
+    if key not in config and not path.endswith("kwargs."):
+      raise UserError(f"study train.overrides: the training config has no field {where!r}")
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and key in config:
+      _merge(config[key], value, where + ".")
     else:
-      if key not in config:
-        raise UserError(f"study train.overrides: the training config has no field {key!r}")
       with config.ignore_type():
         config[key] = value
 

@@ -14,6 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from snnjax.errors import UserError
+from snnjax.train.config_io import load_config_spec
 
 _FLAGS = flags.FlagValues()
 config_flags.DEFINE_config_file("config", None, "Training config file (path[:preset]).",
@@ -27,22 +28,46 @@ def default_workdir(config_spec: str) -> str:
   return os.path.join("runs", name + (f"-{arg}" if arg else ""))
 
 
-def parse(argv: list[str]):
+def _config_file_arg(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+  return None
+
+
+def parse(argv: list[str], flag_values: flags.FlagValues = _FLAGS):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
-  try:
-    _FLAGS.unparse_flags()
-    _FLAGS(argv)
-  except (flags.Error, FileNotFoundError, ImportError, AttributeError, TypeError, ValueError) as e:
-    raise UserError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
-  if _FLAGS["config"].value is None:
+  spec = _config_file_arg(argv)
+  if spec is None:
     raise UserError("--config is required, e.g. --config configs/scratch95.py:quick")
-  spec = _FLAGS["config"].config_filename
-  return _FLAGS.config, _FLAGS.workdir or default_workdir(spec)
+  if not os.path.isfile(spec.partition(":")[0]):
+    raise UserError(f"config file not found: {spec.partition(':')[0]}")
+  try:  # load it once ourselves: a bad preset or a broken file gets its own one-line message
+    load_config_spec(spec)
+  except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
+    raise UserError(f"cannot load config {spec}: {e}") from e
+  try:
+    flag_values.unparse_flags()
+    flag_values(argv)
+    config = flag_values.config
+  except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+    text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
+    raise UserError(text[:400] or type(e).__name__) from e
+  return config, flag_values.workdir or default_workdir(spec)
+
+
+def quiet_library_logs() -> None:
+  """Orbax and friends log through absl; the CLIs report problems as one ``error:`` line instead."""
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.FATAL)
 
 
 def main(argv: list[str] | None = None) -> int:
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
+  quiet_library_logs()
   try:
     config, workdir = parse(argv)
     result = train_and_evaluate(config, workdir)

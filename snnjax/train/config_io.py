@@ -19,7 +19,7 @@ REGIMES = ("dense", "finetune", "scratch", "lottery")
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
-RUNTIME_FIELDS = ("progress", "tensorboard", "checkpoint_keep", "prerequisites", "dense_config",
+RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
                   "distributed", "eval_batch_size")
 
 

@@ -109,7 +109,8 @@ def abstract_train_state(config: ml_collections.ConfigDict, input_shape, num_cla
   tx, _ = make_optimizer(config.optim, steps_per_epoch=1)
 
   def build():
-    params, batch_stats = models.init_variables(model, jax.random.key(0), tuple(input_shape))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
     mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
     return TrainState.create(params, batch_stats, mask, tx)
 

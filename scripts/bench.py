@@ -1,0 +1,92 @@
+"""Benchmarks of snnjax: train step, estimators, data-parallel scaling, PyTorch peers.
+
+  python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
+      [--torch-python /root/peers/bin/python]
+
+A thin CLI over ``benchmarks/jax_bench.py`` (see there and ``BENCHMARKS.md`` for what is measured).
+Writes the JSON report to ``--out`` (and a short summary to stdout). ``--smoke`` runs tiny sizes in
+seconds and skips the peers section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from benchmarks import jax_bench  # noqa: E402  pylint: disable=wrong-import-position
+from snnjax.errors import UserError  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _summary(res: dict) -> str:
+  lines = [f"{res['machine']['cpu_model']} x{res['machine']['cores']} "
+           f"({res['machine']['backend']}), jax {res['machine']['versions']['jax']}"]
+  if "train" in res:
+    t = res["train"]
+    lines.append(f"train: unmasked {t['unmasked']['step_ms']:.1f} ms "
+                 f"({t['unmasked']['images_per_s']:.0f} img/s), masked {t['masked']['step_ms']:.1f} ms,"
+                 f" masked/unmasked {t['masked_over_unmasked']:.3f}")
+  if "estimators" in res:
+    e = res["estimators"]
+    lines.append(f"estimators: gradient {e['gradient_s'] * 1e3:.1f} ms, hvp/grad "
+                 f"{e['hvp']['over_gradient']:.2f}, probe/grad "
+                 f"{e['hutchinson']['per_probe_over_gradient']:.2f}, MC Tr(F)/grad "
+                 f"{e['fisher_mc']['over_gradient']:.2f}, Jacobian/forward "
+                 f"{e['jacobian_exact']['over_forward']:.1f}")
+  if "scaling" in res:
+    rows = ", ".join(f"{r['devices']}: {r['images_per_s']:.0f} img/s" if "images_per_s" in r
+                     else f"{r['devices']}: {r.get('error')}" for r in res["scaling"]["rows"])
+    lines.append(f"scaling: {rows}")
+  if "peers" in res:
+    p = res["peers"]
+    if "ratios" in p:
+      lines.append("peers (snnjax/torch): " + ", ".join(f"{k} {v:.2f}"
+                                                        for k, v in p["ratios"].items()))
+    else:
+      lines.append(f"peers: {p.get('skipped') or p.get('torch', {}).get('error')}")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description="snnjax benchmarks (JSON report)")
+  ap.add_argument("--out", default="bench.json", help="JSON report path")
+  ap.add_argument("--smoke", action="store_true", help="tiny sizes, one rep, no peers")
+  ap.add_argument("--sections", default=",".join(jax_bench.SECTIONS),
+                  help=f"comma-separated subset of {','.join(jax_bench.SECTIONS)}")
+  ap.add_argument("--torch-python", default=None,
+                  help=f"PyTorch interpreter for the peers (default {jax_bench.DEFAULT_TORCH_PYTHON})")
+  ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5; smoke 1)")
+  args = ap.parse_args(argv)
+  try:
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    bad = [s for s in sections if s not in jax_bench.SECTIONS]
+    if bad or not sections:
+      raise UserError(f"--sections must be a comma-separated subset of "
+                      f"{','.join(jax_bench.SECTIONS)}, got {args.sections!r}")
+    if args.reps is not None and args.reps < 1:
+      raise UserError(f"--reps must be >= 1, got {args.reps}")
+    if args.torch_python is not None and not os.path.exists(args.torch_python):
+      raise UserError(f"--torch-python {args.torch_python} does not exist")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+      raise UserError(f"--out directory {out_dir} does not exist")
+  except UserError as e:
+    sys.stderr.write(f"error: {e}\n")
+    return 2
+  kw = {} if args.reps is None else {"reps": args.reps}
+  setup = (jax_bench.Setup.smoke(**kw) if args.smoke else jax_bench.Setup.full(**kw))
+  res = jax_bench.run(sections, smoke=args.smoke, torch_python=args.torch_python, setup=setup)
+  with open(args.out, "w") as f:
+    json.dump(res, f, indent=2)
+    f.write("\n")
+  print(_summary(res))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

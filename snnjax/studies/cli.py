@@ -1,0 +1,209 @@
+"""Command lines of ``scripts/study.py`` and ``scripts/measure.py``.
+
+Bad input prints one ``error: <message>`` line on stderr and returns 2, before anything is written.
+
+  python scripts/study.py --config configs/study.py:quick --workdir runs/study-quick
+  python scripts/study.py --config configs/study.py:quick --config.seeds=0,1 --workdir DIR
+  python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from snnjax.errors import UserError
+
+_STUDY_FLAGS = flags.FlagValues()
+config_flags.DEFINE_config_file("config", None, "Study config file (configs/study.py:preset).",
+                                flag_values=_STUDY_FLAGS, lock_config=False)
+flags.DEFINE_string("workdir", None, "Study directory (runs, results, report).",
+                    flag_values=_STUDY_FLAGS)
+flags.DEFINE_list("stages", None, "Stages to run (default: all).", flag_values=_STUDY_FLAGS)
+
+
+def _quiet_libraries() -> None:
+  """Orbax logs a warning per read-only checkpoint opened; keep stderr for progress lines."""
+  absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def _first_line(e: BaseException) -> str:
+  """One line for ``e``; a config file's own error (after a traceback) is appended."""
+  lines = [l for l in str(e).strip().splitlines() if l.strip()]
+  if not lines:
+    return type(e).__name__
+  if any(l.startswith("Traceback") for l in lines):
+    return f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
+  return lines[0]
+
+
+def parse_study(argv: list[str]):
+  """``(config, workdir, stages)`` from ``argv`` (program name first), or UserError."""
+  try:
+    _STUDY_FLAGS.unparse_flags()
+    _STUDY_FLAGS(argv)
+  except (flags.Error, FileNotFoundError, ImportError, AttributeError, TypeError, ValueError) as e:
+    raise UserError(_first_line(e)) from e
+  if _STUDY_FLAGS["config"].value is None:
+    raise UserError("--config is required, e.g. --config configs/study.py:quick")
+  if not _STUDY_FLAGS.workdir:
+    raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
+  stages = tuple(_STUDY_FLAGS.stages) if _STUDY_FLAGS.stages else None
+  return _STUDY_FLAGS.config, _STUDY_FLAGS.workdir, stages
+
+
+def study_main(argv: list[str] | None = None) -> int:
+  """``scripts/study.py``: runs the study; prints the report path on stdout."""
+  from snnjax.studies.study import run_study  # pylint: disable=import-outside-toplevel
+  argv = sys.argv if argv is None else argv
+  _quiet_libraries()
+  try:
+    config, workdir, stages = parse_study(argv)
+    run_study(config, workdir, stages_to_run=stages)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(os.path.join(os.path.abspath(workdir), "report", "report.md"))
+  return 0
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(message.splitlines()[0])
+
+
+def _measure_parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="measure.py", description=(
+      "Measure trained solutions (train error, test accuracy, Tr(H), Tr(F), Jacobian norm) with "
+      "the study's protocol; every choice can be overridden."))
+  p.add_argument("--workdir", action="append", default=[],
+                 help="a training run's work dir (its final checkpoint); repeatable")
+  p.add_argument("--checkpoint", action="append", default=[],
+                 help="WORKDIR/init, WORKDIR/checkpoints/<step>, ...; repeatable")
+  p.add_argument("--config", default=None,
+                 help="a study config whose `measure` settings to use (configs/study.py:quick)")
+  p.add_argument("--out", default=None,
+                 help="output prefix for .md and .json (default: measure next to the first input)")
+  p.add_argument("--subset-seed", type=int)
+  p.add_argument("--key-seed", type=int)
+  p.add_argument("--hessian-examples", type=int)
+  p.add_argument("--hessian-probes", type=int, help="maximum Hutchinson probes")
+  p.add_argument("--hessian-rtol", type=float, help="0 = always use every probe")
+  p.add_argument("--hessian-method", choices=("hutchinson", "hutchpp"))
+  p.add_argument("--hessian-params", choices=("all", "kernels"))
+  p.add_argument("--hessian-bn-mode", choices=("eval", "train"))
+  p.add_argument("--hessian-batch-size", type=int)
+  p.add_argument("--fisher-kind", choices=("mc", "exact", "empirical"))
+  p.add_argument("--fisher-examples", type=int)
+  p.add_argument("--fisher-samples", type=int)
+  p.add_argument("--fisher-params", choices=("all", "kernels"))
+  p.add_argument("--jacobian-examples", type=int)
+  p.add_argument("--jacobian-unsquared", action="store_true",
+                 help="mean of ||J||_F instead of the study's ||J||_F^2")
+  p.add_argument("--jacobian-projections", type=int, help="0 = exact")
+  p.add_argument("--skip", action="append", default=[], choices=("hessian", "fisher", "jacobian"))
+  p.add_argument("--quiet", action="store_true", help="no progress lines")
+  return p
+
+
+_FLAG_FIELDS = {
+    "subset_seed": ("subset_seed",), "key_seed": ("key_seed",),
+    "hessian_examples": ("hessian", "num_examples"), "hessian_probes": ("hessian", "max_probes"),
+    "hessian_rtol": ("hessian", "rtol"), "hessian_method": ("hessian", "method"),
+    "hessian_params": ("hessian", "params"), "hessian_bn_mode": ("hessian", "bn_mode"),
+    "hessian_batch_size": ("hessian", "batch_size"), "fisher_kind": ("fisher", "kind"),
+    "fisher_examples": ("fisher", "num_examples"), "fisher_samples": ("fisher", "num_samples"),
+    "fisher_params": ("fisher", "params"), "jacobian_examples": ("jacobian", "num_examples"),
+    "jacobian_projections": ("jacobian", "num_projections"),
+}
+
+
+def measure_settings_from_args(args):
+  """The measurement settings: the defaults (or ``--config``'s), then each flag given."""
+  from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
+  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
+  if args.config:
+    study = config_io.load_config_spec(args.config)
+    if "measure" not in study:
+      raise UserError(f"{args.config} has no `measure` settings (use a study config)")
+    settings = study.measure
+  else:
+    settings = measure_lib.default_settings()
+  for flag, path in _FLAG_FIELDS.items():
+    value = getattr(args, flag)
+    if value is None:
+      continue
+    node = settings
+    for key in path[:-1]:
+      node = node[key]
+    node[path[-1]] = value
+  if args.jacobian_unsquared:
+    settings.jacobian.squared = False
+  for name in args.skip:
+    settings[name].enabled = False
+  measure_lib.validate_settings(settings)
+  return settings
+
+
+def _measure_markdown(rows: list[dict], settings_text: list[str]) -> str:
+  def est(e):
+    if e is None:
+      return "-"
+    text = f"{e['value']:.5g}"
+    return text + (f" ± {e['stderr']:.2g}" if e.get("stderr") is not None else "")
+  lines = ["| solution | regime | sparsity | step | train error | test acc | Tr(F) | Tr(H) | "
+           "Jacobian |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    m = r["measurement"]
+    lines.append(f"| `{r['path']}` | {r['regime']} | {r['sparsity']:.2f} | {r['step']} | "
+                 f"{m['train_error']:.4f} | {m['test_accuracy']:.4f} | {est(m['tr_f'])} | "
+                 f"{est(m['tr_h'])} | {est(m['jacobian'])} |")
+  return "\n".join(lines + ["", "Protocol:", ""] + [f"- {t}" for t in settings_text]) + "\n"
+
+
+def measure_main(argv: list[str] | None = None) -> int:
+  """``scripts/measure.py``: measures solutions, writes ``OUT.md`` and ``OUT.json``."""
+  argv = sys.argv if argv is None else argv
+  _quiet_libraries()
+  try:
+    args = _measure_parser().parse_args(argv[1:])
+    paths = list(args.workdir) + list(args.checkpoint)
+    if not paths:
+      raise UserError("give at least one --workdir DIR or --checkpoint PATH")
+    for p in paths:
+      if not os.path.exists(p):
+        raise UserError(f"no work dir or checkpoint at {p}")
+    settings = measure_settings_from_args(args)
+    from snnjax import data as data_lib  # pylint: disable=import-outside-toplevel
+    from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
+    from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel
+    solutions = [load_solution(p) for p in paths]  # all load (or fail) before measuring
+    out = args.out or os.path.join(os.path.abspath(paths[0]), "measure")
+    if os.path.dirname(out):
+      os.makedirs(os.path.dirname(out), exist_ok=True)
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"[measure] {m}", file=sys.stderr,
+                                                                flush=True))
+    rows = []
+    for i, (path, sol) in enumerate(zip(paths, solutions)):
+      log(f"[{i + 1}/{len(paths)}] {path} ({sol.config.regime}, sparsity {sol.config.sparsity})")
+      dataset = data_lib.load_dataset(sol.config.dataset)
+      m = measure_lib.measure_solution(sol, dataset, settings, log=lambda s: log(f"  {s}"))
+      rows.append({"path": path, "checkpoint": sol.path, "regime": sol.config.regime,
+                   "sparsity": float(sol.config.sparsity), "step": sol.step, "epoch": sol.epoch,
+                   "measurement": m})
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from snnjax.studies import stages  # pylint: disable=import-outside-toplevel
+  text = measure_lib.describe_settings(settings)
+  with open(out + ".md", "w") as f:
+    f.write(_measure_markdown(rows, text))
+  stages.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
+  print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
+  return 0

@@ -1,0 +1,220 @@
+"""The study's figures as PNG files (matplotlib, Agg backend; no display needed).
+
+Each function takes the JSON-able result of one stage and a path, draws one figure with labelled
+axes (units in the labels) and returns the path.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
+
+COLORS = {"dense": "#444444", "finetune": "#1f77b4", "scratch": "#d62728"}
+NAMES = {"dense": "Sol-D (dense)", "finetune": "Sol-F (pruned + finetuned)",
+         "scratch": "Sol-S (sparse from scratch)"}
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+                     "legend.fontsize": 8, "figure.dpi": 110})
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def _err(cell):
+  if cell is None:
+    return None
+  return cell["spread"] if cell["spread"] is not None else cell["stderr"]
+
+
+def table_figure(rows: list[dict], path: str) -> str:
+  """Train error, test accuracy, Tr(F), Tr(H), Jacobian vs sparsity for Sol-F / Sol-S (Sol-D as a
+  horizontal line); error bars: spread over seeds, or the estimator's stderr with one seed."""
+  panels = [("train_error", "train error (fraction)", False),
+            ("test_accuracy", "test accuracy (fraction)", False),
+            ("tr_f", "Tr(F) (per-example mean)", True),
+            ("tr_h", "Tr(H) (mean loss)", True),
+            ("jacobian", "E ||J||_F^2 (logits / input)", True)]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
+  for ax, (metric, ylabel, log) in zip(axes, panels):
+    for regime in ("finetune", "scratch"):
+      pts = [(r["sparsity"], r[metric]) for r in rows if r["regime"] == regime and r[metric]]
+      if not pts:
+        continue
+      xs = [p[0] for p in pts]
+      ys = [p[1]["mean"] for p in pts]
+      es = [_err(p[1]) or 0.0 for p in pts]
+      ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=COLORS[regime],
+                  label=NAMES[regime])
+    for r in rows:
+      if r["regime"] == "dense" and r[metric]:
+        ax.axhline(r[metric]["mean"], color=COLORS["dense"], ls="--", label=NAMES["dense"])
+    if log and all(r[metric] is None or r[metric]["mean"] > 0 for r in rows):
+      ax.set_yscale("log")
+    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].legend(loc="best")
+  fig.suptitle("Sparse solutions: fit, accuracy and curvature")
+  return _save(fig, path)
+
+
+def fisher_trend_figure(trend: dict, labels: dict, path: str) -> str:
+  """Tr(F) on the probe subset vs epoch, one line per run (colour by regime)."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  styles = ["-", "--", ":", "-."]
+  sparsities = sorted({labels[n]["sparsity"] for n in trend if labels[n]["regime"] != "dense"})
+  for name, points in sorted(trend.items()):
+    info = labels[name]
+    ls = "-" if info["regime"] == "dense" else styles[sparsities.index(info["sparsity"]) % 4]
+    ax.plot([p["epoch"] for p in points], [p["tr_f"]["value"] for p in points], ls=ls,
+            marker="o", ms=3, color=COLORS[info["regime"]], label=info["label"] +
+            (f" seed {info['seed']}" if info.get("multi_seed") else ""))
+  ax.set_yscale("log")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("Tr(F) on the probe subset (per-example mean)")
+  ax.set_title("Fisher trace during training")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best")
+  return _save(fig, path)
+
+
+def label_noise_figure(results: dict, path: str) -> str:
+  """Per-epoch curves of the noisy runs: train accuracy on the noisy labels, clean test accuracy,
+  clean-train accuracy, and on the noisy examples the correct / memorized fractions."""
+  panels = [("train_accuracy", "train accuracy on the (noisy) labels trained on"),
+            ("test_accuracy", "test accuracy (clean labels)"),
+            ("train_clean_accuracy", "accuracy on clean train examples"),
+            ("train_noisy", "noisy train examples: fraction")]
+  fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+  for ax, (key, ylabel) in zip(axes, panels):
+    for name, r in sorted(results.items()):
+      c = r["curves"]
+      color = COLORS[r["regime"]]
+      if key == "train_noisy":
+        ax.plot(c["epoch"], c["train_noisy_memorized"], color=color, ls="-",
+                label=f"{r['label']}: memorized (noisy label)")
+        ax.plot(c["epoch"], c["train_noisy_correct"], color=color, ls="--",
+                label=f"{r['label']}: correct (true label)")
+      else:
+        ax.plot(c["epoch"], c[key], color=color, label=r["label"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction")
+    ax.set_title(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+  return _save(fig, path)
+
+
+def disagreement_figure(results: dict, path: str) -> str:
+  """Per key (balanced / long-tailed) and split: class distribution of the disagreements (bars)
+  beside the class sizes (line, right axis), and the fraction each model gets right."""
+  keys = sorted(results)
+  fig, axes = plt.subplots(len(keys), 3, figsize=(15, 3.4 * len(keys)), squeeze=False)
+  for row, key in zip(axes, keys):
+    r = results[key]
+    names = r.get("class_names")
+    for ax, split in zip(row[:2], ("train", "test")):
+      s = r[split]
+      k = len(s["class_counts"])
+      ax.bar(np.arange(k), s["class_counts"], color="#9467bd", label="disagreements")
+      ax.set_xlabel("class (true label)")
+      ax.set_ylabel("examples where Sol-S != Sol-F")
+      ax.set_title(f"{key}, {split}: {s['num_disagree']} of {s['num_examples']} "
+                   f"({100 * s['fraction_disagree']:.1f}%)")
+      if names and k <= 20:
+        ax.set_xticks(np.arange(k))
+        ax.set_xticklabels(names, rotation=60, fontsize=7)
+      twin = ax.twinx()
+      twin.plot(np.arange(k), s["class_sizes"], color="#2ca02c", marker=".", label="class size")
+      twin.set_ylabel("examples in the class")
+      twin.set_ylim(bottom=0)
+    ax = row[2]
+    splits = ("train", "test")
+    width = 0.27
+    for j, (field, label, color) in enumerate(
+        (("scratch_correct", "Sol-S right", COLORS["scratch"]),
+         ("finetune_correct", "Sol-F right", COLORS["finetune"]),
+         ("neither_correct", "neither right", "#7f7f7f"))):
+      vals = [r[s][field] or 0.0 for s in splits]
+      ax.bar(np.arange(2) + (j - 1) * width, vals, width, color=color, label=label)
+    ax.set_xticks(np.arange(2))
+    ax.set_xticklabels(splits)
+    ax.set_ylabel("fraction of the disagreements")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{key}: who is right where they differ")
+    ax.legend(loc="best")
+  return _save(fig, path)
+
+
+def interpolation_figure(lines: dict, path: str) -> str:
+  """Loss and accuracy (train: true labels; test) along alpha for each line."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  styles = {"init_s": ("Init-S -> Sol-F", "-"), "init_f": ("Init-F -> Sol-F", "--")}
+  for name, line in sorted(lines.items()):
+    label, ls = styles[name]
+    a = line["alphas"]
+    axes[0].plot(a, line["train_loss"], ls=ls, marker="o", ms=3, color="#1f77b4",
+                 label=f"{label}, train")
+    axes[0].plot(a, line["test_loss"], ls=ls, marker="o", ms=3, color="#ff7f0e",
+                 label=f"{label}, test")
+    axes[1].plot(a, line["train_accuracy"], ls=ls, marker="o", ms=3, color="#1f77b4",
+                 label=f"{label}, train")
+    axes[1].plot(a, line["test_accuracy"], ls=ls, marker="o", ms=3, color="#ff7f0e",
+                 label=f"{label}, test")
+  axes[0].set_ylabel("cross-entropy (nats per example)")
+  axes[0].set_yscale("log")
+  axes[1].set_ylabel("accuracy (fraction)")
+  for ax in axes:
+    ax.set_xlabel("alpha (0 = init, 1 = Sol-F)")
+    ax.axvline(0, color="k", lw=0.5)
+    ax.axvline(1, color="k", lw=0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+  axes[0].set_title("loss along theta(alpha), BN statistics recomputed")
+  axes[1].set_title("accuracy along theta(alpha)")
+  return _save(fig, path)
+
+
+def cosine_figure(lines: dict, num_classes: int, path: str) -> str:
+  """Violins of cos(-g_i, Sol-F - init) per alpha (one panel per line) and the class distribution
+  of the top cosines at each alpha."""
+  names = sorted(lines)
+  fig, axes = plt.subplots(2, len(names), figsize=(6.5 * len(names), 7.5), squeeze=False)
+  titles = {"init_s": "Init-S -> Sol-F", "init_f": "Init-F -> Sol-F"}
+  for col, name in enumerate(names):
+    cos = lines[name]["cosines"]
+    alphas = sorted(cos, key=float)
+    data = [[v for v in cos[a]["values"] if v is not None] for a in alphas]
+    ax = axes[0][col]
+    if data and all(data):
+      ax.violinplot(data, showmedians=True)
+    ax.set_xticks(np.arange(1, len(alphas) + 1))
+    ax.set_xticklabels([f"alpha={a}" for a in alphas])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("cos(-grad_i, Sol-F - init) (dimensionless)")
+    ax.set_title(f"{titles.get(name, name)}: per-example gradient alignment")
+    ax.grid(alpha=0.3)
+    ax = axes[1][col]
+    width = 0.8 / max(1, len(alphas))
+    for j, a in enumerate(alphas):
+      top = cos[a]["top"]
+      counts = np.asarray(top["class_counts"], float)
+      share = counts / counts.sum() if counts.sum() else counts
+      ax.bar(np.arange(num_classes) + (j - (len(alphas) - 1) / 2) * width, share, width,
+             label=f"alpha={a} (top {top['k']})")
+    sizes = np.asarray(cos[alphas[0]]["top"]["class_sizes"], float) if alphas else None
+    if sizes is not None and sizes.sum():
+      ax.plot(np.arange(num_classes), sizes / sizes.sum(), "k.--", label="all measured examples")
+    ax.set_xlabel("class (true label)")
+    ax.set_ylabel("share of the top-cosine examples")
+    ax.set_title("class distribution of the top cosines")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+  return _save(fig, path)

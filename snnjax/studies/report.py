@@ -1,0 +1,246 @@
+"""Stage 8: ``DIR/report/`` with ``report.md``, PNG figures and ``results.json``.
+
+The report embeds the figures, the table (our numbers with standard errors or seed spread, the
+study's beside them where the setups match, an arrow where Sol-S exceeds Sol-F), the regimes,
+the sanity check, the analyses, the configs used, versions, the device and wall times, and a plain
+list of which of the study's findings this run reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import jax
+
+from snnjax.studies import figures
+from snnjax.studies import findings as findings_lib
+from snnjax.studies import stages
+from snnjax.train import config_io
+
+UP = "↑"
+
+
+def environment() -> dict:
+  """Versions and device of this process."""
+  import flax  # pylint: disable=import-outside-toplevel
+  import numpy  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  import snnjax  # pylint: disable=import-outside-toplevel
+  devices = jax.devices()
+  return {"python": sys.version.split()[0], "platform": platform.platform(),
+          "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          "numpy": numpy.__version__, "snnjax": snnjax.__version__,
+          "backend": jax.default_backend(), "devices": [str(d) for d in devices],
+          "device_kind": devices[0].device_kind if devices else None,
+          "cpu_count": os.cpu_count()}
+
+
+def _cell(cell, digits=4, err=True) -> str:
+  if cell is None:
+    return "-"
+  mean = cell["mean"]
+  text = f"{mean:.{digits}g}" if abs(mean) >= 1 or mean == 0 else f"{mean:.{digits}f}"
+  if err:
+    if cell.get("spread") is not None:
+      text += f" ± {cell['spread']:.2g} (sd, {len(cell['values'])} seeds)"
+    elif cell.get("stderr") is not None:
+      text += f" ± {cell['stderr']:.2g}"
+  return text
+
+
+def table_markdown(rows: list[dict], setups_match: bool) -> str:
+  """The study's table as Markdown; ↑ marks a Sol-S value above Sol-F's at the same sparsity."""
+  metrics = [("train_error", "train error"), ("test_accuracy", "test acc"), ("tr_f", "Tr(F)"),
+             ("tr_h", "Tr(H)"), ("jacobian", "Jacobian")]
+  head = "| solution | sparsity | " + " | ".join(m[1] for m in metrics) + " |"
+  lines = [head, "|" + "---|" * (len(metrics) + 2)]
+  by = {(r["regime"], r["sparsity"]): r for r in rows}
+  for r in rows:
+    cells = []
+    for metric, _ in metrics:
+      text = _cell(r[metric], err=metric in ("tr_f", "tr_h", "jacobian")
+                   or r[metric] is None or r[metric].get("spread") is not None)
+      f = by.get(("finetune", r["sparsity"]))
+      if (r["regime"] == "scratch" and f and r[metric] and f[metric]
+          and r[metric]["mean"] > f[metric]["mean"]):
+        text = f"**{text}** {UP}"
+      if setups_match:
+        ref = findings_lib.study_value(metric, r["regime"], r["sparsity"])
+        if ref is not None:
+          text += f" (study {ref:g})"
+      cells.append(text)
+    lines.append(f"| {r['label'].split(' ')[0]} | {r['sparsity']:.2f} | " + " | ".join(cells)
+                 + " |")
+  return "\n".join(lines)
+
+
+def _fmt(x, digits=3) -> str:
+  if x is None:
+    return "-"
+  if isinstance(x, float):
+    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.4g}"
+  return str(x)
+
+
+def write_report(config, results: dict, outdir: str) -> str:
+  """Writes ``outdir/report.md``, the figures and ``results.json``; returns the report path."""
+  os.makedirs(outdir, exist_ok=True)
+  env = environment()
+  results = dict(results)
+  results["environment"] = env
+  setups_match = config.preset == "paper"
+  results["findings"] = findings_lib.evaluate_findings(results, setups_match)
+  md = [f"# Generalization and memorization in sparse networks: study report "
+        f"(preset `{config.preset}`)", ""]
+  md += [f"Device: {env['backend']} ({env['device_kind']}, {len(env['devices'])} device(s), "
+         f"{env['cpu_count']} CPU cores). Versions: python {env['python']}, jax {env['jax']}, "
+         f"flax {env['flax']}, optax {env['optax']}, numpy {env['numpy']}, snnjax "
+         f"{env['snnjax']}.", ""]
+  if not setups_match:
+    md += [f"The study's numbers are for {findings_lib.STUDY['setup']}; this preset's setup "
+           "differs, so only the direction of each finding is compared.", ""]
+
+  md += ["## Findings", "", "| finding | study | ours | status |", "|---|---|---|---|"]
+  for f in results["findings"]:
+    md.append(f"| {f['claim']} | {f['study']} | {f['ours']} | **{f['status']}** |")
+  md.append("")
+
+  if "table" in results:
+    rows = results["table"]["rows"]
+    path = figures.table_figure(rows, os.path.join(outdir, "table.png"))
+    md += ["## The table", "", table_markdown(rows, setups_match), "",
+           "Train error on the whole train split, test accuracy on the whole test split "
+           "(eval-mode BatchNorm). ± is the estimator's standard error with one seed (none for "
+           "exact values), the standard deviation over seeds with several. **bold ↑**: Sol-S "
+           "above Sol-F at the same sparsity.", "", "Measurement protocol:", ""]
+    md += [f"- {line}" for line in results["table"]["settings_text"]]
+    md += ["", f"![table]({os.path.basename(path)})", ""]
+
+  if "regimes" in results:
+    md += ["## Regimes", "",
+           f"A sparse solution is in the **optimization regime** when its train error exceeds "
+           f"its Sol-D's (same seed) by more than {results['regimes']['threshold']:g} "
+           "(absolute), else in the **generalization regime**.", "",
+           "| solution | seed | train error | Sol-D train error | gap | regime |",
+           "|---|---|---|---|---|---|"]
+    for r in results["regimes"]["runs"]:
+      md.append(f"| {r['label']} | {r['seed']} | {r['train_error']:.4f} | "
+                f"{r['dense_train_error']:.4f} | {r['gap']:+.4f} | {r['classification']} |")
+    md.append("")
+
+  if results.get("sanity"):
+    md += ["## Sanity check: Tr(H) = Tr(F) for ReLU nets with eval-mode BatchNorm", "",
+           "Both on the same training examples, all trainable params, active coordinates; "
+           "Tr(H) by Hutchinson, Tr(F) the exact true-Fisher trace. They should agree within "
+           "the Hutchinson standard error (criterion: 2 stderr).", "",
+           "| solution | examples | Tr(H) ± stderr (probes) | exact Tr(F) | z | agree |",
+           "|---|---|---|---|---|---|"]
+    for name, r in results["sanity"].items():
+      h = r["tr_h"]
+      md.append(f"| {r['label']} | {h['num_examples']} | {h['value']:.4g} ± "
+                f"{h['stderr']:.2g} ({h['num_probes']}) | {r['tr_f_exact']['value']:.4g} | "
+                f"{r['z']:+.2f} | {'yes' if r['agree'] else 'NO'} |")
+    md.append("")
+
+  if results.get("fisher_trend"):
+    path = figures.fisher_trend_figure(results["fisher_trend"], results["fisher_trend_runs"],
+                                       os.path.join(outdir, "fisher_trend.png"))
+    ft = config.fisher_trend
+    md += ["## Fisher trend", "",
+           f"Tr(F) ({ft.kind}, {ft.params}, {ft.num_examples} fixed train examples) at the init "
+           f"and every {ft.every_epochs} epochs, measured from the kept checkpoints.", "",
+           f"![fisher trend]({os.path.basename(path)})", ""]
+
+  if results.get("label_noise"):
+    path = figures.label_noise_figure(results["label_noise"],
+                                      os.path.join(outdir, "label_noise.png"))
+    ln = config.label_noise
+    md += ["## Label noise and memorization", "",
+           f"Sparsity {ln.sparsity:.2f}, {ln.rate:.0%} symmetric label noise (`{ln.kind}`); "
+           "curves per epoch, eval mode.", "",
+           f"![label noise]({os.path.basename(path)})", "",
+           "| solution | seed | noisy fraction | train acc (noisy labels) | clean train acc | "
+           "noisy: correct | noisy: memorized | noisy: other | clean test acc |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(results["label_noise"].items()):
+      f = r["final"]
+      md.append(f"| {r['label']} | {r['seed']} | {_fmt(f['effective_noise_rate'])} | "
+                f"{_fmt(f['train_accuracy'])} | {_fmt(f['clean_accuracy'])} | "
+                f"{_fmt(f.get('noisy_correct'))} | {_fmt(f.get('noisy_memorized'))} | "
+                f"{_fmt(f.get('noisy_other'))} | {_fmt(f['test_accuracy'])} |")
+    md.append("")
+
+  if results.get("disagreement"):
+    path = figures.disagreement_figure(results["disagreement"],
+                                       os.path.join(outdir, "disagreement.png"))
+    md += ["## Disagreement between Sol-S and Sol-F", "",
+           f"Sparsity {config.disagreement.sparsity:.2f}; `clean`: the balanced train set, "
+           f"`longtail`: a long-tailed train set (imbalance ratio "
+           f"{config.disagreement.imbalance_ratio:g}) with its own Sol-D / Sol-F / Sol-S. Classes "
+           "by true label.", "",
+           "| setup | split | disagree | Sol-S right | Sol-F right | neither | Sol-S acc | "
+           "Sol-F acc | tail share (disagree / examples) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in sorted(results["disagreement"].items()):
+      for split in ("train", "test"):
+        s = r[split]
+        md.append(f"| {key} | {split} | {s['num_disagree']} / {s['num_examples']} | "
+                  f"{_fmt(s['scratch_correct'])} | {_fmt(s['finetune_correct'])} | "
+                  f"{_fmt(s['neither_correct'])} | {_fmt(s['scratch_accuracy'])} | "
+                  f"{_fmt(s['finetune_accuracy'])} | {_fmt(s['tail_share_of_disagreements'], 2)}"
+                  f" / {_fmt(s['tail_share_of_examples'], 2)} |")
+    md += ["", f"![disagreement]({os.path.basename(path)})", ""]
+
+  if results.get("interpolation"):
+    seed_key = sorted(results["interpolation"])[0]
+    lines = results["interpolation"][seed_key]
+    p1 = figures.interpolation_figure(lines, os.path.join(outdir, "interpolation.png"))
+    p2 = figures.cosine_figure(lines, results.get("num_classes", 10),
+                               os.path.join(outdir, "interpolation_cosines.png"))
+    it = config.interpolation
+    md += ["## Interpolation", "",
+           f"theta(alpha) = (1 - alpha) start + alpha Sol-F within the mask, sparsity "
+           f"{it.sparsity:.2f} ({seed_key}); BatchNorm statistics recomputed on the training "
+           "inputs at every alpha (endpoints included). Cosines: per-example negative gradient "
+           "(cross-entropy, true labels, active coordinates) against Sol-F - start, on "
+           f"{it.num_examples} train examples. The study's direction Sol-F - theta(alpha) equals "
+           "(1 - alpha)(Sol-F - start): the same cosines for alpha < 1.", "",
+           f"![interpolation]({os.path.basename(p1)})", "",
+           f"![cosines]({os.path.basename(p2)})", "",
+           "| line | endpoints exact | same mask | train loss monotone on [0, 1] | Sol-F test acc "
+           "(recomputed / stored BN stats) | cosine mean (median) per alpha |",
+           "|---|---|---|---|---|---|"]
+    for name, line in sorted(lines.items()):
+      end_acc = line["test_accuracy"][line["alphas"].index(1.0)] if 1.0 in line["alphas"] else None
+      cos = ", ".join(f"{a}: {c['summary'].get('mean', float('nan')):.3f} "
+                      f"({c['summary'].get('median', float('nan')):.3f})"
+                      for a, c in sorted(line["cosines"].items(), key=lambda kv: float(kv[0])))
+      md.append(f"| {name} | {line['endpoints_exact']} | {line['same_mask']} | "
+                f"{line['monotone_train_loss_01']} | {_fmt(end_acc)} / "
+                f"{_fmt(line['end_stored_stats']['test_accuracy'])} | {cos} |")
+    md.append("")
+
+  md += ["## Wall times", "", "| stage | seconds |", "|---|---|"]
+  for k, v in results.get("wall_times_s", {}).items():
+    md.append(f"| {k} | {v:.1f} |")
+  md += ["", "Training runs:", "", "| run | work dir | wall s (this session) | train acc | "
+         "test acc |", "|---|---|---|---|---|"]
+  for name, r in sorted(results.get("runs", {}).items()):
+    final = r["final"]
+    md.append(f"| {name} | `runs/{os.path.basename(r['workdir'])}` | {r['wall_s']:.1f} | "
+              f"{_fmt(final.get('train_accuracy'))} | {_fmt(final.get('test_accuracy'))} |")
+  md += ["", f"Results computed this session: {len(results.get('cache', {}).get('computed', []))},"
+         f" reused from the cache: {len(results.get('cache', {}).get('reused', []))}.", ""]
+
+  md += ["## Configs used", "", "Study config:", "", "```json",
+         config_io.format_config(config), "```", "",
+         "Training configs: each run's `config.json` in its work dir under `runs/`.", ""]
+
+  report_path = os.path.join(outdir, "report.md")
+  with open(report_path, "w") as f:
+    f.write("\n".join(md) + "\n")
+  results["study_config"] = stages.to_json(config)
+  stages.write_json(os.path.join(outdir, "results.json"), results)
+  return report_path

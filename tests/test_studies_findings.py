@@ -1,0 +1,64 @@
+"""Tests of the findings verdicts, the regimes and the report's table on synthetic results."""
+
+from snnjax.studies import findings, regimes, report
+from snnjax.studies.solutions import RunSpec
+
+
+def _cell(v, e=0.1):
+  return {"mean": v, "spread": None, "stderr": e, "values": [v]}
+
+
+def _rows(scratch_f):
+  rows = [{"regime": "dense", "sparsity": 0.0, "label": "Sol-D"}]
+  for sp in (0.9, 0.96):
+    rows.append({"regime": "finetune", "sparsity": sp, "label": f"Sol-F {sp:.2f}"})
+    rows.append({"regime": "scratch", "sparsity": sp, "label": f"Sol-S {sp:.2f}"})
+  values = {("dense", 0.0): (0.0, 0.9, 10, 12, 5), ("finetune", 0.9): (0.0, 0.88, 20, 25, 6),
+            ("scratch", 0.9): (0.05, 0.85, scratch_f, 40, 7),
+            ("finetune", 0.96): (0.01, 0.86, 30, 35, 6.5),
+            ("scratch", 0.96): (0.1, 0.80, scratch_f * 2, 60, 8)}
+  for r in rows:
+    v = values[(r["regime"], r["sparsity"])]
+    for k, x in zip(("train_error", "test_accuracy", "tr_f", "tr_h", "jacobian"), v):
+      r[k] = _cell(x)
+  return rows
+
+
+def test_findings_verdicts_follow_the_numbers():
+  got = {f["name"]: f["status"] for f in findings.evaluate_findings(
+      {"table": {"rows": _rows(50.0)}}, setups_match=False)}
+  assert got["test_accuracy"] == "reproduced"
+  assert got["train_error"] == "reproduced"
+  assert got["tr_f"] == "reproduced" and got["tr_f_rises"] == "reproduced"
+  assert got["tr_f_dense_lowest"] == "reproduced"
+  assert got["label_noise_memorization"] == "not measured"
+  got = {f["name"]: f["status"] for f in findings.evaluate_findings(
+      {"table": {"rows": _rows(5.0)}}, setups_match=False)}
+  assert got["tr_f"] == "not reproduced"
+
+
+def test_study_values_for_the_paper_setup():
+  assert findings.study_value("tr_f", "scratch", 0.90) == 2702
+  assert findings.study_value("tr_h", "dense", 0.0) == 66.3
+  assert findings.study_value("test_accuracy", "finetune", 0.94) == 0.760
+  assert findings.study_value("train_error", "finetune", 0.94) is None
+
+
+def test_table_markdown_marks_scratch_above_finetune():
+  text = report.table_markdown(_rows(50.0), setups_match=True)
+  lines = text.splitlines()
+  assert len(lines) == 2 + 5
+  scratch_line = [l for l in lines if l.startswith("| Sol-S | 0.90")][0]
+  assert "↑" in scratch_line and "(study 2702)" in scratch_line
+
+
+def test_regimes_threshold():
+  assert regimes.classify(0.05, 0.0, 0.02) == "optimization"
+  assert regimes.classify(0.01, 0.0, 0.02) == "generalization"
+  specs = [RunSpec("clean", "dense", 0.0, 0), RunSpec("clean", "scratch", 0.9, 0),
+           RunSpec("noisy", "scratch", 0.9, 0)]
+  measured = {"clean-dense-seed0": {"train_error": 0.01},
+              "clean-scratch-0.90-seed0": {"train_error": 0.2}}
+  out = regimes.classify_runs(specs, measured, 0.02)
+  assert len(out) == 1 and out[0]["classification"] == "optimization"
+  assert abs(out[0]["gap"] - 0.19) < 1e-12

@@ -1,0 +1,54 @@
+"""Tests of the measurement settings (the study's protocol by default) and the train subset."""
+
+import numpy as np
+import pytest
+
+from snnjax.errors import UserError
+from snnjax.studies import measure
+
+
+def test_defaults_are_the_studys_protocol():
+  s = measure.default_settings()
+  assert (s.hessian.num_examples, s.hessian.max_probes, s.hessian.params) == (1024, 100, "all")
+  assert s.hessian.method == "hutchinson" and s.hessian.bn_mode == "eval"
+  assert (s.fisher.kind, s.fisher.num_examples, s.fisher.num_samples) == ("mc", 1000, 5)
+  assert s.fisher.params == "kernels"
+  assert s.jacobian.squared and s.jacobian.num_projections == 0
+  measure.validate_settings(s)
+  text = " ".join(measure.describe_settings(s))
+  assert "1024 train examples" in text and "5 labels sampled" in text
+  assert "conv and linear weights only" in text and "squared Frobenius" in text
+
+
+@pytest.mark.parametrize("path,value", [
+    (("hessian", "method"), "lanczos"), (("fisher", "kind"), "ggn"),
+    (("fisher", "params"), "biases"), (("hessian", "max_probes"), 0),
+    (("jacobian", "num_examples"), 0), (("hessian", "bn_mode"), "both")])
+def test_bad_settings_raise_user_error(path, value):
+  s = measure.default_settings()
+  s[path[0]][path[1]] = value
+  with pytest.raises(UserError, match=path[1]):
+    measure.validate_settings(s)
+
+
+def test_projections_need_the_squared_norm():
+  s = measure.default_settings()
+  s.jacobian.num_projections = 4
+  s.jacobian.squared = False
+  with pytest.raises(UserError, match="squared"):
+    measure.validate_settings(s)
+
+
+def test_train_subset_is_seeded_and_nested():
+  a = measure.train_subset(100, 10, 0)
+  b = measure.train_subset(100, 30, 0)
+  np.testing.assert_array_equal(a, b[:10])
+  assert len(set(b.tolist())) == 30
+  assert len(measure.train_subset(5, 30, 0)) == 5
+  assert not np.array_equal(a, measure.train_subset(100, 10, 1))
+
+
+def test_mask_density_counts_pruned_leaves_only():
+  mask = {"a": np.array([True, False, False, False]), "b": np.ones(3, bool)}
+  out = measure.mask_density(mask)
+  assert out == {"pruned_leaves_active": 1, "pruned_leaves_total": 4, "measured_sparsity": 0.75}

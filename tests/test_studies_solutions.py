@@ -1,0 +1,70 @@
+"""Tests of the run plan: which runs a study trains, their configs and dependencies."""
+
+import os
+
+import pytest
+
+from snnjax.errors import UserError
+from snnjax.studies import solutions, stages
+from snnjax.train import config_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _study():
+  return config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":quick")
+
+
+def test_quick_plan_has_every_role():
+  specs = solutions.plan(_study())
+  names = {s.name for s in specs}
+  assert "clean-dense-seed0" in names
+  for sp in ("0.90", "0.94", "0.96"):
+    assert f"clean-finetune-{sp}-seed0" in names and f"clean-scratch-{sp}-seed0" in names
+  assert {"noisy-dense-seed0", "noisy-finetune-0.95-seed0", "noisy-scratch-0.95-seed0",
+          "longtail-dense-seed0", "longtail-finetune-0.96-seed0",
+          "longtail-scratch-0.96-seed0"} <= names
+  assert len(specs) == 13
+
+
+def test_seeds_multiply_runs():
+  c = _study()
+  c.seeds = (0, 1)
+  assert len(solutions.plan(c)) == 26
+
+
+def test_training_configs_depend_on_their_dense_run(tmp_path):
+  c = _study()
+  cache = stages.StageCache(str(tmp_path))
+  runs = solutions.resolve(c, cache, solutions.plan(c))
+  by = {s.name: r for s, r in runs.items()}
+  ft, sc = by["clean-finetune-0.90-seed0"], by["clean-scratch-0.90-seed0"]
+  assert ft.config.dense_workdir == sc.config.dense_workdir == by["clean-dense-seed0"].workdir
+  assert sc.config.mask.source == "prune_dense"
+  noisy = by["noisy-scratch-0.95-seed0"]
+  assert noisy.config.dataset.label_noise == 0.3 and noisy.config.dataset.noise_kind == "uniform"
+  assert noisy.config.dense_workdir == by["noisy-dense-seed0"].workdir
+  assert by["longtail-dense-seed0"].config.dataset.imbalance_ratio == 10.0
+  # trend runs keep a checkpoint every k epochs; the others keep their preset's
+  assert ft.config.checkpoint_every_epochs == c.fisher_trend.every_epochs
+  assert by["clean-finetune-0.94-seed0"].config.checkpoint_every_epochs != 2 or \
+      0.94 in c.fisher_trend.sparsities
+  # a change to Sol-D changes every run that prunes it
+  c2 = _study()
+  c2.train.overrides = {"optim": {"lr": 0.01}}
+  runs2 = {s.name: r for s, r in solutions.resolve(c2, cache, solutions.plan(c2)).items()}
+  assert runs2["clean-scratch-0.90-seed0"].hash != sc.hash
+
+
+def test_unknown_override_field_raises():
+  c = _study()
+  c.train.overrides = {"optim": {"learning_rate": 0.1}}
+  with pytest.raises(UserError, match="optim.learning_rate"):
+    solutions.training_config(c, solutions.RunSpec("clean", "dense", 0.0, 0), "")
+
+
+def test_model_kwargs_may_be_added():
+  c = _study()
+  c.train.overrides = {"model": {"kwargs": {"channels": (8, 8), "strides": (1, 2)}}}
+  cfg = solutions.training_config(c, solutions.RunSpec("clean", "dense", 0.0, 0), "")
+  assert tuple(cfg.model.kwargs.channels) == (8, 8)
