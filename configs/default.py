@@ -12,7 +12,19 @@ import ml_collections
 CIFAR10_NPZ = "../shared/data/cifar10.npz"
 
 
-def get_config():
+def get_config(preset: str = ""):
+  """The defaults; ``preset`` as in ``presets.py`` (``default.py:quick`` trains a quick Sol-D)."""
+  config = base_config()
+  if preset:
+    import os  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import presets  # pylint: disable=import-outside-toplevel
+    presets.apply(config, preset, name="default")
+  return config
+
+
+def base_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
   # dense | finetune | scratch | lottery (see snnjax/train/regimes.py).

@@ -15,7 +15,7 @@ import presets  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def get_config(preset: str = ""):
-  config = default.get_config()
+  config = default.base_config()
   config.regime = "dense"
   config.sparsity = 0.0
   return presets.apply(config, preset, name="dense")

@@ -19,7 +19,7 @@ SPARSITY = 0.95
 
 def sparse_config(regime: str, sparsity: float, preset: str, name: str):
   """The shared body of finetuneXX.py / scratchXX.py."""
-  config = default.get_config()
+  config = default.base_config()
   config.regime = regime
   config.sparsity = sparsity
   presets.poster_schedule(config)

@@ -37,9 +37,12 @@ def test_measure_bad_flag_exits_2(tmp_path, capsys):
 def test_measure_not_a_workdir_exits_2(tmp_path, capsys):
   assert cli.measure_main(["measure.py", "--workdir", str(tmp_path)]) == 2
   assert "config.json" in _one_error_line(capsys)
+  assert cli.measure_main(["measure.py", "--checkpoint", str(tmp_path)]) == 2
+  assert "config.json" in _one_error_line(capsys)
 
 
 def test_measure_bad_setting_exits_2(tmp_path, capsys):
+  (tmp_path / "config.json").write_text("{}")
   assert cli.measure_main(["measure.py", "--workdir", str(tmp_path), "--hessian-probes",
                            "0"]) == 2
   assert "max_probes" in _one_error_line(capsys)

@@ -62,3 +62,27 @@ def test_regimes_threshold():
   out = regimes.classify_runs(specs, measured, 0.02)
   assert len(out) == 1 and out[0]["classification"] == "optimization"
   assert abs(out[0]["gap"] - 0.19) < 1e-12
+
+
+def test_table_aggregates_seeds():
+  from snnjax.studies import table  # pylint: disable=import-outside-toplevel
+  specs = [RunSpec("clean", "finetune", 0.9, s) for s in (0, 1)] + [
+      RunSpec("clean", "scratch", 0.9, 0), RunSpec("noisy", "dense", 0.0, 0)]
+  est = lambda v: {"value": v, "stderr": 0.5}
+  measured = {
+      "clean-finetune-0.90-seed0": {"train_error": 0.0, "test_accuracy": 0.8, "tr_f": est(10.0),
+                                    "tr_h": est(20.0), "jacobian": est(1.0)},
+      "clean-finetune-0.90-seed1": {"train_error": 0.1, "test_accuracy": 0.7, "tr_f": est(14.0),
+                                    "tr_h": est(22.0), "jacobian": est(3.0)},
+      "clean-scratch-0.90-seed0": {"train_error": 0.2, "test_accuracy": 0.6, "tr_f": est(30.0),
+                                   "tr_h": est(40.0), "jacobian": None}}
+  rows = table.aggregate(specs, measured)
+  assert [(r["regime"], r["seeds"]) for r in rows] == [("finetune", [0, 1]), ("scratch", [0])]
+  f = rows[0]
+  assert f["tr_f"]["mean"] == 12.0 and abs(f["tr_f"]["spread"] - 2 ** 1.5) < 1e-12
+  assert abs(f["tr_f"]["stderr"] - 0.5 / 2 ** 0.5) < 1e-12
+  assert rows[1]["tr_f"]["spread"] is None and rows[1]["tr_f"]["stderr"] == 0.5
+  assert rows[1]["jacobian"] is None
+  marks = table.scratch_vs_finetune(rows)["0.90"]
+  assert marks["tr_f"] and marks["train_error"] and not marks["test_accuracy"]
+  assert not marks["jacobian"]

@@ -68,3 +68,18 @@ def test_model_kwargs_may_be_added():
   c.train.overrides = {"model": {"kwargs": {"channels": (8, 8), "strides": (1, 2)}}}
   cfg = solutions.training_config(c, solutions.RunSpec("clean", "dense", 0.0, 0), "")
   assert tuple(cfg.model.kwargs.channels) == (8, 8)
+
+
+@pytest.mark.parametrize("preset,clean,noisy", [
+    ("cifar10", ("cifar10", "resnet32"), ("cifar10", "resnet32")),
+    ("paper", ("cifar100", "wide_resnet32"), ("cifar10", "resnet32"))])
+def test_accelerator_presets_plan_the_studys_setups(tmp_path, preset, clean, noisy):
+  c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + f":{preset}")
+  runs = solutions.resolve(c, stages.StageCache(str(tmp_path)), solutions.plan(c))
+  for spec, run in runs.items():
+    want = noisy if spec.family == "noisy" else clean
+    assert (run.config.dataset.name, run.config.model.name) == want, spec.name
+  assert c.measure.hessian.num_examples == 1024 and c.measure.fisher.num_samples == 5
+  if preset == "paper":
+    names = {s.name for s in runs}
+    assert "clean-scratch-0.97-seed0" in names  # the study's disagreement sparsity

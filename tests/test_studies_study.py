@@ -9,13 +9,13 @@ depends on it).
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from snnjax import data as data_lib
 from snnjax.studies import cli
 from snnjax.studies import solutions
+from snnjax.studies import stages
 from snnjax.studies.study import run_study
 from snnjax.train import config_io, evaluate
 from snnjax.train.batchnorm import recompute_batch_stats
@@ -57,8 +57,7 @@ def study(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("study"))
   config = tiny_config()
   results = run_study(config, workdir)
-  runs = solutions.resolve(config, __import__("snnjax.studies.stages", fromlist=["x"])
-                           .StageCache(workdir), solutions.plan(config))
+  runs = solutions.resolve(config, stages.StageCache(workdir), solutions.plan(config))
   return {"workdir": workdir, "config": config, "results": results, "runs": runs}
 
 
@@ -109,7 +108,7 @@ def test_sanity_check_reports_both_traces(study):
   for r in study["results"]["sanity"].values():
     assert r["tr_f_exact"]["value"] > 0 and r["tr_h"]["stderr"] > 0
     assert r["agree"] == (abs(r["tr_h"]["value"] - r["tr_f_exact"]["value"])
-                          <= 2 * r["tr_h"]["stderr"])
+                          <= 3 * r["tr_h"]["stderr"])
 
 
 def test_fisher_trend_has_a_point_per_kept_checkpoint(study):
@@ -252,11 +251,12 @@ def test_measure_cli_writes_the_table(study, tmp_path, capsys):
   assert any("exact expectation" in t for t in saved["settings_text"])
   with open(out + ".md") as f:
     assert "| solution |" in f.read()
+  # a study directory stands for every run under it
+  assert cli.expand_workdir(study["workdir"]) == sorted(r.workdir for r in study["runs"].values())
 
 
 def test_findings_have_a_status(study):
-  statuses = {f["status"] for f in study["results"].get("findings", [])} or None
   with open(os.path.join(study["workdir"], "report", "results.json")) as f:
     findings = json.load(f)["findings"]
-  assert findings and statuses is None
+  assert len(findings) >= 10
   assert {f["status"] for f in findings} <= {"reproduced", "not reproduced", "not measured"}

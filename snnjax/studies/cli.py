@@ -83,7 +83,8 @@ def _measure_parser() -> argparse.ArgumentParser:
       "Measure trained solutions (train error, test accuracy, Tr(H), Tr(F), Jacobian norm) with "
       "the study's protocol; every choice can be overridden."))
   p.add_argument("--workdir", action="append", default=[],
-                 help="a training run's work dir (its final checkpoint); repeatable")
+                 help="a training run's work dir (its final checkpoint), or a study directory "
+                      "(every run under its runs/); repeatable")
   p.add_argument("--checkpoint", action="append", default=[],
                  help="WORKDIR/init, WORKDIR/checkpoints/<step>, ...; repeatable")
   p.add_argument("--config", default=None,
@@ -167,18 +168,32 @@ def _measure_markdown(rows: list[dict], settings_text: list[str]) -> str:
   return "\n".join(lines + ["", "Protocol:", ""] + [f"- {t}" for t in settings_text]) + "\n"
 
 
+def expand_workdir(path: str) -> list[str]:
+  """``[path]`` for a run's work dir; every run under ``path/runs`` for a study directory."""
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return [path]
+  runs_dir = os.path.join(path, "runs")
+  if os.path.isdir(runs_dir):
+    found = sorted(os.path.join(runs_dir, d) for d in os.listdir(runs_dir)
+                   if os.path.isfile(os.path.join(runs_dir, d, "config.json")))
+    if found:
+      return found
+  raise UserError(f"{path} is neither a run's work dir (no config.json) nor a study directory "
+                  "(no runs/*/config.json)")
+
+
 def measure_main(argv: list[str] | None = None) -> int:
   """``scripts/measure.py``: measures solutions, writes ``OUT.md`` and ``OUT.json``."""
   argv = sys.argv if argv is None else argv
   _quiet_libraries()
   try:
     args = _measure_parser().parse_args(argv[1:])
-    paths = list(args.workdir) + list(args.checkpoint)
-    if not paths:
-      raise UserError("give at least one --workdir DIR or --checkpoint PATH")
-    for p in paths:
+    for p in list(args.workdir) + list(args.checkpoint):
       if not os.path.exists(p):
         raise UserError(f"no work dir or checkpoint at {p}")
+    paths = [r for w in args.workdir for r in expand_workdir(w)] + list(args.checkpoint)
+    if not paths:
+      raise UserError("give at least one --workdir DIR or --checkpoint PATH")
     settings = measure_settings_from_args(args)
     from snnjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel

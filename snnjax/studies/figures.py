@@ -7,6 +7,7 @@ axes (units in the labels) and returns the path.
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
@@ -40,7 +41,8 @@ def table_figure(rows: list[dict], path: str) -> str:
             ("tr_f", "Tr(F) (per-example mean)", True),
             ("tr_h", "Tr(H) (mean loss)", True),
             ("jacobian", "E ||J||_F^2 (logits / input)", True)]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
+  fig, grid = plt.subplots(2, 3, figsize=(14, 7.5))
+  axes = grid.ravel()
   for ax, (metric, ylabel, log) in zip(axes, panels):
     for regime in ("finetune", "scratch"):
       pts = [(r["sparsity"], r[metric]) for r in rows if r["regime"] == regime and r[metric]]
@@ -56,10 +58,15 @@ def table_figure(rows: list[dict], path: str) -> str:
         ax.axhline(r[metric]["mean"], color=COLORS["dense"], ls="--", label=NAMES["dense"])
     if log and all(r[metric] is None or r[metric]["mean"] > 0 for r in rows):
       ax.set_yscale("log")
+      ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+      ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("sparsity (fraction of prunable weights removed)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-  axes[0].legend(loc="best")
+  handles, labels = axes[0].get_legend_handles_labels()
+  axes[-1].axis("off")
+  axes[-1].legend(handles, labels, loc="center", fontsize=10,
+                  title="error bars: sd over seeds, or stderr (1 seed)")
   fig.suptitle("Sparse solutions: fit, accuracy and curvature")
   return _save(fig, path)
 
@@ -92,10 +99,13 @@ def label_noise_figure(results: dict, path: str) -> str:
             ("train_clean_accuracy", "accuracy on clean train examples"),
             ("train_noisy", "noisy train examples: fraction")]
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+  multi_seed = len({r["seed"] for r in results.values()}) > 1
   for ax, (key, ylabel) in zip(axes, panels):
     for name, r in sorted(results.items()):
       c = r["curves"]
       color = COLORS[r["regime"]]
+      if multi_seed:
+        r = {**r, "label": f"{r['label']} seed {r['seed']}"}
       if key == "train_noisy":
         ax.plot(c["epoch"], c["train_noisy_memorized"], color=color, ls="-",
                 label=f"{r['label']}: memorized (noisy label)")

@@ -122,7 +122,8 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
     out.append(_finding(
         "label_noise_memorization",
         "with 30% label noise, Sol-S memorizes fewer noisy labels than Sol-F (end of training)",
-        "poster: CIFAR-10 / ResNet-32 at 0.95 (numbers not in our notes)",
+        "the study's argument (sparse-from-scratch fits hard / atypical examples less); the "
+        "poster's CIFAR-10 numbers are not in our notes",
         f"memorized: F {f['noisy_memorized']:.3f} vs S {s['noisy_memorized']:.3f}; "
         f"correct: F {f['noisy_correct']:.3f} vs S {s['noisy_correct']:.3f}; clean test acc: "
         f"F {f['test_accuracy']:.3f} vs S {s['test_accuracy']:.3f}", _verdict(ok)))
@@ -151,8 +152,9 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
     out.append(_finding(
         "disagreement_who_right",
         "where they disagree on the test set, Sol-F is right more often than Sol-S",
-        "implied by the accuracy gap", f"F right {t['finetune_correct']}, S right "
-        f"{t['scratch_correct']} (of {t['num_disagree']})", _verdict(ok)))
+        "implied by the accuracy gap",
+        f"F right {_pct(t['finetune_correct'])}, S right {_pct(t['scratch_correct'])} of "
+        f"{t['num_disagree']} test disagreements", _verdict(ok)))
 
   interp = results.get("interpolation", {})
   if interp:
@@ -166,6 +168,10 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
   for f in out:
     f["setups_match"] = setups_match
   return out
+
+
+def _pct(x) -> str:
+  return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def _first_seed(results: dict):

@@ -16,6 +16,7 @@ import jax
 
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
+from snnjax.studies import sanity as sanity_lib
 from snnjax.studies import stages
 from snnjax.train import config_io
 
@@ -134,7 +135,8 @@ def write_report(config, results: dict, outdir: str) -> str:
     md += ["## Sanity check: Tr(H) = Tr(F) for ReLU nets with eval-mode BatchNorm", "",
            "Both on the same training examples, all trainable params, active coordinates; "
            "Tr(H) by Hutchinson, Tr(F) the exact true-Fisher trace. They should agree within "
-           "the Hutchinson standard error (criterion: 2 stderr).", "",
+           f"the Hutchinson standard error (criterion: |z| <= {sanity_lib.Z_AGREE:g}, z = "
+           "(Tr(H) - Tr(F)) / stderr).", "",
            "| solution | examples | Tr(H) ± stderr (probes) | exact Tr(F) | z | agree |",
            "|---|---|---|---|---|---|"]
     for name, r in results["sanity"].items():

@@ -103,6 +103,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
     return value
 
   results["runs"] = timed("solutions", lambda: solutions.train_all(runs, datasets))
+  results["training_configs"] = {s.name: stages.to_json(r.config) for s, r in runs.items()}
   clean = {s: r for s, r in runs.items() if s.family == "clean"}
   want = lambda name: name in stages_to_run
   measured = {}
