@@ -220,11 +220,10 @@ def bench_train(setup: Setup, seed: int = 0) -> dict:
   out = {"model": setup.model, "batch": setup.batch, "image": setup.image,
          "sparsity": setup.sparsity, "optimizer": "masked_sgd(lr=0.1, momentum=0.9, wd=5e-4)"}
   for name, mask in masks.items():
-    if mask is not None:
-      params_v = sparsity.apply_mask(params, mask)
-    else:
-      params_v = params
-    state = _train_state(params_v, batch_stats, mask, tx)
+    # The step donates its state: every variant gets its own copies of the initial arrays.
+    params_v = jax.tree.map(jnp.copy, params if mask is None else sparsity.apply_mask(params, mask))
+    state = _train_state(params_v, jax.tree.map(jnp.copy, batch_stats),
+                         None if mask is None else jax.tree.map(jnp.copy, mask), tx)
     compiled, c_s = compile_time(step, state, batch)
     holder = {"state": state}
 
@@ -235,7 +234,8 @@ def bench_train(setup: Setup, seed: int = 0) -> dict:
     out[name] = {"step_ms": 1e3 * t["median_s"], "min_ms": 1e3 * t["min_s"],
                  "images_per_s": setup.batch / t["median_s"], "compile_s": c_s}
     if mask is not None:
-      leaves = zip(jax.tree.leaves(holder["state"].params), jax.tree.leaves(mask))
+      final = holder["state"]
+      leaves = zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask))
       out[name]["masked_weights_stay_zero"] = bool(
           all(bool(jnp.all(jnp.where(m, 0.0, p) == 0)) for p, m in leaves))
   out["masked_over_unmasked"] = out["masked"]["step_ms"] / out["unmasked"]["step_ms"]
