@@ -60,8 +60,9 @@ DEFAULT_TORCH_PYTHON = "/root/peers/bin/python"
 class Setup:
   """What is benchmarked: a model on random data of a given shape.
 
-  ``full()`` is ResNet-32 (16/32/64) at batch 128 on (32, 32, 3) inputs; ``smoke()`` is a ResNet-20
-  with a quarter of the width on (8, 8, 3) inputs at batch 8, one rep, for tests.
+  ``full()`` is ResNet-32 (16/32/64, option-A shortcut) at batch 128 on (32, 32, 3) inputs;
+  ``smoke()`` is the small ``cnn`` model at a quarter of its width on (8, 8, 3) inputs at batch 8,
+  one rep, for tests (a ResNet's XLA compile alone takes several seconds per function on CPU).
   """
 
   model: str = "resnet32"
@@ -83,13 +84,18 @@ class Setup:
 
   @classmethod
   def smoke(cls, **kw) -> "Setup":
-    base = dict(model="resnet20", width=0.25, image=8, batch=8, reps=1, warmup=1, probes=2,
+    base = dict(model="cnn", width=0.25, image=8, batch=8, reps=1, warmup=1, probes=2,
                 exact_fisher_examples=4, device_counts=(1, 2))
     base.update(kw)
     return cls(**base)
 
-  def model_kwargs(self) -> dict:
-    return {"width": self.width, "shortcut": self.shortcut}
+  def model_kwargs(self, shortcut: str | None = None) -> dict:
+    """Options for ``create_model``: width for the CNN and ResNets, shortcut for ResNets."""
+    if self.model == "mlp":
+      return {}
+    if self.model == "cnn":
+      return {"width": self.width}
+    return {"width": self.width, "shortcut": shortcut or self.shortcut}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,9 +153,7 @@ def random_batch(setup: Setup, n: int | None = None, seed: int = 0) -> dict:
 
 def build_model(setup: Setup, seed: int = 0, shortcut: str | None = None):
   """``(model, params, batch_stats)`` for ``setup`` (optionally another shortcut)."""
-  kw = setup.model_kwargs()
-  if shortcut is not None:
-    kw["shortcut"] = shortcut
+  kw = setup.model_kwargs(shortcut)
   model = models.create_model(setup.model, setup.num_classes, **kw)
   params, batch_stats = models.init_variables(model, jax.random.PRNGKey(seed),
                                               (setup.image, setup.image, 3))

@@ -71,6 +71,14 @@ def base_config():
   config.optim.decay = 0.1
   config.optim.warmup_epochs = 0.0
 
+  # Fisher-information regularization (the study's proposal; Jastrzebski et al. 2021's "Fisher
+  # penalty"): loss + weight * ||masked grad of CE at model-sampled labels||^2 on `num_examples` of
+  # each batch (0 = all), for epochs < until_epoch (0 = the whole run). weight 0 = off.
+  config.fisher_reg = ml_collections.ConfigDict()
+  config.fisher_reg.weight = 0.0
+  config.fisher_reg.until_epoch = 0
+  config.fisher_reg.num_examples = 32
+
   config.num_epochs = 200
   config.batch_size = 128
   config.eval_batch_size = 1000

@@ -69,3 +69,14 @@ def test_run_workdir_is_keyed_by_config(tmp_path):
 
 def test_to_json_drops_non_finite():
   assert stages.to_json({"a": float("nan"), "b": np.arange(2)}) == {"a": None, "b": [0, 1]}
+
+
+def test_compilation_cache_is_scoped(tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  before = jax.config.jax_compilation_cache_dir
+  with stages.compilation_cache(str(tmp_path / "cache")) as used:
+    assert jax.config.jax_compilation_cache_dir == used
+    jax.jit(lambda x: x * 3.0 + 1.0)(jax.numpy.ones(7)).block_until_ready()
+  assert jax.config.jax_compilation_cache_dir == before
+  if before is None:
+    assert os.listdir(tmp_path / "cache")  # the compiled program went to the cache

@@ -21,6 +21,8 @@ from snnjax.studies import stages
 from snnjax.train import config_io
 
 UP = "↑"
+# Result-file prefixes per stage name (see ``study.py``).
+_STAGE_PREFIX = {"table": "measure", "fisher_trend": "trend"}
 
 
 def environment() -> dict:
@@ -95,6 +97,9 @@ def write_report(config, results: dict, outdir: str) -> str:
   results["findings"] = findings_lib.evaluate_findings(results, setups_match)
   md = [f"# Generalization and memorization in sparse networks: study report "
         f"(preset `{config.preset}`)", ""]
+  md += [f"Reproduce: `python scripts/study.py --config configs/study.py:{config.preset} "
+         f"--workdir {results.get('workdir', 'DIR')}` (finished runs and results are reused).",
+         ""]
   md += [f"Device: {env['backend']} ({env['device_kind']}, {len(env['devices'])} device(s), "
          f"{env['cpu_count']} CPU cores). Versions: python {env['python']}, jax {env['jax']}, "
          f"flax {env['flax']}, optax {env['optax']}, numpy {env['numpy']}, snnjax "
@@ -224,15 +229,23 @@ def write_report(config, results: dict, outdir: str) -> str:
                 f"{_fmt(line['end_stored_stats']['test_accuracy'])} | {cos} |")
     md.append("")
 
-  md += ["## Wall times", "", "| stage | seconds |", "|---|---|"]
+  compute = {}
+  for name, seconds in results.get("cache", {}).get("compute_times_s", {}).items():
+    stage = name.split("-")[0]
+    compute[stage] = compute.get(stage, 0.0) + seconds
+  md += ["## Wall times", "", "This session (cached results and finished runs are reused, so a "
+         "rerun is fast); compute: the time the stage's results took when they were computed.",
+         "", "| stage | this session, s | compute, s |", "|---|---|---|"]
   for k, v in results.get("wall_times_s", {}).items():
-    md.append(f"| {k} | {v:.1f} |")
-  md += ["", "Training runs:", "", "| run | work dir | wall s (this session) | train acc | "
-         "test acc |", "|---|---|---|---|---|"]
+    md.append(f"| {k} | {v:.1f} | {_fmt(compute.get(_STAGE_PREFIX.get(k, k)), 1)} |")
+  md += ["", "Training runs (train s: the epochs' training steps, evaluation excluded):", "",
+         "| run | work dir | this session, s | train s | train acc | test acc |",
+         "|---|---|---|---|---|---|"]
   for name, r in sorted(results.get("runs", {}).items()):
     final = r["final"]
     md.append(f"| {name} | `runs/{os.path.basename(r['workdir'])}` | {r['wall_s']:.1f} | "
-              f"{_fmt(final.get('train_accuracy'))} | {_fmt(final.get('test_accuracy'))} |")
+              f"{r.get('train_s', 0.0):.1f} | {_fmt(final.get('train_accuracy'))} | "
+              f"{_fmt(final.get('test_accuracy'))} |")
   md += ["", f"Results computed this session: {len(results.get('cache', {}).get('computed', []))},"
          f" reused from the cache: {len(results.get('cache', {}).get('reused', []))}.", ""]
 

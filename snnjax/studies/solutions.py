@@ -12,6 +12,7 @@ Sol-S uses the very mask of Sol-F (global magnitude pruning of the same Sol-D), 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Iterable
@@ -198,5 +199,14 @@ def train_all(runs: dict[RunSpec, Run], datasets: DatasetCache, *, log=stages.lo
     shown = {k: round(final[k], 4) for k in ("train_accuracy", "test_accuracy") if k in final}
     log(f"solutions: {run.spec.name} done in {elapsed:.1f}s {shown}")
     out[run.spec.name] = {"workdir": run.workdir, "hash": run.hash, "final": final,
-                          "wall_s": elapsed}
+                          "wall_s": elapsed, "train_s": _epoch_seconds(run.workdir)}
   return out
+
+
+def _epoch_seconds(workdir: str) -> float:
+  """Seconds of training the run's epochs took (from its metrics.jsonl), evaluation excluded."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    return float(sum(json.loads(l).get("epoch_time_s", 0.0) for l in f if l.strip()))

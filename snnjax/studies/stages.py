@@ -16,14 +16,16 @@ JSON behind and is recomputed on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 import ml_collections
 import numpy as np
 
@@ -65,20 +67,29 @@ def run_hash(config: ml_collections.ConfigDict) -> str:
   return digest(config_io.result_fields(config_io.config_to_dict(config)))
 
 
-def enable_compilation_cache(directory: str) -> str | None:
-  """Turns on JAX's persistent compilation cache in ``directory`` unless one is already set.
+@contextlib.contextmanager
+def compilation_cache(directory: str) -> Iterator[str | None]:
+  """JAX's persistent compilation cache in ``directory`` for the duration of the block.
 
   The runs of a study share architectures and shapes; each run builds fresh jitted functions, so
   without this cache every run recompiles the same programs (most of a small run's wall time on
-  CPU). Returns the cache directory in use (None if caching is unavailable).
+  CPU). A cache the process already uses is left as it is; otherwise the previous settings are
+  restored on exit. Yields the cache directory in use.
   """
   current = jax.config.jax_compilation_cache_dir
   if current:
-    return current
+    yield current
+    return
+  min_time = jax.config.jax_persistent_cache_min_compile_time_secs
   os.makedirs(directory, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  return directory
+  try:
+    yield directory
+  finally:
+    jax.config.update("jax_compilation_cache_dir", current)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+    jax_compilation_cache.reset_cache()
 
 
 def log(message: str) -> None:
@@ -112,7 +123,8 @@ class StageCache:
     self.runs_dir = os.path.join(self.directory, "runs")
     self.computed: list[str] = []
     self.reused: list[str] = []
-    self.wall_times: dict[str, float] = {}
+    # seconds each result took to compute, whether this session or an earlier one
+    self.compute_times: dict[str, float] = {}
 
   def run_workdir(self, name: str, config: ml_collections.ConfigDict) -> str:
     """The work dir of the run ``name`` with training config ``config``."""
@@ -136,13 +148,14 @@ class StageCache:
         stored = None
       if isinstance(stored, dict) and "result" in stored:
         self.reused.append(path)
+        self.compute_times[os.path.basename(path)] = float(stored.get("wall_time_s") or 0.0)
         log(f"{stage}: reusing {os.path.relpath(path, self.directory)}")
         return stored["result"]
     log(f"{stage}: computing")
     t0 = time.time()
     result = compute()
     elapsed = time.time() - t0
-    self.wall_times[stage] = self.wall_times.get(stage, 0.0) + elapsed
+    self.compute_times[os.path.basename(path)] = elapsed
     write_json(path, {"stage": stage, "inputs": inputs, "wall_time_s": elapsed,
                       "result": result})
     self.computed.append(path)

@@ -85,12 +85,20 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   if unknown:
     raise UserError(f"unknown stages {unknown}; choose from {STAGES}")
   workdir = os.path.abspath(workdir)
-  cache = stages.StageCache(workdir)
   if config.compilation_cache:
-    stages.enable_compilation_cache(os.path.join(workdir, "jax_cache"))
+    with stages.compilation_cache(os.path.join(workdir, "jax_cache")):
+      return _run(config, workdir, stages_to_run)
+  return _run(config, workdir, stages_to_run)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[str, ...]
+         ) -> dict:
+  cache = stages.StageCache(workdir)
   datasets = solutions.DatasetCache()
   specs = solutions.plan(config)
   runs = solutions.resolve(config, cache, specs)
+  for run in runs.values():  # every dataset loads (or fails) before anything is trained
+    datasets.get(run.config.dataset)
   wall: dict[str, float] = {}
   results: dict = {"preset": config.preset, "workdir": workdir}
   t_total = time.time()
@@ -142,7 +150,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   wall["total_before_report"] = time.time() - t_total
   results["wall_times_s"] = wall
   results["cache"] = {"computed": [os.path.relpath(p, workdir) for p in cache.computed],
-                      "reused": [os.path.relpath(p, workdir) for p in cache.reused]}
+                      "reused": [os.path.relpath(p, workdir) for p in cache.reused],
+                      "compute_times_s": dict(cache.compute_times)}
   results["num_classes"] = _num_classes(runs, datasets)
   if want("report"):
     stages.log("stage report")

@@ -95,6 +95,11 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.checkpoint_every_epochs >= 1,
          f"config.checkpoint_every_epochs must be >= 1, got {c.checkpoint_every_epochs}")
   _check(c.checkpoint_keep >= 1, f"config.checkpoint_keep must be >= 1, got {c.checkpoint_keep}")
+  if "fisher_reg" in c:
+    _check(c.fisher_reg.until_epoch >= 0,
+           f"config.fisher_reg.until_epoch must be >= 0, got {c.fisher_reg.until_epoch}")
+    _check(c.fisher_reg.num_examples >= 0,
+           f"config.fisher_reg.num_examples must be >= 0, got {c.fisher_reg.num_examples}")
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")

@@ -206,6 +206,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   step_fn = make_train_step(model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
                             compute_dtype=compute_dtype,
                             batch_sharding=parallel.batch_sharded(mesh) if num_devices > 1 else None)
+  fisher_reg = config.get("fisher_reg", None)
+  penalty_step_fn = None
+  if fisher_reg is not None and fisher_reg.weight:
+    penalty_step_fn = make_train_step(
+        model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
+        compute_dtype=compute_dtype, fisher_examples=int(fisher_reg.num_examples),
+        batch_sharding=parallel.batch_sharded(mesh) if num_devices > 1 else None)
   predict = make_predict_fn(model.apply, compute_dtype=compute_dtype)
   aug_key = jax.random.fold_in(jax.random.key(config.seed), 1000 + regimes._STREAM[config.regime])
   best = {"test_accuracy": -1.0}
@@ -220,10 +227,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   for epoch in range(start_epoch, config.num_epochs):
     t0 = time.time()
     perm = pipeline.epoch_permutation(config.seed, epoch, dataset.num_train)
-    sums = {"loss": 0.0, "accuracy": 0.0}
+    penalized = penalty_step_fn is not None and (
+        not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
+    sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if penalized else {})}
     for i, idx in enumerate(pipeline.batch_indices(perm, config.batch_size)):
       step_key = jax.random.fold_in(aug_key, epoch * steps_per_epoch + i)
-      state, m = step_fn(state, train_data, jnp.asarray(idx), step_key)
+      if penalized:
+        state, m = penalty_step_fn(state, train_data, jnp.asarray(idx), step_key,
+                                   jnp.float32(fisher_reg.weight))
+      else:
+        state, m = step_fn(state, train_data, jnp.asarray(idx), step_key)
       sums = {k: sums[k] + m[k] for k in sums}
       if bar is not None:
         bar.update(1)
@@ -233,6 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               "batch_loss": float(sums["loss"]) / steps_per_epoch,
               "batch_accuracy": float(sums["accuracy"]) / steps_per_epoch,
               "epoch_time_s": train_time}
+    if penalized:
+      record["fisher_penalty"] = float(sums["fisher_penalty"]) / steps_per_epoch
     last_epoch = epoch + 1 == config.num_epochs
     if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch:
       record.update(evaluate_state(state, dataset, predict, config, rng_seed=config.seed))

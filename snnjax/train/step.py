@@ -53,48 +53,88 @@ def forward(apply_fn: Callable, params: PyTree, batch_stats: PyTree, x: jax.Arra
   return logits.astype(jnp.float32), new_stats
 
 
+def fisher_penalty(apply_fn: Callable, params: PyTree, batch_stats: PyTree, mask: PyTree,
+                   x: jax.Array, key: jax.Array, *, compute_dtype=None) -> jax.Array:
+  """Squared norm of the masked mini-batch gradient of the cross-entropy at sampled labels.
+
+  ``||mask * grad_theta (1/m) sum_i -log p(yhat_i | x_i)||^2`` with ``yhat_i`` drawn from the model's
+  own softmax (no gradient through the draw), BatchNorm in train mode on ``x`` (m examples). Its
+  expectation over the draws is ``Tr(F_batch)/m`` plus the squared norm of the mean gradient: the
+  "Fisher penalty" of Jastrzebski et al. (2021), a cheap differentiable proxy of Tr(F).
+  """
+  logits, _ = forward(apply_fn, params, batch_stats, x, train=True, compute_dtype=compute_dtype)
+  sampled = jax.random.categorical(key, jax.lax.stop_gradient(logits))
+
+  def sampled_loss(p):
+    out, _ = forward(apply_fn, p, batch_stats, x, train=True, compute_dtype=compute_dtype)
+    return jnp.mean(cross_entropy(out, sampled))
+
+  grads = jax.grad(sampled_loss)(params)
+  return sum(jnp.sum(jnp.square(g * m.astype(g.dtype)))
+             for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mask)))
+
+
 def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
-               tx: optax.GradientTransformationExtraArgs, compute_dtype=None
-               ) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformationExtraArgs, compute_dtype=None,
+               fisher_weight: jax.Array | None = None, fisher_examples: int = 0,
+               key: jax.Array | None = None) -> tuple[TrainState, dict]:
   """One masked SGD step on ``batch = {"x": (n, ...), "y": (n,)}``.
 
-  Returns the new state and metrics averaged over the batch's n examples: ``loss`` (mean
-  cross-entropy) and ``accuracy``.
+  The objective is the mean cross-entropy over the n examples, plus ``fisher_weight *
+  fisher_penalty`` on the first ``fisher_examples`` examples (all n when 0) when ``fisher_weight``
+  is given (``key`` then draws the sampled labels). Returns the new state and metrics averaged over
+  the batch: ``loss`` (mean cross-entropy), ``accuracy`` and, with the penalty, ``fisher_penalty``.
   """
 
   def loss_fn(params):
     logits, new_stats = forward(apply_fn, params, state.batch_stats, batch["x"], train=True,
                                 compute_dtype=compute_dtype)
     loss = jnp.mean(cross_entropy(logits, batch["y"]))
-    return loss, (logits, new_stats)
+    aux = {}
+    objective = loss
+    if fisher_weight is not None:
+      xs = batch["x"][:fisher_examples] if fisher_examples else batch["x"]
+      aux["fisher_penalty"] = fisher_penalty(apply_fn, params, state.batch_stats, state.mask, xs, key,
+                                             compute_dtype=compute_dtype)
+      objective = loss + fisher_weight * aux["fisher_penalty"]
+    return objective, (loss, logits, new_stats, aux)
 
-  (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (loss, logits, new_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params, mask=state.mask)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                             opt_state=opt_state)
   accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
-  return new_state, {"loss": loss, "accuracy": accuracy}
+  return new_state, {"loss": loss, "accuracy": accuracy, **aux}
 
 
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs, *,
-                    augment: bool, compute_dtype=None, batch_sharding=None) -> Callable:
-  """Jitted ``step(state, data, idx, key) -> (state, metrics)``.
+                    augment: bool, compute_dtype=None, batch_sharding=None,
+                    fisher_examples: int | None = None) -> Callable:
+  """Jitted ``step(state, data, idx, key[, fisher_weight]) -> (state, metrics)``.
 
   ``data = {"x": (N, ...), "y": (N,)}`` is the training set resident on the device(s); ``idx`` (B,) int32
   selects the batch; ``key`` drives the augmentation (pad-4 random crop + flip) when ``augment``.
   ``batch_sharding`` (a ``jax.sharding.NamedSharding``) shards the gathered batch over a device mesh for
   data-parallel training; the state stays replicated and XLA turns the batch means (loss, BatchNorm
-  statistics) into cross-device reductions. The state buffers are donated.
+  statistics) into cross-device reductions. The state buffers are donated. With
+  ``fisher_examples`` (an int; 0 = the whole batch) the step takes a scalar ``fisher_weight`` and adds
+  the Fisher penalty (see ``train_step``).
   """
 
-  def step(state, data, idx, key):
+  def step(state, data, idx, key, fisher_weight=None):
     batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
+    aug_key, fisher_key = jax.random.split(key)
     if augment:
-      batch["x"] = pipeline.augment_batch(key, batch["x"])
+      batch["x"] = pipeline.augment_batch(aug_key, batch["x"])
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype)
+    if fisher_examples is None:
+      fisher_weight = None
+    return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype,
+                      fisher_weight=fisher_weight, fisher_examples=fisher_examples or 0,
+                      key=fisher_key)
 
   return jax.jit(step, donate_argnums=(0,))
 
