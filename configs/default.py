@@ -79,6 +79,15 @@ def base_config():
   config.fisher_reg.until_epoch = 0
   config.fisher_reg.num_examples = 32
 
+  # Data scheduling: for epochs < until_epoch each batch is the lowest (low_first, the blog's
+  # description) or highest (high_first, the paper's) scored part of a random pool of
+  # pool_factor * batch_size examples; scores_path is an .npy of per-example scores (N,).
+  config.curriculum = ml_collections.ConfigDict()
+  config.curriculum.kind = "none"          # none | low_first | high_first
+  config.curriculum.scores_path = ""
+  config.curriculum.until_epoch = 0
+  config.curriculum.pool_factor = 2.0
+
   config.num_epochs = 200
   config.batch_size = 128
   config.eval_batch_size = 1000

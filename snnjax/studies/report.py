@@ -108,7 +108,11 @@ def write_report(config, results: dict, outdir: str) -> str:
     md += [f"The study's numbers are for {findings_lib.STUDY['setup']}; this preset's setup "
            "differs, so only the direction of each finding is compared.", ""]
 
-  md += ["## Findings", "", "| finding | study | ours | status |", "|---|---|---|---|"]
+  md += ["## Findings", "",
+         f"Verdicts compare means ({len(config.seeds)} seed(s)); they do not test significance: "
+         "with one seed an accuracy difference of a few test examples is noise. Several seeds "
+         "(`config.seeds`) give the spread in the table.", "",
+         "| finding | study | ours | status |", "|---|---|---|---|"]
   for f in results["findings"]:
     md.append(f"| {f['claim']} | {f['study']} | {f['ours']} | **{f['status']}** |")
   md.append("")

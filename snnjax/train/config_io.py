@@ -100,6 +100,13 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
            f"config.fisher_reg.until_epoch must be >= 0, got {c.fisher_reg.until_epoch}")
     _check(c.fisher_reg.num_examples >= 0,
            f"config.fisher_reg.num_examples must be >= 0, got {c.fisher_reg.num_examples}")
+  if "curriculum" in c:
+    _check(c.curriculum.kind in ("none", "low_first", "high_first"),
+           f"config.curriculum.kind must be none, low_first or high_first, got {c.curriculum.kind!r}")
+    _check(c.curriculum.kind == "none" or c.curriculum.until_epoch >= 1,
+           "config.curriculum.until_epoch must be >= 1 when a curriculum is on")
+    _check(c.curriculum.pool_factor >= 1.0,
+           f"config.curriculum.pool_factor must be >= 1, got {c.curriculum.pool_factor}")
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")

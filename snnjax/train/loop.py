@@ -22,7 +22,7 @@ from snnjax import data as data_lib
 from snnjax import models, sparsity
 from snnjax.data import pipeline
 from snnjax.errors import UserError
-from snnjax.train import config_io, evaluate, parallel, regimes
+from snnjax.train import config_io, curriculum, evaluate, parallel, regimes
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.solution import load_solution
@@ -162,6 +162,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise UserError(f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} "
                     "training examples")
   total_steps = steps_per_epoch * config.num_epochs
+  schedule_cfg = config.get("curriculum", None)
+  scores = None
+  if schedule_cfg is not None and schedule_cfg.kind != "none":
+    scores = curriculum.load_scores(schedule_cfg.scores_path, dataset.num_train)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
 
   ckpt_store = CheckpointStore(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_keep)
@@ -230,7 +234,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     penalized = penalty_step_fn is not None and (
         not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
     sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if penalized else {})}
-    for i, idx in enumerate(pipeline.batch_indices(perm, config.batch_size)):
+    if scores is not None and epoch < schedule_cfg.until_epoch:
+      epoch_batches = curriculum.pool_batches(
+          scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
+          batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
+    else:
+      epoch_batches = pipeline.batch_indices(perm, config.batch_size)
+    for i, idx in enumerate(epoch_batches):
       step_key = jax.random.fold_in(aug_key, epoch * steps_per_epoch + i)
       if penalized:
         state, m = penalty_step_fn(state, train_data, jnp.asarray(idx), step_key,
