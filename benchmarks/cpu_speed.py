@@ -173,50 +173,53 @@ def _batch_norm(x, p, st, channel_axis, bn, momentum=0.9, eps=1e-5):
   return y.astype(x.dtype), new_st
 
 
-MATERIALIZE = ("none", "barrier", "div", "exp")
+MATERIALIZE = ("none", "out", "both")
+METHODS = ("div", "exp", "barrier")
 
 
-def materialize(x: jax.Array, how: str | bool) -> jax.Array:
-  """An identity that keeps XLA from recomputing ``x`` inside its consumers' fusions.
+def materialize(x: jax.Array, method: str = "div") -> jax.Array:
+  """An identity that keeps XLA:CPU from recomputing ``x`` inside the fusions that consume it.
 
-  * ``"barrier"``: ``lax.optimization_barrier``; XLA:CPU removes barriers before fusion (pass
-    ``cse_barrier_expander``) unless ``--xla_disable_hlo_passes=cse_barrier_expander``;
-  * ``"div"``: ``x / one`` with ``one`` a runtime 1.0 XLA cannot fold: a float divide counts as an
-    expensive op, and XLA's fusion never duplicates an expensive producer, so ``x`` is computed
-    once into a buffer. Bit-exact (x / 1.0 == x);
-  * ``"exp"``: ``x * exp(0 * x)``, the same effect through an exp (costlier);
-  * ``"none"`` / False: identity.
+  * ``"div"``: ``x / one``, ``one`` a runtime 1.0 that XLA cannot fold
+    (``1 + nan_to_num(0 * x[0])``). XLA's fusion pass never duplicates an "expensive" producer
+    and a float divide is one, so ``x`` is computed once into a buffer. Bit-exact (x / 1 == x),
+    gradient exact (g / 1); costs one vector divide per element.
+  * ``"exp"``: ``x * exp(0 * x)``: the same effect through an exp (costlier; inf/nan-unsafe).
+  * ``"barrier"``: ``lax.optimization_barrier``. XLA:CPU expands (removes) barriers before fusion
+    (pass ``cse_barrier_expander``), so this only works together with
+    ``XLA_FLAGS=--xla_disable_hlo_passes=cse_barrier_expander``.
   """
-  if how in ("none", False, None, ""):
-    return x
-  if how in ("barrier", True):
-    return jax.lax.optimization_barrier(x)
-  if how == "div":
-    one = jax.lax.stop_gradient(1 + 0 * x.reshape(-1)[0])
+  if method == "div":
+    one = 1 + jnp.nan_to_num(0 * jax.lax.stop_gradient(x.reshape(-1)[0]))
     return x / one
-  if how == "exp":
+  if method == "exp":
     return x * jnp.exp(0 * x)
-  raise ValueError(f"unknown materialize mode {how!r}")
+  if method == "barrier":
+    return jax.lax.optimization_barrier(x)
+  raise ValueError(f"unknown materialize method {method!r}")
 
 
 def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nhwc",
-                 bn: str = "train", dtype=jnp.float32, barrier: str | bool = "none"
+                 bn: str = "train", dtype=jnp.float32, mat: str = "none", method: str = "div"
                  ) -> tuple[jax.Array, PyTree]:
   """Train-mode forward: x (n, h, w, c) NHWC float32 -> (logits (n, classes) float32, new stats).
 
-  ``barrier`` (a :func:`materialize` mode) is applied to each block's output, the residual
-  stream, which XLA:CPU otherwise recomputes (through every earlier block of the stage) inside
-  the transposes that feed the kernel-gradient convolutions.
+  ``mat`` says where :func:`materialize` (with ``method``) is applied: ``"none"``; ``"out"``: the
+  stem's and every block's output (the residual stream, which XLA:CPU otherwise recomputes,
+  through every earlier block of the stage, inside the transposes that feed the
+  kernel-gradient convolutions); ``"both"``: also the inner relu(bn1(conv1(x))) of each block.
   """
   layout_nchw = impl == "nchw"
   cax = 1 if layout_nchw else -1
+  mat_out = (lambda t: materialize(t, method)) if mat in ("out", "both") else (lambda t: t)
+  mat_in = (lambda t: materialize(t, method)) if mat == "both" else (lambda t: t)
   h = x.astype(dtype)
   if layout_nchw:
     h = jnp.transpose(h, (0, 3, 1, 2))
   new_stats = {}
   h = conv(h, params["stem"]["kernel"], 1, impl)
   h, new_stats["stem_bn"] = _batch_norm(h, params["stem_bn"], stats["stem_bn"], cax, bn)
-  h = jax.nn.relu(h)
+  h = mat_out(jax.nn.relu(h))
   blocks = sorted(k for k in params if k.startswith("stage"))
   for name in blocks:
     p, st = params[name], stats[name]
@@ -225,7 +228,7 @@ def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nh
     stride = 2 if cin != cout else 1
     out = conv(h, p["conv1"]["kernel"], stride, impl)
     out, s1 = _batch_norm(out, p["bn1"], st["bn1"], cax, bn)
-    out = jax.nn.relu(out)
+    out = mat_in(jax.nn.relu(out))
     out = conv(out, p["conv2"]["kernel"], 1, impl)
     out, s2 = _batch_norm(out, p["bn2"], st["bn2"], cax, bn)
     new_stats[name] = {"bn1": s1, "bn2": s2}
@@ -237,8 +240,7 @@ def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nh
         short = jnp.pad(h[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, pad)))
     else:
       short = h
-    h = jax.nn.relu(out + short)
-    h = materialize(h, barrier)
+    h = mat_out(jax.nn.relu(out + short))
   feats = jnp.mean(h.astype(jnp.float32), axis=(2, 3) if layout_nchw else (1, 2))
   logits = feats @ params["head"]["kernel"] + params["head"]["bias"]
   return logits, new_stats
@@ -246,13 +248,14 @@ def apply_resnet(params: PyTree, stats: PyTree, x: jax.Array, *, impl: str = "nh
 
 # ----------------------------------------------------------------------------- timing
 
-def make_step(impl: str, bn: str, dtype, lr: float = 0.1, momentum: float = 0.9,
-              weight_decay: float = 5e-4, barrier: str | bool = "none") -> Callable:
+def make_step(impl: str = "nhwc", bn: str = "train", dtype=jnp.float32, mat: str = "none",
+              method: str = "div", lr: float = 0.1, momentum: float = 0.9,
+              weight_decay: float = 5e-4) -> Callable:
   """Jitted ``step(params, stats, buf, x, y) -> (params, stats, buf, loss)`` (SGD momentum)."""
 
   def loss_fn(params, stats, x, y):
-    logits, new_stats = apply_resnet(params, stats, x, impl=impl, bn=bn, dtype=dtype,
-                                     barrier=barrier)
+    logits, new_stats = apply_resnet(params, stats, x, impl=impl, bn=bn, dtype=dtype, mat=mat,
+                                     method=method)
     logp = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1)), new_stats
 
@@ -266,43 +269,25 @@ def make_step(impl: str, bn: str, dtype, lr: float = 0.1, momentum: float = 0.9,
   return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
-def time_variant(impl: str = "nhwc", bn: str = "train", dtype: str = "float32", batch: int = 128,
-                 image: int = 32, depth: int = 32, widths: Sequence[int] = (16, 32, 64),
-                 reps: int = 5, warmup: int = 2, seed: int = 0) -> dict:
-  """Compile time and median step time (seconds) of one variant in this process."""
-  key = jax.random.PRNGKey(seed)
-  params, stats = init_resnet(key, depth, widths)
-  buf = jax.tree.map(jnp.zeros_like, params)
-  rng = np.random.default_rng(seed)
-  x = jnp.asarray(rng.standard_normal((batch, image, image, 3), dtype=np.float32))
-  y = jnp.asarray(rng.integers(0, 10, batch, dtype=np.int32))
-  step = make_step(impl, bn, jnp.dtype(dtype))
-  t0 = time.perf_counter()
-  compiled = step.lower(params, stats, buf, x, y).compile()
-  compile_s = time.perf_counter() - t0
-  state = (params, stats, buf)
-  for _ in range(warmup):
-    *state, loss = compiled(*state, x, y)
-    jax.block_until_ready(loss)
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    *state, loss = compiled(*state, x, y)
-    jax.block_until_ready(loss)
-    times.append(time.perf_counter() - t0)
-  return {"impl": impl, "bn": bn, "dtype": dtype, "compile_s": compile_s,
-          "step_s": statistics.median(times), "step_min_s": min(times),
-          "images_per_s": batch / statistics.median(times), "loss": float(loss)}
+VARIANT_DEFAULTS = {"impl": "nhwc", "bn": "train", "dtype": "float32", "mat": "none",
+                    "method": "div"}
+
+
+def variant_name(v: dict) -> str:
+  """``impl/bn/dtype/mat[-method]`` of a variant dict (missing keys take the defaults)."""
+  v = {**VARIANT_DEFAULTS, **v}
+  mat = v["mat"] if v["mat"] == "none" else f"{v['mat']}-{v['method']}"
+  return f"{v['impl']}/{v['bn']}/{v['dtype']}/{mat}"
 
 
 def time_interleaved(variants: Sequence[dict], *, batch: int = 128, image: int = 32,
-                     depth: int = 32, widths: Sequence[int] = (16, 32, 64), reps: int = 3,
-                     rounds: int = 5, seed: int = 0) -> list[dict]:
+                     depth: int = 32, widths: Sequence[int] = (16, 32, 64), reps: int = 2,
+                     rounds: int = 4, seed: int = 0) -> list[dict]:
   """Compiles every variant, then times them round-robin (``reps`` steps each per round).
 
   Interleaving puts every variant under the same background load, so the ratios between them
   are steadier than those of variants timed one after the other. Returns per variant the median
-  and the min over all timed steps, and the compile time.
+  and the min (seconds) over all ``rounds * reps`` timed steps, and the compile time.
   """
   key = jax.random.PRNGKey(seed)
   rng = np.random.default_rng(seed)
@@ -310,15 +295,16 @@ def time_interleaved(variants: Sequence[dict], *, batch: int = 128, image: int =
   y = jnp.asarray(rng.integers(0, 10, batch, dtype=np.int32))
   runs = []
   for v in variants:
+    v = {**VARIANT_DEFAULTS, **v}
     params, stats = init_resnet(key, depth, widths)
     buf = jax.tree.map(jnp.zeros_like, params)
-    step = make_step(v["impl"], v.get("bn", "train"), jnp.dtype(v.get("dtype", "float32")),
-                     barrier=v.get("barrier", "none"))
+    step = make_step(v["impl"], v["bn"], jnp.dtype(v["dtype"]), v["mat"], v["method"])
     t0 = time.perf_counter()
     compiled = step.lower(params, stats, buf, x, y).compile()
     c_s = time.perf_counter() - t0
-    state = compiled(params, stats, buf, x, y)[:3]
-    runs.append({"v": v, "fn": compiled, "state": state, "times": [], "compile_s": c_s})
+    *state, loss = compiled(params, stats, buf, x, y)
+    runs.append({"v": v, "fn": compiled, "state": state, "times": [], "compile_s": c_s,
+                 "first_loss": float(loss)})
   for _ in range(rounds):
     for r in runs:
       for _ in range(reps):
@@ -326,138 +312,138 @@ def time_interleaved(variants: Sequence[dict], *, batch: int = 128, image: int =
         *r["state"], loss = r["fn"](*r["state"], x, y)
         jax.block_until_ready(loss)
         r["times"].append(time.perf_counter() - t0)
-  base = statistics.median(runs[0]["times"]), min(runs[0]["times"])
-  out = []
-  for r in runs:
-    med, mn = statistics.median(r["times"]), min(r["times"])
-    out.append({"impl": r["v"]["impl"], "bn": r["v"].get("bn", "train"),
-                "barrier": r["v"].get("barrier", "none"),
-                "dtype": r["v"].get("dtype", "float32"), "compile_s": r["compile_s"],
-                "step_s": med, "step_min_s": mn, "images_per_s": batch / med,
-                "ratio_to_first": med / base[0], "min_ratio_to_first": mn / base[1]})
-  return out
+  return [{"variant": variant_name(r["v"]), **r["v"], "compile_s": r["compile_s"],
+           "step_s": statistics.median(r["times"]), "step_min_s": min(r["times"]),
+           "images_per_s": batch / statistics.median(r["times"]), "first_loss": r["first_loss"],
+           "times": r["times"]} for r in runs]
 
 
-def check_equivalence(impls: Sequence[str] = ("nchw", "im2col", "shift"), batch: int = 4,
-                      image: int = 8) -> dict:
-  """Max abs difference of logits and of the gradient of every impl against "nhwc" (float32)."""
+def check_equivalence(batch: int = 4, image: int = 8) -> dict:
+  """Max abs difference of logits and gradients of each variant against the plain "nhwc" one.
+
+  Checks that every convolution implementation computes the same network and that
+  materialization is an exact identity (its differences are 0.0).
+  """
   key = jax.random.PRNGKey(1)
   params, stats = init_resnet(key)
   x = jax.random.normal(key, (batch, image, image, 3))
 
-  def f(impl):
+  def f(**kw):
     def loss(p):
-      logits, _ = apply_resnet(p, stats, x, impl=impl)
+      logits, _ = apply_resnet(p, stats, x, **kw)
       return jnp.sum(jnp.sin(logits)), logits
     (_, logits), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     return logits, g
-  ref_l, ref_g = f("nhwc")
+  ref_l, ref_g = f()
   out = {}
-  for impl in impls:
-    l, g = f(impl)
-    out[impl] = {"logits": float(jnp.max(jnp.abs(l - ref_l))),
-                 "grad": float(max(jnp.max(jnp.abs(a - b)) for a, b in
-                                   zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))))}
+  for kw in ({"impl": "nchw"}, {"impl": "im2col"}, {"impl": "shift"},
+             {"mat": "both", "method": "div"}, {"mat": "both", "method": "exp"}):
+    l, g = f(**kw)
+    out[variant_name(kw)] = {
+        "logits": float(jnp.max(jnp.abs(l - ref_l))),
+        "grad": float(max(jnp.max(jnp.abs(a - b)) for a, b in
+                          zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))))}
   return out
 
 
-def worker(variants: Sequence[dict], **kw) -> list[dict]:
-  """Times ``variants`` (dicts of impl/bn/dtype) one after the other in this process."""
-  res = []
-  for v in variants:
-    try:
-      res.append(time_variant(**v, **kw))
-    except Exception as e:  # pylint: disable=broad-except
-      res.append({**v, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
-  return res
-
-
-def run_in_subprocess(flags: str, variants: Sequence[dict], timeout: float = 1200, **kw) -> list[dict]:
-  """Runs :func:`worker` in a fresh interpreter with ``XLA_FLAGS=flags``; returns its results."""
+def run_in_subprocess(flags: str, variants: Sequence[dict], timeout: float = 1800,
+                      **kw) -> list[dict]:
+  """Runs :func:`time_interleaved` in a fresh interpreter with ``XLA_FLAGS=flags``."""
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
   env["JAX_PLATFORMS"] = "cpu"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  cmd = [sys.executable, "-m", "benchmarks.cpu_speed", "--worker", json.dumps(
-      {"variants": list(variants), **kw})]
+  cmd = [sys.executable, "-m", "benchmarks.cpu_speed", "--worker",
+         json.dumps({"variants": list(variants), **kw})]
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
   if proc.returncode != 0:
     err = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
-    return [{**v, "error": f"exit {proc.returncode}: {err}"} for v in variants]
+    return [{"variant": variant_name(v), "error": f"exit {proc.returncode}: {err}"}
+            for v in variants]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_matrix(flag_sets: dict[str, str], variants: Sequence[dict], rounds: int = 3,
-               **kw) -> dict:
-  """Times every (flag set, variant) pair ``rounds`` times, interleaved; medians and ratios.
+def run_matrix(flag_sets: dict[str, str], variants: Sequence[dict], rounds: int = 2,
+               inner: dict | None = None) -> dict:
+  """Times every (flag set, variant) pair; flag sets in interleaved subprocesses.
 
-  Ratios are to ("default" flags, the first variant) when present: < 1 means faster.
-  ``ratio_to_default`` compares medians over rounds of per-run medians; ``min_ratio_to_default``
-  compares the fastest single steps, which on a machine shared with other work is the steadier
-  estimate of what the code itself costs.
+  Each of ``rounds`` rounds starts one subprocess per flag set, which times all variants
+  interleaved (:func:`time_interleaved` with keyword args ``inner``). Per pair: the median and the min
+  over all steps of all rounds, and their ratios to the pair ("default" flags, first variant)
+  (< 1: faster). On a machine shared with other work the min ratio is the steadier estimate
+  of what the code itself costs.
   """
   raw: dict[str, list] = {}
   for _ in range(rounds):
     for name, flags in flag_sets.items():
-      for r in run_in_subprocess(flags, variants, **kw):
-        key = f"{name}|{r['impl']}|{r['bn']}|{r['dtype']}"
-        raw.setdefault(key, []).append(r)
+      for r in run_in_subprocess(flags, variants, **(inner or {})):
+        raw.setdefault(f"{name}|{r['variant']}", []).append(r)
   table = {}
   for key, rs in raw.items():
     ok = [r for r in rs if "error" not in r]
     if not ok:
       table[key] = {"error": rs[0]["error"]}
       continue
-    table[key] = {"step_s": statistics.median(r["step_s"] for r in ok),
-                  "step_min_s": min(r["step_min_s"] for r in ok),
+    times = [t for r in ok for t in r["times"]]
+    table[key] = {"step_s": statistics.median(times), "step_min_s": min(times),
                   "compile_s": statistics.median(r["compile_s"] for r in ok),
-                  "samples": [r["step_s"] for r in ok]}
-  v0 = variants[0]
-  base_key = f"default|{v0['impl']}|{v0.get('bn', 'train')}|{v0.get('dtype', 'float32')}"
+                  "first_loss": ok[0]["first_loss"], "steps": len(times)}
+  base_key = f"{next(iter(flag_sets))}|{variant_name(variants[0])}"
   base = table.get(base_key, {})
   if "step_s" in base:
     for row in table.values():
       if "step_s" in row:
-        row["ratio_to_default"] = row["step_s"] / base["step_s"]
-        row["min_ratio_to_default"] = row["step_min_s"] / base["step_min_s"]
+        row["ratio"] = row["step_s"] / base["step_s"]
+        row["min_ratio"] = row["step_min_s"] / base["step_min_s"]
   return {"baseline": base_key, "rounds": rounds, "table": table}
+
+
+DEFAULT_VARIANTS = (
+    {},                                           # the library's current model
+    {"mat": "out"}, {"mat": "both"},              # materialized residual stream
+    {"mat": "both", "method": "exp"},
+    {"dtype": "bfloat16"}, {"dtype": "bfloat16", "mat": "both"},
+    {"impl": "nchw"}, {"impl": "im2col"}, {"impl": "shift"},
+    {"bn": "none"}, {"bn": "none", "mat": "both"},
+)
 
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description="ResNet-32 CPU train-step variants")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   ap.add_argument("--out", default=None)
-  ap.add_argument("--rounds", type=int, default=3)
-  ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--rounds", type=int, default=2, help="subprocess rounds per flag set")
+  ap.add_argument("--inner-rounds", type=int, default=3, help="interleaved rounds per process")
+  ap.add_argument("--reps", type=int, default=2, help="steps per variant per inner round")
   ap.add_argument("--batch", type=int, default=128)
-  ap.add_argument("--flags", default=",".join(FLAG_SETS), help="comma-separated FLAG_SETS names")
-  ap.add_argument("--impls", default="nhwc,nchw,im2col,shift")
-  ap.add_argument("--extra", default="bf16,nobn", help="also nhwc with bf16 / without BN")
+  ap.add_argument("--flags", default="default", help="comma-separated FLAG_SETS names")
+  ap.add_argument("--variants", default=None,
+                  help="JSON list of variant dicts (keys impl, bn, dtype, mat, method)")
   args = ap.parse_args(argv)
   if args.worker is not None:
     spec = json.loads(args.worker)
     variants = spec.pop("variants")
-    print(json.dumps(worker(variants, **spec)))
+    print(json.dumps(time_interleaved(variants, **spec)))
     return 0
-  variants = [{"impl": i, "bn": "train", "dtype": "float32"} for i in args.impls.split(",") if i]
-  extra = set(args.extra.split(",")) if args.extra else set()
-  if "bf16" in extra:
-    variants.append({"impl": "nhwc", "bn": "train", "dtype": "bfloat16"})
-    if "im2col" in args.impls:
-      variants.append({"impl": "im2col", "bn": "train", "dtype": "bfloat16"})
-  if "nobn" in extra:
-    variants.append({"impl": "nhwc", "bn": "none", "dtype": "float32"})
+  variants = json.loads(args.variants) if args.variants else list(DEFAULT_VARIANTS)
   flag_sets = {k: FLAG_SETS[k] for k in args.flags.split(",") if k}
   res = {"equivalence": check_equivalence(),
-         "matrix": run_matrix(flag_sets, variants, rounds=args.rounds, reps=args.reps,
-                              batch=args.batch),
+         "matrix": run_matrix(flag_sets, variants, rounds=args.rounds,
+                              inner={"reps": args.reps, "rounds": args.inner_rounds,
+                                     "batch": args.batch}),
          "flag_sets": flag_sets}
   text = json.dumps(res, indent=2)
   if args.out:
     with open(args.out, "w") as f:
       f.write(text + "\n")
-  print(text)
+  for key, row in res["matrix"]["table"].items():
+    if "error" in row:
+      print(f"{key:60s} {row['error']}")
+    else:
+      print(f"{key:60s} median {1e3 * row['step_s']:7.1f} ms  min {1e3 * row['step_min_s']:7.1f} ms"
+            f"  ratio {row.get('ratio', float('nan')):.3f}  min ratio "
+            f"{row.get('min_ratio', float('nan')):.3f}")
   return 0
 
 

@@ -45,8 +45,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise UserError(f"{path} is unreadable ({e}); use a fresh --workdir") from e
   new = config_io.config_to_dict(config)
   old_r, new_r = config_io.result_fields(old), config_io.result_fields(new)
-  if old_r != new_r:
-    diff = sorted(k for k in set(old_r) | set(new_r) if old_r.get(k) != new_r.get(k))
+  # Fields only one side has (added to or removed from snnjax's configs since the run) are ignored.
+  diff = sorted(k for k in set(old_r) & set(new_r) if old_r[k] != new_r[k])
+  if diff:
     raise UserError(f"{workdir} holds a run with a different config (fields {', '.join(diff)}); "
                     "use a new --workdir or the original config")
 
