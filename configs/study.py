@@ -17,6 +17,8 @@ Training configs are named by spec (``file.py:preset``, relative to this directo
 run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (a nested dict) is
 merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
 Measurement defaults are the study's protocol (``snnjax.studies.measure.default_settings``).
+``closing_gap`` (``snnjax.studies.closing_gap``): Sol-S with a Fisher penalty early and with data
+scheduling (low- / high-Fisher examples first) at one sparsity; ``closing_gap.enabled = False`` skips it.
 """
 
 import os
@@ -37,6 +39,17 @@ def _measure_settings(preset: str) -> ml_collections.ConfigDict:
     settings.hessian.max_probes = 40
     settings.fisher.num_examples = 500
     settings.jacobian.num_examples = 500
+  return settings
+
+
+def _closing_gap_settings(preset: str) -> ml_collections.ConfigDict:
+  from snnjax.studies import closing_gap  # pylint: disable=import-outside-toplevel
+  settings = closing_gap.default_settings()
+  # sparsity 0 = the middle of config.sparsities; lambda > 0 penalizes Tr(F) (the sign chosen).
+  if preset != "quick":
+    # Exact scores cost C backward passes per training example: sample the labels instead.
+    settings.scores.kind = "mc"
+    settings.scores.num_samples = {"cifar10": 2, "paper": 1}[preset]
   return settings
 
 
@@ -109,6 +122,10 @@ def get_config(preset: str = "quick"):
   config.sanity.enabled = True
   config.sanity.num_examples = {"quick": 256, "cifar10": 256, "paper": 128}[preset]
   config.sanity.max_probes = {"quick": 100, "cifar10": 100, "paper": 100}[preset]
+
+  # Closing the gap (Sol-S vs Sol-F): Sol-S with a Fisher penalty early, and with data scheduling
+  # (low- / high-Fisher examples first, scored at Init-S); see snnjax/studies/closing_gap.py.
+  config.closing_gap = _closing_gap_settings(preset)
 
   if preset == "paper":
     # Label noise on CIFAR-10 / ResNet-32 (the poster), everything else on CIFAR-100.

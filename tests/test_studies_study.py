@@ -49,6 +49,7 @@ def tiny_config():
   c.interpolation.num_examples = 24
   c.sanity.num_examples = 16
   c.sanity.max_probes = 8
+  c.closing_gap.enabled = False
   return c
 
 

@@ -228,3 +228,57 @@ def cosine_figure(lines: dict, num_classes: int, path: str) -> str:
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
   return _save(fig, path)
+
+
+def closing_gap_figure(result: dict, path: str) -> str:
+  """The closing-the-gap variants beside plain Sol-S and Sol-F: test accuracy, train error and
+  Tr(F) as bars (means over seeds; error bars: sd over seeds, or the estimator's stderr), Sol-S and
+  Sol-F as horizontal lines; and test accuracy per epoch of every run (first seed)."""
+  rows = {r["name"]: r for r in result["rows"]}
+  variants = [r["name"] for r in result["rows"] if r["name"] not in ("scratch", "finetune")]
+  colors = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+  panels = [("test_accuracy", "test accuracy (fraction)"),
+            ("train_error", "train error (fraction)"),
+            ("tr_f", "Tr(F) (per-example mean)")]
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
+  for ax, (metric, ylabel) in zip(axes, panels):
+    for j, name in enumerate(variants):
+      cell = rows[name][metric]
+      if cell is None:
+        continue
+      err = cell["sd"] if cell["sd"] is not None else cell.get("stderr")
+      ax.bar(j, cell["mean"], 0.6, yerr=err, capsize=3 if err else 0,
+             color=colors[j % len(colors)])
+    for ref in ("scratch", "finetune"):
+      cell = rows[ref][metric]
+      if cell is not None:
+        ax.axhline(cell["mean"], color=COLORS[ref], ls="--", label=rows[ref]["label"])
+    ax.set_xticks(np.arange(len(variants)))
+    ax.set_xticklabels([rows[n]["short_label"] for n in variants], fontsize=8)
+    ax.set_xlabel("Sol-S variant")
+    ax.set_ylabel(ylabel)
+    values = [rows[n][metric]["mean"] for n in list(rows) if rows[n][metric] is not None]
+    if values and metric != "tr_f":
+      lo, hi = min(values), max(values)
+      pad = max(0.1 * (hi - lo), 0.002)
+      ax.set_ylim(max(0.0, lo - 3 * pad), hi + 3 * pad)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="best")
+  ax = axes[3]
+  seed_key = sorted(result["per_seed"])[0]
+  entry = result["per_seed"][seed_key]
+  for name in ("scratch", "finetune"):
+    c = entry[name]["curve"]
+    ax.plot(c["epoch"], c["test_accuracy"], color=COLORS[name], ls="--", label=rows[name]["label"])
+  for j, name in enumerate(variants):
+    c = entry[name]["curve"]
+    ax.plot(c["epoch"], c["test_accuracy"], color=colors[j % len(colors)], marker="o", ms=3,
+            label=rows[name]["label"])
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("test accuracy (fraction)")
+  ax.set_title(f"test accuracy during training ({seed_key})")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best", fontsize=7)
+  fig.suptitle(f"Closing the gap at sparsity {result['sparsity']:.2f}: Sol-S variants vs plain "
+               "Sol-S and Sol-F (dashed)")
+  return _save(fig, path)

@@ -7,6 +7,8 @@ compared (the study itself notes that its later blog table differs in absolute v
 
 from __future__ import annotations
 
+from snnjax.studies import closing_gap as closing_gap_lib
+
 # CIFAR-100, wide ResNet-32, read from the study's figures (+-0.002) and its paper table.
 STUDY = {
     "setup": "CIFAR-100, 4x-wide ResNet-32",
@@ -165,6 +167,8 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
         "the train loss along Init-S -> Sol-F is not monotone (it first rises)",
         "not monotone: first rose", "not monotone" if non_monotone else "monotone decreasing",
         _verdict(non_monotone)))
+  if results.get("closing_gap"):
+    out.extend(closing_gap_lib.findings(results["closing_gap"]))
   for f in out:
     f["setups_match"] = setups_match
   return out

@@ -87,6 +87,58 @@ def _fmt(x, digits=3) -> str:
   return str(x)
 
 
+def closing_gap_markdown(result: dict, outdir: str) -> list[str]:
+  """The "Closing the gap" section: choices, a table of the variants beside Sol-S / Sol-F, the
+  verdict per remedy, the figure and the variants' runs (Markdown lines)."""
+  path = figures.closing_gap_figure(result, os.path.join(outdir, "closing_gap.png"))
+  md = ["## Closing the gap", "",
+        "Two remedies the study proposes for the Sol-S / Sol-F gap, run at one sparsity and "
+        "compared with the table's Sol-S and Sol-F (same seeds). Choices:", ""]
+  md += [f"- {line}" for line in result["choices"]]
+  md += ["", "| solution | test acc | train error | Tr(F) | Tr(H) | gap closed |",
+         "|---|---|---|---|---|---|"]
+  verdicts = result["verdicts"]
+  for r in result["rows"]:
+    cells = []
+    for metric in ("test_accuracy", "train_error", "tr_f", "tr_h"):
+      cell = r[metric]
+      if cell is None:
+        cells.append("-")
+        continue
+      err = cell["sd"] if cell["sd"] is not None else cell.get("stderr")
+      mean = cell["mean"]
+      text = f"{mean:.4g}" if abs(mean) >= 1 else f"{mean:.4f}"
+      if err is not None:
+        text += f" ± {err:.2g}"
+      cells.append(text)
+    v = verdicts.get(r["name"])
+    closed = "-" if v is None else (
+        v["status"] if v["fraction_closed"] is None
+        else f"{v['status']} ({v['fraction_closed']:.0%})")
+    md.append(f"| {r['label']} | " + " | ".join(cells) + f" | {closed} |")
+  md += ["", "± is the standard deviation over seeds with several seeds, else the estimator's "
+         "standard error. Gap closed: (variant - Sol-S) / (Sol-F - Sol-S) in test accuracy "
+         "(means over seeds)."
+         + (" With one seed a difference of a few test examples is within run-to-run noise: "
+            "these are this run's outcomes, not established effects."
+            if len(result["per_seed"]) == 1 else ""), ""]
+  md += [f"- **{v['label']}**: {v['text']}." for v in verdicts.values()]
+  for key, sc in sorted(result.get("scores", {}).items()):
+    sm = sc["summary"]
+    md.append(f"- Scores ({key}, `{sc['path']}`): {sm['num_examples']} examples, mean (the "
+              f"Init-S Tr(F) of the train set) {sm['mean']:.4g}, median {sm['median']:.4g}, "
+              f"10-90% {sm['q10']:.4g}-{sm['q90']:.4g}.")
+  md += ["", f"![closing the gap]({os.path.basename(path)})", "",
+         "| run | work dir | this session, s | train s | train acc | test acc |",
+         "|---|---|---|---|---|---|"]
+  for name, r in sorted(result["runs"].items()):
+    md.append(f"| {name} | `runs/{os.path.basename(r['workdir'])}` | {r['wall_s']:.1f} | "
+              f"{r['train_s']:.1f} | {_fmt(r['final'].get('train_accuracy'))} | "
+              f"{_fmt(r['final'].get('test_accuracy'))} |")
+  md.append("")
+  return md
+
+
 def write_report(config, results: dict, outdir: str) -> str:
   """Writes ``outdir/report.md``, the figures and ``results.json``; returns the report path."""
   os.makedirs(outdir, exist_ok=True)
@@ -232,6 +284,9 @@ def write_report(config, results: dict, outdir: str) -> str:
                 f"{line['monotone_train_loss_01']} | {_fmt(end_acc)} / "
                 f"{_fmt(line['end_stored_stats']['test_accuracy'])} | {cos} |")
     md.append("")
+
+  if results.get("closing_gap"):
+    md += closing_gap_markdown(results["closing_gap"], outdir)
 
   compute = {}
   for name, seconds in results.get("cache", {}).get("compute_times_s", {}).items():

@@ -73,6 +73,17 @@ def _trend_sparsities(study: ml_collections.ConfigDict) -> set:
   return {round(float(s), 6) for s in study.fisher_trend.sparsities}
 
 
+def closing_gap_sparsity(study: ml_collections.ConfigDict) -> float | None:
+  """The sparsity of the closing-the-gap stage (None when it is off): ``closing_gap.sparsity``,
+  or with 0 there the middle of ``study.sparsities``."""
+  if "closing_gap" not in study or not study.closing_gap.enabled:
+    return None
+  if float(study.closing_gap.sparsity) > 0.0:
+    return round(float(study.closing_gap.sparsity), 6)
+  ordered = sorted(round(float(s), 6) for s in study.sparsities)
+  return ordered[len(ordered) // 2]
+
+
 def keeps_trend_checkpoints(study: ml_collections.ConfigDict, spec: RunSpec) -> bool:
   """Whether the run keeps a checkpoint every ``fisher_trend.every_epochs`` epochs."""
   if spec.family != "clean" or not study.fisher_trend.enabled:
@@ -124,6 +135,8 @@ def plan(study: ml_collections.ConfigDict) -> list[RunSpec]:
   if study.disagreement.enabled:
     sparse.add(round(float(study.disagreement.sparsity), 6))
   sparse |= _trend_sparsities(study)
+  if closing_gap_sparsity(study) is not None:
+    sparse.add(closing_gap_sparsity(study))
   for seed in study.seeds:
     seed = int(seed)
     specs.add(RunSpec("clean", "dense", 0.0, seed))

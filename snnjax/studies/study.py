@@ -2,7 +2,8 @@
 
 Stages, in order: ``solutions`` (train or reuse every run), ``table`` (measure each clean
 solution), ``regimes``, ``sanity`` (Tr(H) vs exact Tr(F)), ``fisher_trend``, ``label_noise``,
-``disagreement``, ``interpolation``, ``report``. Each analysis result is cached under
+``disagreement``, ``interpolation``, ``closing_gap`` (Sol-S variants: Fisher penalty, data
+scheduling), ``report``. Each analysis result is cached under
 ``DIR/results`` by a hash of its inputs, each run under ``DIR/runs`` by a hash of its config
 (see :mod:`snnjax.studies.stages`); a rerun reuses what is there and computes the rest.
 """
@@ -15,6 +16,7 @@ import time
 import ml_collections
 
 from snnjax.errors import UserError
+from snnjax.studies import closing_gap as closing_gap_lib
 from snnjax.studies import disagreement as disagreement_lib
 from snnjax.studies import fisher_trend as trend_lib
 from snnjax.studies import interpolation as interpolation_lib
@@ -28,7 +30,7 @@ from snnjax.studies import stages
 from snnjax.studies import table as table_lib
 
 STAGES = ("solutions", "table", "regimes", "sanity", "fisher_trend", "label_noise",
-          "disagreement", "interpolation", "report")
+          "disagreement", "interpolation", "closing_gap", "report")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -65,6 +67,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(int(config.sanity.num_examples) >= 2, "study sanity.num_examples must be >= 2")
   check(float(config.regime_threshold) >= 0.0, "study regime_threshold must be >= 0")
   measure_lib.validate_settings(config.measure)
+  closing_gap_lib.validate(config)
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, *,
@@ -147,6 +150,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[s
   if want("interpolation") and config.interpolation.enabled:
     results["interpolation"] = timed("interpolation", lambda: interpolation_lib.analyze(
         clean, config.interpolation, cache, datasets))
+  if want("closing_gap") and closing_gap_lib.enabled(config):
+    results["closing_gap"] = timed("closing_gap", lambda: closing_gap_lib.analyze(
+        config, clean, cache, datasets, measured=measured))
   wall["total_before_report"] = time.time() - t_total
   results["wall_times_s"] = wall
   results["cache"] = {"computed": [os.path.relpath(p, workdir) for p in cache.computed],
