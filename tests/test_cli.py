@@ -101,3 +101,8 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_lost(tmp_path):
   assert again.stderr.startswith("error: ") and "corrupt" in again.stderr, again.stderr
   assert (workdir / "metrics.jsonl").read_bytes() == metrics_before
   assert all(open(p, "rb").read() == b"\x00garbage" for p in corrupted)
+
+
+def test_help_exits_0_and_names_the_flags():
+  out = _run(["--help"])
+  assert out.returncode == 0 and "--config" in out.stdout and "--workdir" in out.stdout

@@ -19,6 +19,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from snnjax.errors import UserError
+from snnjax.train import cli as train_cli
 
 _STUDY_FLAGS = flags.FlagValues()
 config_flags.DEFINE_config_file("config", None, "Study config file (configs/study.py:preset).",
@@ -62,6 +63,8 @@ def study_main(argv: list[str] | None = None) -> int:
   """``scripts/study.py``: runs the study; prints the report path on stdout."""
   from snnjax.studies.study import run_study  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
+  if train_cli.wants_help(argv, _STUDY_FLAGS, __doc__):
+    return 0
   _quiet_libraries()
   try:
     config, workdir, stages = parse_study(argv)

@@ -28,6 +28,15 @@ def default_workdir(config_spec: str) -> str:
   return os.path.join("runs", name + (f"-{arg}" if arg else ""))
 
 
+def wants_help(argv: list[str], flag_values: flags.FlagValues, doc: str) -> bool:
+  """Prints ``doc`` and the flags' help when ``argv`` asks for it (``-h``/``--help``)."""
+  if not any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+    return False
+  print(doc.strip() + "\n\nflags:\n" + flag_values.get_help(include_special_flags=False))
+  print("  --config.FIELD=VALUE: override any field of the config file")
+  return True
+
+
 def _config_file_arg(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
     if arg == "--config" and i + 1 < len(argv):
@@ -67,6 +76,8 @@ def quiet_library_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
+  if wants_help(argv, _FLAGS, __doc__):
+    return 0
   quiet_library_logs()
   try:
     config, workdir = parse(argv)
