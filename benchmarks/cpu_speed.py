@@ -1,30 +1,26 @@
-"""CPU speed investigation: ResNet-32 train-step time under convolution, layout, dtype and XLA-flag variants.
+"""CPU speed investigation: ResNet-32 train-step time under model, layout, dtype and XLA flags.
 
-A self-contained functional CIFAR ResNet-32 (16/32/64, option-A shortcut, post-activation basic blocks,
-train-mode BatchNorm) whose convolution implementation is a parameter, so that every variant runs the
-same network:
+A self-contained functional CIFAR ResNet-32 (16/32/64, option-A shortcut, post-activation basic
+blocks, train-mode BatchNorm) in which each suspect is a switch, so every variant runs the same
+network (:func:`check_equivalence`):
 
-* ``"nhwc"``: ``lax.conv_general_dilated`` with ("NHWC", "HWIO", "NHWC") dimension numbers (what
-  ``flax.linen.Conv`` emits);
-* ``"nchw"``: the same convolution with ("NCHW", "OIHW", "NCHW") (PyTorch's layout), activations kept
-  NCHW throughout;
-* ``"im2col"``: each k x k convolution as k*k shifted strided slices concatenated along channels,
-  then one matmul with the (k*k*C_in, C_out) kernel (NHWC); its gradients are matmuls, pads and adds,
-  never an XLA convolution;
-* ``"shift"``: each k x k convolution as a sum of k*k (N*H*W, C_in) x (C_in, C_out) matmuls of shifted
-  inputs (no k*k-times larger patch buffer);
-
-and ``bn="train"`` (batch statistics, as in training), ``bn="none"`` (no normalization: the lower
-bound of what fusing BatchNorm into the convolutions could save). ``dtype`` is the compute dtype
-(params and activations cast; master params and loss float32).
+* ``impl``, the convolution: ``"nhwc"`` (``lax.conv_general_dilated`` with NHWC/HWIO, what
+  ``flax.linen.Conv`` emits), ``"nchw"`` (NCHW/OIHW, PyTorch's layout, activations NCHW
+  throughout), ``"im2col"`` (k*k shifted slices concatenated along channels, one matmul),
+  ``"shift"`` (a sum of k*k matmuls of shifted inputs);
+* ``bn``: ``"train"`` (batch statistics) or ``"none"`` (no normalization: a bound on what fusing
+  BatchNorm away could save);
+* ``dtype``: the compute dtype (params and activations cast; loss float32);
+* ``mat`` / ``method``: where :func:`materialize` is applied (the fix this investigation found:
+  see ``BENCHMARKS.md``).
 
 The timed unit is one jitted SGD-momentum step (value_and_grad of the mean cross-entropy + update,
-state donated) at batch ``batch`` on random CIFAR-shaped data, median over ``reps`` after warm-up.
-XLA flags only take effect before JAX initializes its backend, so :func:`run_matrix` runs each flag
-set in a fresh subprocess (``python -m benchmarks.cpu_speed --worker ...``) and interleaves them over
-``rounds`` rounds so that load from other processes on a shared machine hits every variant alike.
+state donated) on a random CIFAR-shaped batch. :func:`time_interleaved` compiles all variants in
+one process and times them round-robin; XLA flags take effect only when JAX starts its backend, so
+:func:`run_matrix` runs one subprocess per flag set (``FLAG_SETS``), interleaved over rounds.
 
-Usage: ``python -m benchmarks.cpu_speed --out cpu_speed.json [--rounds 3] [--reps 5]``.
+Usage: ``python -m benchmarks.cpu_speed [--flags default,no_ynn_conv] [--variants JSON]
+[--out cpu_speed.json]``.
 """
 
 from __future__ import annotations
@@ -44,6 +40,10 @@ import numpy as np
 
 PyTree = Any
 
+# The one XLA flag that helped (jaxlib 0.10.2, x86 CPU): convolutions back to multi-threaded Eigen.
+# An unknown flag in XLA_FLAGS aborts the process, so check the jaxlib version before setting it.
+RECOMMENDED_CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
 # XLA flag sets tried (names -> XLA_FLAGS value). Every one is a flag this jaxlib accepts
 # (found with `strings libjax_common.so | grep ^xla_cpu_`).
 FLAG_SETS: dict[str, str] = {
@@ -60,6 +60,12 @@ FLAG_SETS: dict[str, str] = {
     "ynn_conv_dot": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution,individual_dot",
     "no_thunk_runtime": "--xla_cpu_use_thunk_runtime=false",
     "fast_runtime_preset": "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
+    "tiling_propagation": "--xla_cpu_experimental_enable_tiling_propagation=true",
+    "keep_barriers": "--xla_disable_hlo_passes=cse_barrier_expander",
+    # YNNPACK runs most convolutions by default in jaxlib 0.10.2, on one thread only here; these
+    # hand them back to XLA's multi-threaded Eigen convolution.
+    "no_ynn_conv": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
 
@@ -110,7 +116,7 @@ def _conv_lax(x, kernel, stride, layout):
 
 
 def _pad_same(x, kh, kw, stride):
-  """Pads (n, h, w, c) as lax's "SAME" does: total max((out-1)*s + k - in, 0), low half rounded down."""
+  """Pads (n, h, w, c) as lax's "SAME": total max((out-1)*s + k - in, 0), low half rounded down."""
   pads = [(0, 0)]
   for size, k in ((x.shape[1], kh), (x.shape[2], kw)):
     out = -(-size // stride)
@@ -127,7 +133,8 @@ def _conv_im2col(x, kernel, stride):
   cols = [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
           for i in range(kh) for j in range(kw)]
   patches = jnp.concatenate(cols, axis=-1)  # (n, ho, wo, kh*kw*cin), (i, j, c) order = HWIO rows
-  out = patches.reshape(n * ho * wo, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout).astype(x.dtype)
+  k = kernel.reshape(kh * kw * cin, cout).astype(x.dtype)
+  out = patches.reshape(n * ho * wo, kh * kw * cin) @ k
   return out.reshape(n, ho, wo, cout)
 
 
@@ -369,8 +376,8 @@ def run_matrix(flag_sets: dict[str, str], variants: Sequence[dict], rounds: int 
   """Times every (flag set, variant) pair; flag sets in interleaved subprocesses.
 
   Each of ``rounds`` rounds starts one subprocess per flag set, which times all variants
-  interleaved (:func:`time_interleaved` with keyword args ``inner``). Per pair: the median and the min
-  over all steps of all rounds, and their ratios to the pair ("default" flags, first variant)
+  interleaved (:func:`time_interleaved` with keyword args ``inner``). Per pair: the median and the
+  min over all steps of all rounds, and their ratios to the pair ("default" flags, first variant)
   (< 1: faster). On a machine shared with other work the min ratio is the steadier estimate
   of what the code itself costs.
   """
@@ -426,8 +433,15 @@ def main(argv=None) -> int:
     variants = spec.pop("variants")
     print(json.dumps(time_interleaved(variants, **spec)))
     return 0
+  names = [k for k in args.flags.split(",") if k]
+  unknown = [k for k in names if k not in FLAG_SETS]
+  if unknown or not names:
+    ap.error(f"--flags: unknown flag sets {unknown}; choose from {','.join(FLAG_SETS)}")
   variants = json.loads(args.variants) if args.variants else list(DEFAULT_VARIANTS)
-  flag_sets = {k: FLAG_SETS[k] for k in args.flags.split(",") if k}
+  bad = [v for v in variants if set(v) - set(VARIANT_DEFAULTS)]
+  if bad:
+    ap.error(f"--variants: unknown keys in {bad}; allowed {sorted(VARIANT_DEFAULTS)}")
+  flag_sets = {k: FLAG_SETS[k] for k in names}
   res = {"equivalence": check_equivalence(),
          "matrix": run_matrix(flag_sets, variants, rounds=args.rounds,
                               inner={"reps": args.reps, "rounds": args.inner_rounds,

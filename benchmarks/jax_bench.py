@@ -44,6 +44,7 @@ import numpy as np
 from snnjax import estimators
 from snnjax import models
 from snnjax import sparsity
+from snnjax.errors import UserError
 from snnjax.train import optim
 from snnjax.train import parallel
 from snnjax.train import state as state_lib
@@ -173,7 +174,10 @@ def eval_fns(model, batch_stats) -> tuple[Callable, Callable]:
 
 
 def machine_info() -> dict:
-  """CPU model, cores, backend, device kind, package versions, date and load average."""
+  """CPU model, cores, backend, device kind, package versions, date and load average.
+
+  :func:`run` adds the torch version and thread count from the peers run (None without it).
+  """
   cpu = platform.processor() or "unknown"
   try:
     with open("/proc/cpuinfo") as f:
@@ -388,10 +392,20 @@ def bench_scaling(setup: Setup, timeout: float = 900) -> dict:
 # PyTorch peers.
 
 
+RESNET_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "wide_resnet32": 32}
+
+
+def _torch_widths(setup: Setup) -> str:
+  """The stage channels of ``setup``'s ResNet (``round(c * width)`` for c in 16, 32, 64)."""
+  return ",".join(str(int(round(c * setup.width))) for c in models.resnet.STAGE_CHANNELS)
+
+
 def run_torch_peers(torch_python: str, setup: Setup, timeout: float = 1800) -> dict:
-  """Runs ``benchmarks/torch_peers.py`` under ``torch_python``; returns its JSON."""
+  """Runs ``benchmarks/torch_peers.py`` under ``torch_python`` on ``setup``'s ResNet; its JSON."""
   cmd = [torch_python, TORCH_PEERS, "--batch", str(setup.batch), "--reps", str(setup.reps),
-         "--warmup", str(setup.warmup), "--probes", str(max(2, setup.probes))]
+         "--warmup", str(setup.warmup), "--probes", str(max(2, setup.probes)),
+         "--depth", str(RESNET_DEPTHS[setup.model]), "--image", str(setup.image),
+         "--widths", _torch_widths(setup)]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
   if proc.returncode != 0:
     tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
@@ -399,37 +413,46 @@ def run_torch_peers(torch_python: str, setup: Setup, timeout: float = 1800) -> d
   return json.loads(proc.stdout)
 
 
+def _peer_side_one(setup: Setup, seed: int, shortcut: str) -> dict:
+  """snnjax times matched to the peers' for one shortcut variant (seconds)."""
+  model, params, batch_stats = build_model(setup, seed, shortcut=shortcut)
+  batch = random_batch(setup, seed=seed)
+
+  def train_loss(p, b):
+    logits, _ = step_lib.forward(model.apply, p, batch_stats, b["x"], train=True)
+    return jnp.mean(step_lib.cross_entropy(logits, b["y"]))
+  grad_train = jax.jit(jax.grad(train_loss))
+  loss_fn, logits_fn = eval_fns(model, batch_stats)
+  key = jax.random.PRNGKey(seed + 7)
+  k = max(2, setup.probes)
+
+  def trace(num):
+    return estimators.hessian_trace(loss_fn, params, batch, key=key, num_probes=num).value
+  out = {"gradient_train_mode_s": median_time(lambda: grad_train(params, batch), setup.reps,
+                                              setup.warmup)["median_s"]}
+  t1 = median_time(lambda: trace(1), max(1, setup.reps // 2), 1)["median_s"]
+  tk = median_time(lambda: trace(k), max(1, setup.reps // 2), 1)["median_s"]
+  out["hutchinson_per_probe_s"] = max(tk - t1, 0.0) / (k - 1)
+  out["hutchinson_trace_s"] = tk
+  out["per_example_grad_norms_s"] = median_time(
+      lambda: estimators.per_example_grad_norms(logits_fn, params, batch), setup.reps,
+      setup.warmup)["median_s"]
+  return out
+
+
 def _snnjax_peer_side(setup: Setup, seed: int = 0, train: dict | None = None) -> dict:
   """The snnjax measurements matched to the peer ones (same model, batch, mode).
 
-  ``train`` reuses a :func:`bench_train` result of this run instead of measuring it again.
+  The train step is option A (``setup.shortcut``); gradients (train-mode BatchNorm), Hutchinson
+  probes and per-example gradient norms (eval mode) for both shortcuts. ``train`` reuses a
+  :func:`bench_train` result of this run instead of measuring it again.
   """
-  res = {}
   tr = train if train is not None else bench_train(setup, seed)
-  res["train_step_s"] = tr["unmasked"]["step_ms"] / 1e3
-  res["train_step_masked_s"] = tr["masked"]["step_ms"] / 1e3
+  res = {"train_step_s": tr["unmasked"]["step_ms"] / 1e3,
+         "train_step_masked_s": tr["masked"]["step_ms"] / 1e3}
   for shortcut in ("A", "B"):
-    model, params, batch_stats = build_model(setup, seed, shortcut=shortcut)
-    batch = random_batch(setup, seed=seed)
-    train_loss = lambda p, b, m=model, s=batch_stats: jnp.mean(step_lib.cross_entropy(  # noqa: E731
-        step_lib.forward(m.apply, p, s, b["x"], train=True)[0], b["y"]))
-    gt = jax.jit(jax.grad(train_loss))
-    res[f"gradient_train_mode_s_{shortcut}"] = median_time(lambda: gt(params, batch), setup.reps,
-                                                           setup.warmup)["median_s"]
-    loss_fn, logits_fn = eval_fns(model, batch_stats)
-    key = jax.random.PRNGKey(seed + 7)
-    k = max(2, setup.probes)
-
-    def trace(num, loss_fn=loss_fn, params=params, batch=batch):
-      return estimators.hessian_trace(loss_fn, params, batch, key=key, num_probes=num).value
-    t1 = median_time(lambda: trace(1), max(1, setup.reps // 2), 1)["median_s"]
-    tk = median_time(lambda: trace(k), max(1, setup.reps // 2), 1)["median_s"]
-    res[f"hutchinson_per_probe_s_{shortcut}"] = max(tk - t1, 0.0) / (k - 1)
-    res[f"hutchinson_trace_s_{shortcut}"] = tk
-    if shortcut == "B":
-      res["per_example_grad_norms_s_B"] = median_time(
-          lambda lf=logits_fn, p=params, b=batch: estimators.per_example_grad_norms(lf, p, b),
-          setup.reps, setup.warmup)["median_s"]
+    for name, value in _peer_side_one(setup, seed, shortcut).items():
+      res[f"{name}_{shortcut}"] = value
   return res
 
 
@@ -441,14 +464,17 @@ def bench_peers(setup: Setup, torch_python: str | None = None, seed: int = 0,
   when that interpreter does not exist.
   """
   torch_python = torch_python or DEFAULT_TORCH_PYTHON
+  if setup.model not in RESNET_DEPTHS:
+    return {"skipped": f"the PyTorch peers build ResNets only, not {setup.model!r}"}
   if not os.path.exists(torch_python):
     return {"skipped": f"no PyTorch interpreter at {torch_python}"}
   theirs = run_torch_peers(torch_python, setup)
   ours = _snnjax_peer_side(setup, seed, train)
-  out = {"torch": theirs, "snnjax": ours, "ratios_note": "snnjax time / PyTorch time (< 1: snnjax faster)"}
+  out = {"torch": theirs, "snnjax": ours,
+         "ratios_note": "snnjax time / PyTorch time (< 1: snnjax faster)"}
   if "error" in theirs:
     return out
-  name = f"{setup.model}"
+  name = f"resnet{RESNET_DEPTHS[setup.model]}"
   ta, tb = theirs.get(f"{name}_A", {}), theirs.get(f"{name}_B", {})
   ratios = {}
   if "train_step" in ta:
@@ -482,7 +508,6 @@ def run(sections: Sequence[str] = SECTIONS, *, smoke: bool = False,
   """
   unknown = [s for s in sections if s not in SECTIONS]
   if unknown:
-    from snnjax.errors import UserError  # pylint: disable=import-outside-toplevel
     raise UserError(f"unknown bench sections {unknown}; choose from {SECTIONS}")
   setup = setup or (Setup.smoke() if smoke else Setup.full())
   res: dict = {"machine": machine_info(), "setup": dataclasses.asdict(setup), "smoke": smoke,
@@ -497,6 +522,9 @@ def run(sections: Sequence[str] = SECTIONS, *, smoke: bool = False,
   if "peers" in sections:
     res["peers"] = ({"skipped": "smoke run"} if smoke
                     else bench_peers(setup, torch_python, train=res.get("train")))
+  torch_machine = res.get("peers", {}).get("torch", {}).get("machine", {})
+  res["machine"]["versions"]["torch"] = torch_machine.get("torch")
+  res["machine"]["torch_threads"] = torch_machine.get("torch_threads")
   res["machine"]["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
   res["wall_s"] = time.perf_counter() - t0
   return res

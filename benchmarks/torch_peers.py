@@ -1,4 +1,4 @@
-"""PyTorch peer timings for the snnjax benchmarks (runs under a separate venv, never imported by snnjax).
+"""PyTorch peer timings for the snnjax benchmarks (own venv; never imported by snnjax).
 
 The same CIFAR ResNet-32 (stage widths 16/32/64, 5 basic blocks per stage) in two variants:
 
@@ -79,7 +79,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-  """CIFAR ResNet-(6n+2): stem conv3x3-BN-ReLU, 3 stages of n blocks, global average pool, linear."""
+  """CIFAR ResNet-(6n+2): conv3x3-BN-ReLU stem, 3 stages of n blocks, average pool, linear."""
 
   def __init__(self, depth: int = 32, num_classes: int = 10, widths=(16, 32, 64),
                shortcut: str = "A"):
@@ -276,6 +276,9 @@ def main(argv=None) -> int:
   ap.add_argument("--probes", type=int, default=5)
   ap.add_argument("--threads", type=int, default=None)
   ap.add_argument("--sections", default="train,gradient,pyhessian,backpack")
+  ap.add_argument("--depth", type=int, default=32, help="ResNet depth 6n+2")
+  ap.add_argument("--image", type=int, default=32, help="input height = width")
+  ap.add_argument("--widths", default="16,32,64", help="stage channels")
   ap.add_argument("--smoke", action="store_true", help="tiny sizes: resnet8 width 4, 8x8, batch 8")
   args = ap.parse_args(argv)
   sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
@@ -283,8 +286,12 @@ def main(argv=None) -> int:
     res = run_all(batch=8, image=8, depth=8, widths=(4, 8, 16), reps=1, warmup=0, probes=2,
                   sections=sections, threads=args.threads)
   else:
-    res = run_all(batch=args.batch, reps=args.reps, warmup=args.warmup, probes=args.probes,
-                  sections=sections, threads=args.threads)
+    if (args.depth - 2) % 6 or args.depth < 8:
+      ap.error(f"--depth must be 6n+2 >= 8, got {args.depth}")
+    widths = tuple(int(w) for w in args.widths.split(","))
+    res = run_all(batch=args.batch, image=args.image, depth=args.depth, widths=widths,
+                  reps=args.reps, warmup=args.warmup, probes=args.probes, sections=sections,
+                  threads=args.threads)
   text = json.dumps(res, indent=2)
   if args.out:
     with open(args.out, "w") as f:

@@ -1,7 +1,7 @@
 """Benchmarks of snnjax: train step, estimators, data-parallel scaling, PyTorch peers.
 
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
-      [--torch-python /root/peers/bin/python]
+      [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."]
 
 A thin CLI over ``benchmarks/jax_bench.py`` (see there and ``BENCHMARKS.md`` for what is measured).
 Writes the JSON report to ``--out`` (and a short summary to stdout). ``--smoke`` runs tiny sizes in
@@ -29,8 +29,9 @@ def _summary(res: dict) -> str:
   if "train" in res:
     t = res["train"]
     lines.append(f"train: unmasked {t['unmasked']['step_ms']:.1f} ms "
-                 f"({t['unmasked']['images_per_s']:.0f} img/s), masked {t['masked']['step_ms']:.1f} ms,"
-                 f" masked/unmasked {t['masked_over_unmasked']:.3f}")
+                 f"({t['unmasked']['images_per_s']:.0f} img/s), "
+                 f"masked {t['masked']['step_ms']:.1f} ms, "
+                 f"masked/unmasked {t['masked_over_unmasked']:.3f}")
   if "estimators" in res:
     e = res["estimators"]
     lines.append(f"estimators: gradient {e['gradient_s'] * 1e3:.1f} ms, hvp/grad "
@@ -59,8 +60,12 @@ def main(argv=None) -> int:
   ap.add_argument("--sections", default=",".join(jax_bench.SECTIONS),
                   help=f"comma-separated subset of {','.join(jax_bench.SECTIONS)}")
   ap.add_argument("--torch-python", default=None,
-                  help=f"PyTorch interpreter for the peers (default {jax_bench.DEFAULT_TORCH_PYTHON})")
+                  help="PyTorch interpreter for the peers "
+                       f"(default {jax_bench.DEFAULT_TORCH_PYTHON})")
   ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5; smoke 1)")
+  ap.add_argument("--xla-flags", default="",
+                  help="appended to XLA_FLAGS before JAX starts its backend (and passed to the "
+                       "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
   args = ap.parse_args(argv)
   try:
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
@@ -78,6 +83,9 @@ def main(argv=None) -> int:
   except UserError as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
+  if args.xla_flags:
+    # XLA reads XLA_FLAGS when the backend starts, at the first computation: nothing has run yet.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
   kw = {} if args.reps is None else {"reps": args.reps}
   setup = (jax_bench.Setup.smoke(**kw) if args.smoke else jax_bench.Setup.full(**kw))
   res = jax_bench.run(sections, smoke=args.smoke, torch_python=args.torch_python, setup=setup)

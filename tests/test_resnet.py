@@ -78,3 +78,22 @@ def test_forward_and_init_scales():
   logits = apply({"params": params, "batch_stats": batch_stats}, jnp.ones((2, 8, 8, 3)))
   chex.assert_shape(logits, (2, 10))
   chex.assert_tree_all_finite(logits)
+
+
+
+def test_materialized_blocks_compute_the_same_function():
+  plain = registry.create_model("resnet20", 10, materialize=False)
+  mat = registry.create_model("resnet20", 10, materialize=True)
+  params, stats = registry.init_variables(plain, jax.random.key(0), (16, 16, 3))
+  x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+  variables = {"params": params, "batch_stats": stats}
+  for train in (False, True):
+    a, _ = plain.apply(variables, x, train=train, mutable=["batch_stats"])
+    b, _ = mat.apply(variables, x, train=train, mutable=["batch_stats"])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  def grad(model):
+    return jax.grad(lambda p: model.apply({"params": p, "batch_stats": stats}, x,
+                                          train=False).sum())(params)
+
+  chex.assert_trees_all_close(grad(plain), grad(mat), rtol=1e-4, atol=1e-6)

@@ -42,12 +42,13 @@ def _resnet(num_blocks: int, default_width: float = 1.0, default_shortcut: str =
             ) -> Callable[..., nn.Module]:
 
   def factory(num_classes: int, *, width: float = default_width,
-              shortcut: str = default_shortcut) -> nn.Module:
+              shortcut: str = default_shortcut, materialize: bool | None = None) -> nn.Module:
     if shortcut not in resnet.SHORTCUTS:
       raise UserError(f"resnet shortcut must be one of {resnet.SHORTCUTS}, got {shortcut!r}")
     if not width > 0:
       raise UserError(f"resnet width must be > 0, got {width}")
-    return resnet.ResNet(num_classes, num_blocks, float(width), shortcut)
+    return resnet.ResNet(num_classes, num_blocks, float(width), shortcut,
+                         materialize=materialize)
 
   factory.__doc__ = (f"CIFAR ResNet-{6 * num_blocks + 2} (width {default_width}, shortcut "
                      f"{default_shortcut}).")

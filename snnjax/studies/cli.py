@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from snnjax import xla_cpu
 from snnjax.errors import UserError
 from snnjax.train import cli as train_cli
 
@@ -65,6 +66,7 @@ def study_main(argv: list[str] | None = None) -> int:
   argv = sys.argv if argv is None else argv
   if train_cli.wants_help(argv, _STUDY_FLAGS, __doc__):
     return 0
+  xla_cpu.tune()
   _quiet_libraries()
   try:
     config, workdir, stages = parse_study(argv)
@@ -188,6 +190,7 @@ def expand_workdir(path: str) -> list[str]:
 def measure_main(argv: list[str] | None = None) -> int:
   """``scripts/measure.py``: measures solutions, writes ``OUT.md`` and ``OUT.json``."""
   argv = sys.argv if argv is None else argv
+  xla_cpu.tune()
   _quiet_libraries()
   try:
     args = _measure_parser().parse_args(argv[1:])

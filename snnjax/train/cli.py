@@ -13,6 +13,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from snnjax import xla_cpu
 from snnjax.errors import UserError
 from snnjax.train.config_io import load_config_spec
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv if argv is None else argv
   if wants_help(argv, _FLAGS, __doc__):
     return 0
+  xla_cpu.tune()
   quiet_library_logs()
   try:
     config, workdir = parse(argv)

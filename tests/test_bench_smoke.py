@@ -1,0 +1,133 @@
+"""Smoke tests of the benchmarks: ``scripts/bench.py --smoke`` end to end (JSON keys, no timings
+asserted), its error handling, the CPU-variant building blocks, and the PyTorch peer script when
+its venv exists."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import cpu_speed  # noqa: E402  pylint: disable=wrong-import-position
+
+TORCH_PYTHON = "/root/peers/bin/python"
+
+
+def _run(args, **kw):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *args],
+                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench") / "bench.json"
+  proc = _run(["--smoke", "--out", str(out)])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(out) as f:
+    return json.load(f), proc.stdout
+
+
+def test_smoke_machine_info(smoke_report):
+  res, stdout = smoke_report
+  m = res["machine"]
+  for key in ("cpu_model", "cores", "backend", "device_kind", "date", "loadavg_1m"):
+    assert key in m
+  for pkg in ("jax", "jaxlib", "flax", "optax"):
+    assert m["versions"][pkg]
+  assert res["smoke"] is True
+  assert "train:" in stdout and "estimators:" in stdout
+
+
+def test_smoke_train_section(smoke_report):
+  t = smoke_report[0]["train"]
+  for variant in ("unmasked", "dense_mask", "masked"):
+    for key in ("step_ms", "min_ms", "images_per_s", "compile_s"):
+      assert t[variant][key] > 0
+  assert t["masked"]["masked_weights_stay_zero"] is True
+  assert t["masked_over_unmasked"] > 0 and t["masked_over_dense_mask"] > 0
+
+
+def test_smoke_estimators_section(smoke_report):
+  e = smoke_report[0]["estimators"]
+  assert e["gradient_s"] > 0 and e["forward_s"] > 0
+  assert e["hvp"]["over_gradient"] > 0
+  # Buffer-assignment sizes are available on CPU; an HVP keeps more intermediates than a gradient.
+  assert e["hvp"]["memory_gradient"]["temp_bytes"] > 0
+  assert e["hvp"]["temp_memory_ratio"] > 0
+  for key in ("per_probe_s", "setup_s", "per_probe_over_gradient"):
+    assert key in e["hutchinson"]
+  assert e["fisher_mc"]["over_gradient"] > 0
+  assert e["per_example_grad_norms"]["over_gradient"] > 0
+  assert e["fisher_exact"]["per_example_over_gradient"] > 0
+  assert e["jacobian_exact"]["over_forward"] > 0
+
+
+def test_smoke_scaling_and_peers(smoke_report):
+  res = smoke_report[0]
+  rows = res["scaling"]["rows"]
+  assert [r["devices"] for r in rows] == [1, 2]
+  assert all("images_per_s" in r for r in rows), rows
+  assert "overhead" in res["scaling"]["note"]
+  assert "skipped" in res["peers"]
+
+
+def test_bad_sections_is_user_error(tmp_path):
+  proc = _run(["--smoke", "--sections", "train,bogus", "--out", str(tmp_path / "b.json")])
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.parametrize("impl", ["nchw", "im2col", "shift"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_impls_match_lax(impl, stride):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 3))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+  ref = cpu_speed.conv(x, k, stride, "nhwc")
+  got = cpu_speed.conv(jnp.transpose(x, (0, 3, 1, 2)) if impl == "nchw" else x, k, stride, impl)
+  if impl == "nchw":
+    got = jnp.transpose(got, (0, 2, 3, 1))
+  chex.assert_trees_all_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["div", "exp", "barrier"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_materialize_is_identity_with_identity_gradient(method, jit):
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)), jnp.float32)
+
+  def fn(t):
+    return cpu_speed.materialize(t, method)
+  fn = jax.jit(fn) if jit else fn
+  out, vjp = jax.vjp(fn, x)
+  chex.assert_trees_all_equal(out, x)
+  chex.assert_trees_all_equal(vjp(jnp.ones_like(x))[0], jnp.ones_like(x))
+
+
+def test_materialize_div_survives_nonfinite_first_entry():
+  x = jnp.asarray([jnp.inf, 1.0, -2.0])
+  out = cpu_speed.materialize(x, "div")
+  assert np.isinf(out[0]) and float(out[1]) == 1.0 and float(out[2]) == -2.0
+
+
+@pytest.mark.skipif(not os.path.exists(TORCH_PYTHON), reason="no PyTorch peer venv")
+def test_torch_peers_smoke():
+  proc = subprocess.run([TORCH_PYTHON, os.path.join(ROOT, "benchmarks", "torch_peers.py"),
+                         "--smoke"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  res = json.loads(proc.stdout)
+  assert res["machine"]["torch_threads"] >= 1
+  for name in ("resnet8_A", "resnet8_B"):
+    assert res[name]["train_step"]["dense_s"] > 0
+    assert res[name]["gradient_s"] > 0
+    assert res[name]["pyhessian"]["probes"] == 2
+  assert res["resnet8_B"]["backpack"]["per_sample_grad_norms_s"] > 0
+  assert "error" in res["resnet8_A"]["backpack"]  # BackPACK's converter rejects option A
