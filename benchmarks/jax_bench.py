@@ -44,6 +44,7 @@ import numpy as np
 from snnjax import estimators
 from snnjax import models
 from snnjax import sparsity
+from snnjax import xla_cpu
 from snnjax.errors import UserError
 from snnjax.train import optim
 from snnjax.train import parallel
@@ -76,6 +77,7 @@ class Setup:
   warmup: int = 2
   sparsity: float = 0.95
   probes: int = 5
+  materialize: bool | None = None
   exact_fisher_examples: int = 32
   device_counts: tuple[int, ...] = (1, 2, 4)
 
@@ -91,12 +93,17 @@ class Setup:
     return cls(**base)
 
   def model_kwargs(self, shortcut: str | None = None) -> dict:
-    """Options for ``create_model``: width for the CNN and ResNets, shortcut for ResNets."""
+    """Options for ``create_model``: width (CNN, ResNets), shortcut and materialize (ResNets).
+
+    ``materialize=None`` is the library default (on for the CPU backend); False measures the
+    ResNet without it.
+    """
     if self.model == "mlp":
       return {}
     if self.model == "cnn":
       return {"width": self.width}
-    return {"width": self.width, "shortcut": shortcut or self.shortcut}
+    return {"width": self.width, "shortcut": shortcut or self.shortcut,
+            "materialize": self.materialize}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,6 +202,7 @@ def machine_info() -> dict:
       versions[pkg] = None
   dev = jax.devices()[0]
   return {"cpu_model": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
+          "xla_cpu_tuned": xla_cpu.FLAG_NAME in os.environ.get("XLA_FLAGS", ""),
           "device_kind": dev.device_kind, "num_devices": jax.device_count(),
           "python": platform.python_version(), "versions": versions,
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -414,7 +422,7 @@ def run_torch_peers(torch_python: str, setup: Setup, timeout: float = 1800) -> d
 
 
 def _peer_side_one(setup: Setup, seed: int, shortcut: str) -> dict:
-  """snnjax times matched to the peers' for one shortcut variant (seconds)."""
+  """snnjax times matched to the peers' for one shortcut variant (seconds; ``*_min_s``: fastest)."""
   model, params, batch_stats = build_model(setup, seed, shortcut=shortcut)
   batch = random_batch(setup, seed=seed)
 
@@ -428,16 +436,16 @@ def _peer_side_one(setup: Setup, seed: int, shortcut: str) -> dict:
 
   def trace(num):
     return estimators.hessian_trace(loss_fn, params, batch, key=key, num_probes=num).value
-  out = {"gradient_train_mode_s": median_time(lambda: grad_train(params, batch), setup.reps,
-                                              setup.warmup)["median_s"]}
-  t1 = median_time(lambda: trace(1), max(1, setup.reps // 2), 1)["median_s"]
-  tk = median_time(lambda: trace(k), max(1, setup.reps // 2), 1)["median_s"]
-  out["hutchinson_per_probe_s"] = max(tk - t1, 0.0) / (k - 1)
-  out["hutchinson_trace_s"] = tk
-  out["per_example_grad_norms_s"] = median_time(
-      lambda: estimators.per_example_grad_norms(logits_fn, params, batch), setup.reps,
-      setup.warmup)["median_s"]
-  return out
+  g = median_time(lambda: grad_train(params, batch), setup.reps, setup.warmup)
+  t1 = median_time(lambda: trace(1), max(1, setup.reps // 2), 1)
+  tk = median_time(lambda: trace(k), max(1, setup.reps // 2), 1)
+  pn = median_time(lambda: estimators.per_example_grad_norms(logits_fn, params, batch),
+                   setup.reps, setup.warmup)
+  return {"gradient_train_mode_s": g["median_s"], "gradient_train_mode_min_s": g["min_s"],
+          "hutchinson_per_probe_s": max(tk["median_s"] - t1["median_s"], 0.0) / (k - 1),
+          "hutchinson_per_probe_min_s": max(tk["min_s"] - t1["min_s"], 0.0) / (k - 1),
+          "hutchinson_trace_s": tk["median_s"], "hutchinson_trace_min_s": tk["min_s"],
+          "per_example_grad_norms_s": pn["median_s"], "per_example_grad_norms_min_s": pn["min_s"]}
 
 
 def _snnjax_peer_side(setup: Setup, seed: int = 0, train: dict | None = None) -> dict:
@@ -449,19 +457,46 @@ def _snnjax_peer_side(setup: Setup, seed: int = 0, train: dict | None = None) ->
   """
   tr = train if train is not None else bench_train(setup, seed)
   res = {"train_step_s": tr["unmasked"]["step_ms"] / 1e3,
-         "train_step_masked_s": tr["masked"]["step_ms"] / 1e3}
+         "train_step_min_s": tr["unmasked"]["min_ms"] / 1e3,
+         "train_step_masked_s": tr["masked"]["step_ms"] / 1e3,
+         "train_step_masked_min_s": tr["masked"]["min_ms"] / 1e3}
   for shortcut in ("A", "B"):
     for name, value in _peer_side_one(setup, seed, shortcut).items():
       res[f"{name}_{shortcut}"] = value
   return res
 
 
+def _peer_ratios(ours: dict, ta: dict, tb: dict, stat: str) -> dict:
+  """snnjax / PyTorch time ratios from medians (``stat="median"``) or fastest reps (``"min"``)."""
+  m = "" if stat == "median" else "_min"
+  pairs = []
+  if "train_step" in ta:
+    pairs += [("train_step_dense_A", f"train_step{m}_s", ta["train_step"].get(f"dense{m}_s")),
+              ("train_step_masked_A", f"train_step_masked{m}_s",
+               ta["train_step"].get(f"masked{m}_s"))]
+  for s, t in (("A", ta), ("B", tb)):
+    pairs.append((f"gradient_train_mode_{s}", f"gradient_train_mode{m}_s_{s}",
+                  t.get(f"gradient{m}_s")))
+    if "pyhessian" in t:
+      probe = t["pyhessian"]["per_probe_s" if not m else "per_probe_min_s"]
+      pairs.append((f"hutchinson_per_probe_{s}", f"hutchinson_per_probe{m}_s_{s}", probe))
+      if not m:
+        pairs.append((f"hutchinson_trace_incl_setup_{s}", f"hutchinson_trace_s_{s}",
+                      t["pyhessian"]["trace_s"] + t["pyhessian"]["setup_s"]))
+  bp = tb.get("backpack", {})
+  pairs.append(("per_sample_grad_norms_B_vs_backpack", f"per_example_grad_norms{m}_s_B",
+                bp.get(f"per_sample_grad_norms{m}_s")))
+  return {name: ours[key] / theirs for name, key, theirs in pairs
+          if theirs and key in ours}
+
+
 def bench_peers(setup: Setup, torch_python: str | None = None, seed: int = 0,
                 train: dict | None = None) -> dict:
   """PyTorch peer timings and snnjax / PyTorch time ratios measured in the same run.
 
-  ``torch_python`` defaults to ``/root/peers/bin/python``; the section is skipped (with the reason)
-  when that interpreter does not exist.
+  ``ratios`` compare medians, ``ratios_min`` the fastest repetitions (steadier when other work
+  shares the machine). ``torch_python`` defaults to ``/root/peers/bin/python``; the section is
+  skipped (with the reason) when that interpreter does not exist or the model is not a ResNet.
   """
   torch_python = torch_python or DEFAULT_TORCH_PYTHON
   if setup.model not in RESNET_DEPTHS:
@@ -476,23 +511,8 @@ def bench_peers(setup: Setup, torch_python: str | None = None, seed: int = 0,
     return out
   name = f"resnet{RESNET_DEPTHS[setup.model]}"
   ta, tb = theirs.get(f"{name}_A", {}), theirs.get(f"{name}_B", {})
-  ratios = {}
-  if "train_step" in ta:
-    ratios["train_step_dense_A"] = ours["train_step_s"] / ta["train_step"]["dense_s"]
-    ratios["train_step_masked_A"] = ours["train_step_masked_s"] / ta["train_step"]["masked_s"]
-  for s, t in (("A", ta), ("B", tb)):
-    if "gradient_s" in t:
-      ratios[f"gradient_train_mode_{s}"] = ours[f"gradient_train_mode_s_{s}"] / t["gradient_s"]
-    if "pyhessian" in t:
-      ratios[f"hutchinson_per_probe_{s}"] = (ours[f"hutchinson_per_probe_s_{s}"]
-                                             / t["pyhessian"]["per_probe_s"])
-      ratios[f"hutchinson_trace_incl_setup_{s}"] = (
-          ours[f"hutchinson_trace_s_{s}"]
-          / (t["pyhessian"]["trace_s"] + t["pyhessian"]["setup_s"]))
-  if "per_sample_grad_norms_s" in tb.get("backpack", {}):
-    ratios["per_sample_grad_norms_B_vs_backpack"] = (ours["per_example_grad_norms_s_B"]
-                                                     / tb["backpack"]["per_sample_grad_norms_s"])
-  out["ratios"] = ratios
+  out["ratios"] = _peer_ratios(ours, ta, tb, "median")
+  out["ratios_min"] = _peer_ratios(ours, ta, tb, "min")
   return out
 
 

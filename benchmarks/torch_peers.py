@@ -20,7 +20,8 @@ On a batch of ``batch`` CIFAR-shaped random images (n, 3, 32, 32) with random la
   (``extend(model, use_converter=True)``, eval mode, sum-reduced cross-entropy as BackPACK requires)
   for the option-B model, and for option A if the converter accepts it.
 
-Every time is the median over ``reps`` timed repetitions after ``warmup`` untimed ones, in seconds.
+Every time is the median over ``reps`` timed repetitions after ``warmup`` untimed ones, in seconds
+(``*_min_s``: the fastest one).
 
 Usage (peer venv): ``/root/peers/bin/python benchmarks/torch_peers.py --out peers.json [--smoke]``.
 The JSON goes to ``--out`` or, without it, to stdout.
@@ -106,7 +107,8 @@ class CifarResNet(nn.Module):
     return self.linear(self.flatten(self.pool(out)))
 
 
-def _median_time(fn, reps: int, warmup: int) -> float:
+def _time_stats(fn, reps: int, warmup: int) -> tuple[float, float]:
+  """(median, min) seconds of ``fn()`` over ``reps`` calls after ``warmup`` untimed ones."""
   for _ in range(warmup):
     fn()
   times = []
@@ -114,7 +116,7 @@ def _median_time(fn, reps: int, warmup: int) -> float:
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return statistics.median(times), min(times)
 
 
 def random_masks(model: nn.Module, sparsity: float, seed: int = 0) -> dict:
@@ -127,8 +129,8 @@ def random_masks(model: nn.Module, sparsity: float, seed: int = 0) -> dict:
   return masks
 
 
-def time_train_step(model, x, y, masks, reps, warmup) -> float:
-  """Median seconds of one SGD-momentum train step (masked when ``masks`` is non-empty)."""
+def time_train_step(model, x, y, masks, reps, warmup) -> tuple[float, float]:
+  """(median, min) seconds of one SGD-momentum train step (masked when ``masks`` is non-empty)."""
   model.train()
   params = dict(model.named_parameters())
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -149,17 +151,17 @@ def time_train_step(model, x, y, masks, reps, warmup) -> float:
       with torch.no_grad():
         for name, m in masks.items():
           params[name].mul_(m)
-  return _median_time(step, reps, warmup)
+  return _time_stats(step, reps, warmup)
 
 
-def time_gradient(model, x, y, reps, warmup) -> float:
-  """Median seconds of forward + backward of the mean cross-entropy (train-mode BatchNorm)."""
+def time_gradient(model, x, y, reps, warmup) -> tuple[float, float]:
+  """(median, min) seconds of forward + backward of the mean cross-entropy (train-mode BN)."""
   model.train()
 
   def grad():
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
-  return _median_time(grad, reps, warmup)
+  return _time_stats(grad, reps, warmup)
 
 
 def time_pyhessian(model, x, y, probes, reps, warmup) -> dict:
@@ -182,6 +184,7 @@ def time_pyhessian(model, x, y, probes, reps, warmup) -> dict:
   model.zero_grad(set_to_none=True)
   trace = statistics.median(traces)
   return {"setup_s": statistics.median(setups), "trace_s": trace, "probes": probes,
+          "per_probe_min_s": min(traces) / probes,
           "per_probe_s": trace / probes, "trace_estimate": float(np.mean(vals))}
 
 
@@ -202,7 +205,8 @@ def time_backpack(model, x, y, reps, warmup) -> dict:
     return sum(p.batch_l2 for p in ext_model.parameters() if p.requires_grad)
   norms_sq = run()
   assert norms_sq.shape == (x.shape[0],)
-  return {"per_sample_grad_norms_s": _median_time(run, reps, warmup),
+  med, mn = _time_stats(run, reps, warmup)
+  return {"per_sample_grad_norms_s": med, "per_sample_grad_norms_min_s": mn,
           "mean_sq_norm": float(norms_sq.mean()), "mode": "eval", "loss_reduction": "sum"}
 
 
@@ -246,16 +250,17 @@ def run_all(batch: int = 128, image: int = 32, depth: int = 32, widths=(16, 32, 
     model = fresh()
     res["num_params"] = sum(p.numel() for p in model.parameters())
     if "train" in sections:
-      dense = time_train_step(model, x, y, {}, reps, warmup)
+      dense, dense_min = time_train_step(model, x, y, {}, reps, warmup)
       model = fresh()
       masks = random_masks(model, sparsity, seed)
-      masked = time_train_step(model, x, y, masks, reps, warmup)
+      masked, masked_min = time_train_step(model, x, y, masks, reps, warmup)
       res["train_step"] = {"dense_s": dense, "masked_s": masked,
+                           "dense_min_s": dense_min, "masked_min_s": masked_min,
                            "dense_images_per_s": batch / dense,
                            "masked_images_per_s": batch / masked,
                            "masked_over_dense": masked / dense}
     if "gradient" in sections:
-      res["gradient_s"] = time_gradient(fresh(), x, y, reps, warmup)
+      res["gradient_s"], res["gradient_min_s"] = time_gradient(fresh(), x, y, reps, warmup)
     if "pyhessian" in sections:
       res["pyhessian"] = time_pyhessian(fresh(), x, y, probes, max(1, reps // 2), 1)
     if "backpack" in sections:

@@ -1,7 +1,10 @@
 """Benchmarks of snnjax: train step, estimators, data-parallel scaling, PyTorch peers.
 
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
-      [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."]
+      [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
+
+Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
+convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_flags`` says what ran.
 
 A thin CLI over ``benchmarks/jax_bench.py`` (see there and ``BENCHMARKS.md`` for what is measured).
 Writes the JSON report to ``--out`` (and a short summary to stdout). ``--smoke`` runs tiny sizes in
@@ -20,6 +23,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from benchmarks import jax_bench  # noqa: E402  pylint: disable=wrong-import-position
+from snnjax import xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
 from snnjax.errors import UserError  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -46,8 +50,10 @@ def _summary(res: dict) -> str:
   if "peers" in res:
     p = res["peers"]
     if "ratios" in p:
-      lines.append("peers (snnjax/torch): " + ", ".join(f"{k} {v:.2f}"
-                                                        for k, v in p["ratios"].items()))
+      lines.append("peers (snnjax/torch, medians): " + ", ".join(
+          f"{k} {v:.2f}" for k, v in p["ratios"].items()))
+      lines.append("peers (snnjax/torch, fastest reps): " + ", ".join(
+          f"{k} {v:.2f}" for k, v in p["ratios_min"].items()))
     else:
       lines.append(f"peers: {p.get('skipped') or p.get('torch', {}).get('error')}")
   return "\n".join(lines)
@@ -63,6 +69,8 @@ def main(argv=None) -> int:
                   help="PyTorch interpreter for the peers "
                        f"(default {jax_bench.DEFAULT_TORCH_PYTHON})")
   ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5; smoke 1)")
+  ap.add_argument("--no-materialize", action="store_true",
+                  help="ResNets without the residual-stream materialization (for comparisons)")
   ap.add_argument("--xla-flags", default="",
                   help="appended to XLA_FLAGS before JAX starts its backend (and passed to the "
                        "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
@@ -83,10 +91,13 @@ def main(argv=None) -> int:
   except UserError as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
+  # XLA reads XLA_FLAGS when the backend starts, at the first computation: nothing has run yet.
   if args.xla_flags:
-    # XLA reads XLA_FLAGS when the backend starts, at the first computation: nothing has run yet.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+  xla_cpu.tune()  # as the training and study CLIs do (SNNJAX_XLA_TUNING=0 turns it off)
   kw = {} if args.reps is None else {"reps": args.reps}
+  if args.no_materialize:
+    kw["materialize"] = False
   setup = (jax_bench.Setup.smoke(**kw) if args.smoke else jax_bench.Setup.full(**kw))
   res = jax_bench.run(sections, smoke=args.smoke, torch_python=args.torch_python, setup=setup)
   with open(args.out, "w") as f:
