@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import cpu_speed  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks import jax_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 TORCH_PYTHON = "/root/peers/bin/python"
 
@@ -85,6 +86,42 @@ def test_bad_sections_is_user_error(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "b.json").exists()
+
+
+def test_setup_model_kwargs():
+  full = jax_bench.Setup.full(materialize=False)
+  assert full.model_kwargs() == {"width": 1.0, "shortcut": "A", "materialize": False}
+  assert full.model_kwargs("B")["shortcut"] == "B"
+  assert jax_bench.Setup.smoke().model_kwargs() == {"width": 0.25}
+
+
+def test_peer_ratios_pair_the_right_times():
+  ours = {"train_step_s": 2.0, "train_step_masked_s": 3.0, "train_step_min_s": 1.0,
+          "train_step_masked_min_s": 1.5}
+  for s in ("A", "B"):
+    ours.update({f"gradient_train_mode_s_{s}": 4.0, f"gradient_train_mode_min_s_{s}": 2.0,
+                 f"hutchinson_per_probe_s_{s}": 6.0, f"hutchinson_per_probe_min_s_{s}": 3.0,
+                 f"hutchinson_trace_s_{s}": 30.0, f"per_example_grad_norms_s_{s}": 8.0,
+                 f"per_example_grad_norms_min_s_{s}": 4.0})
+  theirs = {"train_step": {"dense_s": 1.0, "masked_s": 1.0, "dense_min_s": 0.5,
+                           "masked_min_s": 0.5},
+            "gradient_s": 2.0, "gradient_min_s": 1.0,
+            "pyhessian": {"per_probe_s": 3.0, "per_probe_min_s": 1.5, "trace_s": 14.0,
+                          "setup_s": 1.0}}
+  tb = dict(theirs, backpack={"per_sample_grad_norms_s": 4.0, "per_sample_grad_norms_min_s": 2.0})
+  med = jax_bench._peer_ratios(ours, theirs, tb, "median")  # pylint: disable=protected-access
+  mins = jax_bench._peer_ratios(ours, theirs, tb, "min")  # pylint: disable=protected-access
+  assert med == {"train_step_dense_A": 2.0, "train_step_masked_A": 3.0,
+                 "gradient_train_mode_A": 2.0, "gradient_train_mode_B": 2.0,
+                 "hutchinson_per_probe_A": 2.0, "hutchinson_per_probe_B": 2.0,
+                 "hutchinson_trace_incl_setup_A": 2.0, "hutchinson_trace_incl_setup_B": 2.0,
+                 "per_sample_grad_norms_B_vs_backpack": 2.0}
+  assert mins["train_step_dense_A"] == 2.0 and mins["per_sample_grad_norms_B_vs_backpack"] == 2.0
+  assert "hutchinson_trace_incl_setup_A" not in mins
+  # BackPACK's option-A failure: no ratio rather than a crash.
+  failed = jax_bench._peer_ratios(  # pylint: disable=protected-access
+      ours, theirs, dict(theirs, backpack={"error": "x"}), "median")
+  assert "per_sample_grad_norms_B_vs_backpack" not in failed
 
 
 @pytest.mark.parametrize("impl", ["nchw", "im2col", "shift"])
