@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from snnjax.errors import UserError
 
@@ -34,9 +35,17 @@ class CheckpointStore:
       raise UserError(f"no checkpoint directory at {self.directory}")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "meta"))
+    # Orbax warns on every read-only open ("Given directory is read only"); that is the intent here.
+    verbosity = logging.get_verbosity()
+    if read_only:
+      logging.set_verbosity(logging.ERROR)
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                            item_names=("state", "meta"))
+    finally:
+      logging.set_verbosity(verbosity)
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
