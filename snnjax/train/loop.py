@@ -52,7 +52,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                     "use a new --workdir or the original config")
 
 
-def ensure_prerequisites(config: ml_collections.ConfigDict, *, progress: bool = True) -> None:
+def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
   """Checks (or, with ``config.prerequisites == "train"``, trains) the Sol-D run a regime needs."""
   needs_dense = config.regime in ("finetune", "lottery") or (
       config.regime == "scratch" and config.mask.source == "prune_dense")
