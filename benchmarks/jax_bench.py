@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.machine import cpu_model
 from snnjax import estimators
 from snnjax import models
 from snnjax import sparsity
@@ -185,15 +186,7 @@ def machine_info() -> dict:
 
   :func:`run` adds the torch version and thread count from the peers run (None without it).
   """
-  cpu = platform.processor() or "unknown"
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = cpu_model()
   versions = {}
   for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "snnjax"):
     try:
