@@ -40,7 +40,7 @@ def dense_run(tmp_path_factory):
 
 def test_dense_run_layout_and_solution(dense_run):
   workdir, record = dense_run
-  assert sorted(os.listdir(workdir)) >= ["checkpoints", "config.json", "init", "metrics.jsonl"]
+  assert {"checkpoints", "config.json", "init", "metrics.jsonl"} <= set(os.listdir(workdir))
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["epoch"] for r in lines] == [1, 2]
   sol = load_solution(workdir)
