@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.estimators import _sharding
+from snnjax.estimators import _convs, _sharding
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_batches,
                                      check_mask, mean_and_stderr)
 
@@ -94,6 +94,12 @@ def _label_cotangents(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32) - p[None, :]
 
 
+def _vmap_examples(one: Callable) -> Callable:
+  """``jax.vmap(one)``; on CPU with its grouped convolutions as batched dots (see ``_convs``)."""
+  batched = jax.vmap(one)
+  return _convs.grouped_convs_as_dots(batched) if jax.default_backend() == "cpu" else batched
+
+
 def _example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
 
@@ -110,7 +116,7 @@ def _exact_fisher_chunk(replicated, chunk, *, logits_fn):
     grads, weights = _cotangent_grads(logits_fn, params, x, make)
     return jnp.sum(weights * _masked_sqnorms(grads, mask))
 
-  return jax.vmap(one)(chunk["x"])
+  return _vmap_examples(one)(chunk["x"])
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "num_samples"))
@@ -133,7 +139,7 @@ def _label_sqnorms_chunk(replicated, chunk, *, logits_fn, num_samples):
     return _masked_sqnorms(grads, mask)
 
   keys = _example_keys(key, chunk["index"]) if num_samples else chunk["index"]
-  return jax.vmap(one)(chunk["x"], chunk["y"], keys)
+  return _vmap_examples(one)(chunk["x"], chunk["y"], keys)
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn",))
@@ -156,7 +162,7 @@ def _ggn_chunk(replicated, chunk, *, logits_fn):
     h = jnp.diag(p) - jnp.outer(p, p)
     return jnp.sum(h * gram)
 
-  return jax.vmap(one)(chunk["x"])
+  return _vmap_examples(one)(chunk["x"])
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn",))
@@ -170,7 +176,7 @@ def _grads_chunk(replicated, chunk, *, logits_fn):
     g = jax.grad(loss)(params)
     return g if mask is None else jax.tree.map(lambda a, m: a * m, g, mask)
 
-  return jax.vmap(one)(chunk["x"], chunk["y"])
+  return _vmap_examples(one)(chunk["x"], chunk["y"])
 
 
 # ----------------------------------------------------------------------------------------------

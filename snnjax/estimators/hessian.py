@@ -12,14 +12,17 @@ vectors of the operator are flat float vectors over the active coordinates (in t
 ``jax.flatten_util.ravel_pytree``); inactive coordinates are zero in every probe and are dropped
 from every product.
 
-Speed (see FIELD-NOTES): for each batch the gradient is linearized once (``jax.linearize`` of
-``jax.grad``, jitted) and every probe is then one JVP of that linearization (~1.2x a gradient on
-CPU instead of ~1.7x for a fresh forward-over-reverse HVP). Probes run one after another on CPU
-(vmap over probes is ~2.3x slower per probe there) and in vmapped groups on GPU/TPU; the
-``batch_probes`` keyword overrides that. All loops over probes and batches are Python loops over
-jitted functions (never a conv model inside ``lax.map``/``lax.scan``). Jitted functions take
-``loss_fn`` as a static argument: pass the same function object across calls to reuse the
-compilations.
+Speed (see BENCHMARKS.md, section 2): a trace probe needs only the quadratic form z^T H_b z, the
+second derivative of t -> loss(params + t z) at 0, which forward-over-forward mode (``jax.jvp`` of
+``jax.jvp``) computes in forward passes alone: ~1.1x a gradient for a ResNet on CPU, against ~1.9x
+for z^T (H_b z) through a Hessian-vector product (whose backward pass has twice a gradient's
+arithmetic). Hessian-vector products (Lanczos, the Hutch++ sketch) linearize the gradient once per
+batch (``jax.linearize`` of ``jax.grad``, jitted) and are then one JVP of that linearization each.
+Probes and products run one after another on CPU (vmap over probes is slower per probe there) and
+in vmapped groups on GPU/TPU; the ``batch_probes`` keyword overrides that. All loops over probes
+and batches are Python loops over jitted functions (never a conv model inside
+``lax.map``/``lax.scan``). Jitted functions take ``loss_fn`` as a static argument: pass the same
+function object across calls to reuse the compilations.
 """
 
 from __future__ import annotations
@@ -133,18 +136,31 @@ def _probe(key: jax.Array, i: jax.Array, params: PyTree, idx: jax.Array | None,
   return z
 
 
-def _quad_one(f_jvp, params, idx, key, i, basis):
+def _quad_form(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree) -> jax.Array:
+  """v^T H_b v = d^2/dt^2 loss_fn(params + t v, batch) at t = 0, by forward-over-forward mode."""
+  def directional(p):
+    return jax.jvp(lambda q: loss_fn(q, batch), (p,), (v,))[1]
+  return jax.jvp(directional, (params,), (v,))[1]
+
+
+def _quad_one(loss_fn, params, batch, idx, key, i, basis):
   z = _probe(key, i, params, idx, basis)
-  return jnp.vdot(z, _to_active(f_jvp(_to_tree(z, params, idx)), idx))
+  return _quad_form(loss_fn, params, batch, _to_tree(z, params, idx))
 
 
-_quad_seq = jax.jit(_quad_one)
+_quad_seq = jax.jit(_quad_one, static_argnums=0)
 
 
-@jax.jit
-def _quad_group(f_jvp, params, idx, key, indices, basis):
-  return jax.vmap(_quad_one, in_axes=(None, None, None, None, 0, None))(
-      f_jvp, params, idx, key, indices, basis)
+@functools.partial(jax.jit, static_argnums=0)
+def _quad_rows(loss_fn, params, batch, idx, zs):
+  """z^T H_b z for each row z of zs (k, dim), vmapped: (k,)."""
+  return jax.vmap(lambda z: _quad_form(loss_fn, params, batch, _to_tree(z, params, idx)))(zs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _quad_group(loss_fn, params, batch, idx, key, indices, basis):
+  return jax.vmap(_quad_one, in_axes=(None, None, None, None, None, 0, None))(
+      loss_fn, params, batch, idx, key, indices, basis)
 
 
 def _apply_one(f_jvp, params, idx, z):
@@ -202,14 +218,16 @@ class HessianOperator:
 
   Vectors are flat arrays of length ``dim`` over the active coordinates (all coordinates without a
   mask), in ``ravel_pytree`` order; :meth:`to_tree` / :meth:`to_active` convert to and from param
-  pytrees. With a single batch its linearization is computed once and kept for every product
-  (memory ~ that batch's residuals); with several batches each call linearizes batch by batch.
+  pytrees. For products with a single batch its linearization is computed once and kept (memory ~
+  that batch's residuals); with several batches each call linearizes batch by batch. Quadratic
+  forms (:meth:`quad_forms`) need no linearization.
 
   Attributes:
     num_examples: N, the examples over all batches.
     dim: the number of active coordinates.
     batch_probes: probes per vmapped group (1 = one after another).
     num_matvecs: Hessian-vector products computed so far (each counts once, over all batches).
+    num_quad_forms: quadratic forms z^T H z computed so far (likewise).
   """
 
   def __init__(self, loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch],
@@ -238,6 +256,7 @@ class HessianOperator:
     self.batch_probes = _check_batch_probes(batch_probes)
     self.dtype = _flat_dtype(params)
     self.num_matvecs = 0
+    self.num_quad_forms = 0
     self._lin = None
 
   # Conversions.
@@ -293,6 +312,20 @@ class HessianOperator:
       out = weight * rows if out is None else out + weight * rows
     return out
 
+  def quad_forms_of(self, zs: jax.Array | np.ndarray) -> np.ndarray:
+    """z^T H z for each row z of zs (k, dim): (k,) float64, averaged over all examples."""
+    zs = jnp.asarray(zs, self.dtype)
+    k = zs.shape[0]
+    self.num_quad_forms += k
+    g = self.batch_probes
+    total = None
+    for weight, batch in zip(self.weights, self.batches):
+      vals = jnp.concatenate([_quad_rows(self.loss_fn, self.params, batch, self.idx, zs[s:s + g])
+                              for s in range(0, k, g)])
+      vals = np.asarray(vals, np.float64) * weight
+      total = vals if total is None else total + vals
+    return total
+
   def quad_forms(self, key: jax.Array, start: int, count: int,
                  basis: jax.Array | None = None) -> np.ndarray:
     """z_i^T H z_i for the Rademacher probes i = start, ..., start + count - 1.
@@ -301,21 +334,25 @@ class HessianOperator:
     per-probe values do not depend on how the examples are chunked. With ``basis`` (k, dim),
     orthonormal rows, each probe is first projected: z <- (I - B^T B) z (Hutch++ residual).
 
+    Each value is sum_b (n_b / N) z^T H_b z, with z^T H_b z by forward-over-forward mode (no
+    Hessian-vector product, no linearization).
+
     Returns:
       (count,) float64 per-probe values, averaged over all examples.
     """
-    self.num_matvecs += count
+    self.num_quad_forms += count
     g = self.batch_probes
     indices = np.arange(start, start + count, dtype=np.int32)
     total = None
-    for weight, f_jvp in self._linearizations():
+    for weight, batch in zip(self.weights, self.batches):
       if g == 1:
-        vals = jnp.stack([_quad_seq(f_jvp, self.params, self.idx, key, jnp.int32(i), basis)
-                          for i in indices])
+        vals = jnp.stack([_quad_seq(self.loss_fn, self.params, batch, self.idx, key,
+                                    jnp.int32(i), basis) for i in indices])
       else:
         padded = np.concatenate([indices, np.full(-count % g, start, np.int32)])
         vals = jnp.concatenate([
-            _quad_group(f_jvp, self.params, self.idx, key, jnp.asarray(padded[s:s + g]), basis)
+            _quad_group(self.loss_fn, self.params, batch, self.idx, key,
+                        jnp.asarray(padded[s:s + g]), basis)
             for s in range(0, padded.size, g)])[:count]
       vals = np.asarray(vals, np.float64) * weight
       total = vals if total is None else total + vals
@@ -364,8 +401,9 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     * ``"hutchinson"``: mean of z^T H z over ``num_probes`` Rademacher probes z (over the active
       coordinates). stderr = sample std of the per-probe values / sqrt(probes used) (nan with a
       single probe).
-    * ``"hutchpp"`` (Meyer, Musco, Musco & Woodruff 2021): ``num_probes`` = m matvecs in all,
-      k = m // 3 each for S (Rademacher), Q = qr(H S), and Hutchinson on the residual:
+    * ``"hutchpp"`` (Meyer, Musco, Musco & Woodruff 2021): ``num_probes`` = m operator applications
+      in all, k = m // 3 each for the sketch Q = qr(H S) (S Rademacher; k Hessian-vector
+      products), Tr(Q^T H Q) (k quadratic forms) and Hutchinson on the residual:
       Tr(H) = Tr(Q^T H Q) + mean_i g_i^T (I - QQ^T) H (I - QQ^T) g_i. The low-rank part is exact
       given Q; stderr is that of the residual Hutchinson part. Q (dim x k) lives on the device.
 
@@ -383,13 +421,12 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
       ``rtol * |estimate|``, after ``min_probes`` (Hutch++: applies to the residual probes).
     min_probes: probes before the first early-stop check (>= 2).
     batch_probes: probes per vmapped group; None = 1 on CPU (sequential), 8 on GPU/TPU.
-    check_every: probes between early-stop checks. Default: ``batch_probes`` with one batch (the
-      linearization is kept); ``max(min_probes, batch_probes)`` with several batches (each round
-      re-linearizes every batch).
+    check_every: probes between early-stop checks. Default: ``batch_probes``.
 
   Returns:
     ``Estimate`` with ``value`` = Tr(H) (a sum over the active coordinates of the example-mean
-    Hessian), ``stderr``, ``num_examples`` = N, ``num_probes`` = Hessian-vector products used, and
+    Hessian), ``stderr``, ``num_examples`` = N, ``num_probes`` = operator applications used
+    (quadratic forms z^T H z, plus Hutch++'s k Hessian-vector products for its sketch), and
     ``extra``: ``method``, ``dim`` (active coordinates), ``samples`` (per-probe values; Hutch++:
     residual part), ``stopped_early``, ``batch_probes``, ``halfwidth95``; Hutch++ adds
     ``lowrank_trace``, ``rank`` (k) and ``residual_probes``.
@@ -407,8 +444,7 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     raise UserError(f"check_every must be None or a positive int, got {check_every!r}")
   op = HessianOperator(loss_fn, params, data, mask, batch_probes=batch_probes)
   if check_every is None:
-    check_every = (op.batch_probes if len(op.batches) == 1
-                   else max(min_probes, op.batch_probes))
+    check_every = op.batch_probes
   extra = {"method": method, "dim": op.dim, "batch_probes": op.batch_probes}
 
   if method == "hutchinson":
@@ -426,7 +462,7 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     s = _rademacher_rows(key_s, (k, op.dim), jnp.zeros((), op.dtype))
     q, _ = jnp.linalg.qr(op.matmat(s).T)  # (dim, k)
     basis = q.T  # (k, dim), orthonormal rows
-    lowrank = float(jnp.sum(basis * op.matmat(basis)))
+    lowrank = float(np.sum(op.quad_forms_of(basis)))
     samples, stopped = _run_probes(op, key_g, k, rtol=rtol, min_probes=min(min_probes, k),
                                    check_every=check_every, offset=lowrank, basis=basis)
     value = lowrank + float(samples.mean())
@@ -434,4 +470,4 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
   stderr = _sample_stderr(samples)
   extra.update(samples=samples, stopped_early=stopped, halfwidth95=_Z95 * stderr)
   return Estimate(value=value, stderr=stderr, num_examples=op.num_examples,
-                  num_probes=op.num_matvecs, extra=extra)
+                  num_probes=op.num_matvecs + op.num_quad_forms, extra=extra)
