@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks.machine import cpu_model
 from snnjax import estimators
+from snnjax.estimators import hessian as hessian_lib
 from snnjax import models
 from snnjax import sparsity
 from snnjax import xla_cpu
@@ -150,6 +151,19 @@ def memory_stats(compiled) -> dict | None:
   if peak is not None:
     out["peak_bytes"] = int(peak)
   return out
+
+
+def gflop(compiled) -> float | None:
+  """XLA's count of floating-point operations of a compiled function, in 1e9, or None."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"]) / 1e9
 
 
 def random_batch(setup: Setup, n: int | None = None, seed: int = 0) -> dict:
@@ -268,7 +282,9 @@ def bench_estimators(setup: Setup, seed: int = 0) -> dict:
   * ``hvp``: jitted ``estimators.hvp`` (forward-over-reverse), time and XLA temp memory over the
     gradient's.
   * ``hutchinson``: ``hessian_trace`` with 1 and ``probes`` probes; ``per_probe_s`` is the marginal
-    cost (T(k) - T(1)) / (k - 1), ``setup_s`` the rest of T(1) (the linearization).
+    cost (T(k) - T(1)) / (k - 1), ``setup_s`` the rest of T(1) (operator setup).
+  * ``gflop``: XLA's cost analysis (``compiled.cost_analysis()["flops"]``) of the gradient, the
+    HVP and one Hutchinson quadratic form: the arithmetic floor the time ratios are compared with.
   * ``fisher_mc``: ``fisher_trace(kind="mc")``, one sampled label per example (per-example gradient
     norms of the whole batch); ``per_example_grad_norms``: the same with the data's labels.
   * ``fisher_exact``: ``fisher_trace(kind="exact")`` on ``exact_fisher_examples`` examples; its
@@ -294,6 +310,10 @@ def bench_estimators(setup: Setup, seed: int = 0) -> dict:
   hvp_c, hvp_compile = compile_time(hvp_fn, params, batch, v)
   h = _time_call(lambda: hvp_c(params, batch, v), setup)
   mem_g, mem_h = memory_stats(grad_c), memory_stats(hvp_c)
+  quad_c = jax.jit(lambda p, b, vv: hessian_lib._quad_form(loss_fn, p, b, vv)).lower(
+      params, batch, v).compile()
+  out["gflop"] = {"gradient": gflop(grad_c), "hvp": gflop(hvp_c), "quad_form": gflop(quad_c),
+                  "source": "jit(...).lower(...).compile().cost_analysis()['flops']"}
   out["hvp"] = {"s": h["s"], "over_gradient": h["s"] / g["s"], "compile_s": hvp_compile,
                 "memory_gradient": mem_g, "memory_hvp": mem_h,
                 "temp_memory_ratio": (mem_h["temp_bytes"] / max(1, mem_g["temp_bytes"])

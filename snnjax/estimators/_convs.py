@@ -3,8 +3,9 @@
 ``jax.vmap`` over examples of a convolution's kernel gradient (the heart of per-example gradients)
 batches both of that convolution's operands, and JAX's batching rule turns it into one
 convolution with ``feature_group_count`` = the number of examples. XLA:CPU runs such grouped
-convolutions 2.5-7x slower than the ungrouped one of the same arithmetic (ResNet-32 shapes, chunks
-of 32 examples: 4.3-8.3 ms against 1.3-3.4 ms for the form below; BENCHMARKS.md, section 2).
+convolutions 2.5-5x slower than the form below (ResNet-32 layer shapes, 32 examples: 4.3-8.3 ms
+against 1.3-3.4 ms per layer), which makes per-example gradient norms of a ResNet-32 ~1.25x
+faster (BENCHMARKS.md, section 2).
 
 :func:`grouped_convs_as_dots` traces a function to a jaxpr and evaluates it with every grouped
 convolution (``feature_group_count`` or ``batch_group_count`` > 1) replaced by the same sum

@@ -33,7 +33,9 @@ Conventions shared by every function here:
   all its batches), so results do not depend on ``chunk_size`` or ``devices``;
 * examples run in chunks of ``chunk_size`` (default 32), one jitted vmapped call per chunk, sharded
   over ``devices`` (see ``snnjax.estimators._sharding``); averages are taken on the host in
-  float64.
+  float64. On CPU the chunk's grouped convolutions (the per-example kernel gradients that
+  ``vmap`` makes) are computed as batched dots (``snnjax.estimators._convs``): same values,
+  ~1.2x faster per-example gradients for a ResNet.
 """
 
 from __future__ import annotations
