@@ -90,12 +90,17 @@ def conv_as_sliced_dots(lhs: jax.Array, rhs: jax.Array, *, window_strides: Seque
     w_sub = "".join(w_names[a] for a in range(rhs.ndim))
     patch_sub = x_sub.translate(str.maketrans(sp_in, sp_w))
     w = split_out_features(rhs, ro)
-    cols = [dot(f"{patch_sub},{w_sub}->ngo",
+    # Kernel first: XLA:CPU lays a dot out as (group, M, K) x (group, K, N) and copies operands
+    # into that form, so the kernel (shared by all slices) is the one transposed, once, and each
+    # slice is used as it is. Results (G, Og, N') per position, stacked after the group axis.
+    cols = [dot(f"{w_sub},{patch_sub}->gon", w,
                 strided_slice([pos[i] * window_strides[i] for i in range(nsp)], window,
-                              rhs_dilation), w)
+                              rhs_dilation))
             for pos in itertools.product(*(range(m) for m in out_size))]
-    out = jnp.stack(cols, axis=-1)  # (N', G, Og, prod(P)): small, the output of a kernel gradient
-    out = out.reshape((out.shape[0], out.shape[1] * out.shape[2]) + out_size)  # (N', O, *P)
+    out = jnp.stack(cols, axis=1)  # (G, prod(P), Og, N')
+    out = out.reshape((g,) + out_size + out.shape[2:])  # (G, *P, Og, N')
+    out = jnp.moveaxis(out, (0, 1 + nsp, 2 + nsp), (1, 2, 0))  # (N', G, Og, *P)
+    out = out.reshape((out.shape[0], g * out.shape[2]) + out_size)  # (N', O, *P), canonical
     return jnp.transpose(out, np.argsort(dn.out_spec))
   # One window position at a time: a strided shift of x times that kernel tap, summed.
   kept = [a for a in range(rhs.ndim) if a not in rsp]  # (ro, ri) in rhs order
