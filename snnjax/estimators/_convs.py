@@ -3,8 +3,8 @@
 ``jax.vmap`` over examples of a convolution's kernel gradient (the heart of per-example gradients)
 batches both of that convolution's operands, and JAX's batching rule turns it into one
 convolution with ``feature_group_count`` = the number of examples. XLA:CPU runs such grouped
-convolutions 2.5-5x slower than the form below (ResNet-32 layer shapes, 32 examples: 4.3-8.3 ms
-against 1.3-3.4 ms per layer), which makes per-example gradient norms of a ResNet-32 ~1.25x
+convolutions 2-4x slower than the form below (ResNet-32 layer shapes, 32 examples: 3.0-9.1 ms
+against 1.6-2.1 ms per layer), which makes per-example gradient norms of a ResNet-32 ~1.45x
 faster (BENCHMARKS.md, section 2).
 
 :func:`grouped_convs_as_dots` traces a function to a jaxpr and evaluates it with every grouped
