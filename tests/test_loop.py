@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -114,3 +115,49 @@ def test_label_noise_metrics_are_recorded(tmp_path):
   parts = record["train_noisy_correct"] + record["train_noisy_memorized"] + record["train_noisy_other"]
   assert parts == pytest.approx(1.0)
   assert record["train_num_noisy"] == round(0.3 * 4000)  # mnist1d: 4000 training examples
+
+
+def test_finished_sparse_run_needs_no_dense_run(dense_run, tmp_path):
+  dense_copy = tmp_path / "dense"
+  shutil.copytree(dense_run[0], dense_copy)
+  config = tiny("finetune", model="cnn", dataset="digits", epochs=1, sparsity=0.9)
+  config.dense_workdir = str(dense_copy)
+  record = train_and_evaluate(config, str(tmp_path / "ft"))
+  shutil.rmtree(dense_copy)  # prerequisites are not consulted for a finished run
+  again = train_and_evaluate(config, str(tmp_path / "ft"))
+  assert again["test_accuracy"] == record["test_accuracy"] and again["step"] == record["step"]
+
+
+def test_dense_run_of_another_architecture_is_refused_before_writing(dense_run, tmp_path):
+  dense_dir, _ = dense_run
+  config = tiny("finetune", model="cnn", dataset="digits", epochs=1, sparsity=0.9, width=0.5)
+  config.dense_workdir = dense_dir
+  with pytest.raises(UserError, match="another architecture"):
+    train_and_evaluate(config, str(tmp_path / "ft"))
+  assert not os.path.exists(tmp_path / "ft")
+
+
+def test_resume_after_the_best_checkpoint_was_saved(tmp_path):
+  # A run killed between the best-on-test save and the periodic checkpoint of the same step
+  # recomputes that epoch on resume and must not fail on the step already saved.
+  config = tiny(epochs=2)
+  config.select_best_on_test = True
+  workdir = tmp_path / "run"
+  record = train_and_evaluate(config, str(workdir))
+  ckpts = workdir / "checkpoints"
+  last = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert os.listdir(workdir / "best_on_test")
+  shutil.rmtree(ckpts / str(last))
+  again = train_and_evaluate(config, str(workdir))
+  assert again["test_accuracy"] == record["test_accuracy"]
+
+
+@pytest.mark.parametrize("field,value", [("seed", -1), ("train_eval_size", -5),
+                                         ("fisher_reg.weight", -0.1)])
+def test_out_of_range_fields_are_refused_before_writing(tmp_path, field, value):
+  config = tiny(epochs=1)
+  section, _, name = field.rpartition(".")
+  setattr(config[section] if section else config, name, value)
+  with pytest.raises(UserError, match=field.replace(".", r"\.")):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")

@@ -318,10 +318,12 @@ class HessianOperator:
     k = zs.shape[0]
     self.num_quad_forms += k
     g = self.batch_probes
+    padded = jnp.concatenate([zs, jnp.zeros((-k % g, zs.shape[1]), zs.dtype)])  # one group shape
     total = None
     for weight, batch in zip(self.weights, self.batches):
-      vals = jnp.concatenate([_quad_rows(self.loss_fn, self.params, batch, self.idx, zs[s:s + g])
-                              for s in range(0, k, g)])
+      vals = jnp.concatenate([_quad_rows(self.loss_fn, self.params, batch, self.idx,
+                                         padded[s:s + g])
+                              for s in range(0, padded.shape[0], g)])[:k]
       vals = np.asarray(vals, np.float64) * weight
       total = vals if total is None else total + vals
     return total

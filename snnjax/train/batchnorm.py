@@ -7,6 +7,8 @@ of the training set (one pass in train mode over equal-size batches), not as a r
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 import jax
@@ -20,6 +22,10 @@ def _train_mode_stats(apply_fn, params, batch_stats, x):
   _, updates = apply_fn({"params": params, "batch_stats": batch_stats}, x, train=True,
                         mutable=["batch_stats"])
   return updates["batch_stats"]
+
+
+# One compilation per (apply_fn, shapes): pass the same apply_fn object (e.g. ``model.apply``).
+_train_mode_stats_jit = jax.jit(_train_mode_stats, static_argnums=0)
 
 
 def recompute_batch_stats(apply_fn: Callable, params: PyTree, batch_stats: PyTree, x: np.ndarray, *,
@@ -38,7 +44,7 @@ def recompute_batch_stats(apply_fn: Callable, params: PyTree, batch_stats: PyTre
     return batch_stats
   n = len(x)
   batch_size = min(batch_size, n)
-  stats_fn = jax.jit(lambda p, s, xb: _train_mode_stats(apply_fn, p, s, xb))
+  stats_fn = functools.partial(_train_mode_stats_jit, apply_fn)
   zeros = jax.tree.map(jnp.zeros_like, batch_stats)
   ones = jax.tree.map(jnp.ones_like, batch_stats)
   x0 = jnp.asarray(x[:batch_size])

@@ -13,6 +13,7 @@ the previous checkpoint intact; temporary leftovers are cleaned up on the next s
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -37,32 +38,35 @@ class CheckpointStore:
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
         save_interval_steps=0 if read_only else 1,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
-    # Orbax warns on every read-only open ("Given directory is read only"); that is the intent here.
-    verbosity = logging.get_verbosity()
-    if read_only:
-      logging.set_verbosity(logging.ERROR)
-    try:
+    # Orbax warns on every read-only open ("Given directory is read only"): that is the intent here.
+    with _quiet(read_only):
       self._manager = ocp.CheckpointManager(self.directory, options=options,
                                             item_names=("state", "meta"))
-    finally:
-      logging.set_verbosity(verbosity)
 
   def steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    with _quiet(True):  # an unreadable step's metadata is reported by the restore that needs it
+      return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
     steps = self.steps()
     return steps[-1] if steps else None
 
   def save(self, step: int, state: PyTree, meta: dict) -> None:
-    """Saves ``state`` and ``meta`` at ``step`` and waits until it is on disk."""
+    """Saves ``state`` and ``meta`` at ``step`` and waits until it is on disk.
+
+    A step already saved is kept as it is: a resumed run recomputes the same epochs exactly (runs
+    are deterministic), so a checkpoint written before an interruption already holds this state.
+    """
+    if step in self._manager.all_steps():
+      return
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
   def restore_meta(self, step: int) -> dict:
     try:
-      out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      with _quiet(True):  # errors become the one UserError below, not absl log lines as well
+        out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable files
       raise UserError(f"checkpoint {self.directory}/{step} is corrupt or unreadable "
                       f"({type(e).__name__}: {_first_line(e)})") from e
@@ -72,8 +76,9 @@ class CheckpointStore:
     """Restores ``(state, meta)`` at ``step``; ``target`` gives the expected structure and shapes."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      out = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      with _quiet(True):
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:
       raise UserError(f"checkpoint {self.directory}/{step} is corrupt or does not match the "
                       f"model/config ({type(e).__name__}: {_first_line(e)})") from e
@@ -81,6 +86,18 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet(active: bool):
+  """absl logging (orbax's) limited to fatal messages while ``active``."""
+  verbosity = logging.get_verbosity()
+  if active:
+    logging.set_verbosity(logging.FATAL)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def _first_line(e: BaseException) -> str:

@@ -95,7 +95,11 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.checkpoint_every_epochs >= 1,
          f"config.checkpoint_every_epochs must be >= 1, got {c.checkpoint_every_epochs}")
   _check(c.checkpoint_keep >= 1, f"config.checkpoint_keep must be >= 1, got {c.checkpoint_keep}")
+  _check(c.seed >= 0, f"config.seed must be >= 0, got {c.seed}")
+  _check(c.train_eval_size >= 0, f"config.train_eval_size must be >= 0, got {c.train_eval_size}")
   if "fisher_reg" in c:
+    _check(c.fisher_reg.weight >= 0,
+           f"config.fisher_reg.weight must be >= 0, got {c.fisher_reg.weight}")
     _check(c.fisher_reg.until_epoch >= 0,
            f"config.fisher_reg.until_epoch must be >= 0, got {c.fisher_reg.until_epoch}")
     _check(c.fisher_reg.num_examples >= 0,

@@ -90,6 +90,19 @@ def _progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
+def _finished_metrics(ckpt_dir: str) -> dict | None:
+  """The final metrics of a finished run in ``ckpt_dir``, or None (no run there, or unfinished)."""
+  if not os.path.isdir(ckpt_dir):
+    return None
+  store = CheckpointStore(ckpt_dir, read_only=True)
+  try:
+    last = store.latest_step()
+    meta = store.restore_meta(last) if last is not None else {}
+  finally:
+    store.close()
+  return meta["final_metrics"] if meta.get("finished") else None
+
+
 def _read_metrics(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -148,6 +161,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   check_workdir(config, workdir)
   parallel.maybe_initialize_distributed(bool(config.distributed))
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  final_metrics = _finished_metrics(ckpt_dir)
+  if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
+    print(f"[snnjax] {workdir} is already finished; not retraining", file=sys.stderr)
+    return final_metrics
   ensure_prerequisites(config)
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset)
@@ -169,23 +187,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     scores = curriculum.load_scores(schedule_cfg.scores_path, dataset.num_train)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
 
-  ckpt_store = CheckpointStore(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_keep)
-  last = ckpt_store.latest_step()
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
                "steps_per_epoch": steps_per_epoch, "dataset": dataset.name}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-
-  if last is not None:
-    meta = ckpt_store.restore_meta(last)
-    if meta.get("finished"):
-      print(f"[snnjax] {workdir} is already finished (step {last}); not retraining", file=sys.stderr)
-      return meta["final_metrics"]
 
   params, batch_stats, mask, info = regimes.initial_variables(
       config, model, dataset.input_shape, load_solution)
   sparsity.check_mask(params, mask)
   state = TrainState.create(params, batch_stats, mask, tx)
 
+  # Only now, with every check passed, the work dir is written to.
+  ckpt_store = CheckpointStore(ckpt_dir, max_to_keep=config.checkpoint_keep)
+  last = ckpt_store.latest_step()
   os.makedirs(workdir, exist_ok=True)
   if not os.path.exists(os.path.join(workdir, "config.json")):
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -15,12 +15,10 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from snnjax import models, sparsity
-from snnjax.errors import UserError
+from snnjax.errors import MaskMismatchError, UserError
 
 PyTree = Any
 # Distinct random streams per regime, so a scratch init never equals a dense init of the same seed.
@@ -34,10 +32,6 @@ def init_key(config: ml_collections.ConfigDict) -> jax.Array:
 def prunable_tree(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
   return sparsity.prunable(params, include_first=bool(config.mask.include_first),
                            include_last=bool(config.mask.include_last))
-
-
-def _all_ones(params: PyTree) -> PyTree:
-  return jax.tree.map(lambda p: np.ones(np.shape(p), bool), params)
 
 
 def _load_dense(config, solution_loader, which=None):
@@ -63,7 +57,7 @@ def initial_variables(config: ml_collections.ConfigDict, model, input_shape, sol
   params, batch_stats = models.init_variables(model, init_key(config), tuple(input_shape))
   info = {"regime": regime, "init": "fresh", "mask_source": "none"}
   if regime == "dense":
-    return params, batch_stats, _all_ones(params), info
+    return params, batch_stats, sparsity.dense_mask(params), info
 
   if regime == "scratch" and config.mask.source != "prune_dense":
     mask_key = jax.random.fold_in(init_key(config), 1)
@@ -76,7 +70,11 @@ def initial_variables(config: ml_collections.ConfigDict, model, input_shape, sol
     return sparsity.apply_mask(params, mask), batch_stats, mask, info
 
   dense = _load_dense(config, solution_loader)
-  sparsity.check_mask(params, dense.params)  # same architecture
+  try:
+    sparsity.check_mask(params, dense.params)  # same architecture
+  except MaskMismatchError as e:
+    raise UserError(f"the dense run {dense.path} has another architecture than this config's "
+                    f"model ({e})") from e
   mask = sparsity.magnitude_mask(dense.params, config.sparsity, scope=config.mask.scope,
                                  prunable_tree=prunable_tree(config, dense.params))
   info["mask_source"] = f"{config.mask.scope} magnitude pruning of {dense.path}"

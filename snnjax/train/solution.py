@@ -8,6 +8,7 @@ step directory ``WORKDIR/checkpoints/<step>``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable
@@ -18,7 +19,7 @@ import ml_collections
 
 from snnjax import models
 from snnjax.errors import UserError
-from snnjax.sparsity import check_mask
+from snnjax.sparsity import check_mask, dense_mask
 from snnjax.train import config_io
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
@@ -69,13 +70,19 @@ class Solution:
 
     return logits_fn, loss_fn
 
+  @functools.cached_property
+  def _eval_functions(self) -> tuple[Callable, Callable]:
+    # Built once: the estimators jit with these functions as static arguments, so the same objects
+    # across calls reuse the compilations.
+    return self.functions()
+
   @property
   def logits_fn(self) -> Callable:
-    return self.functions()[0]
+    return self._eval_functions[0]
 
   @property
   def loss_fn(self) -> Callable:
-    return self.functions()[1]
+    return self._eval_functions[1]
 
 
 def _resolve(path: str) -> tuple[str, str, int | None]:
@@ -111,7 +118,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, input_shape, num_cla
   def build():
     variables = model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+    mask = dense_mask(params)
     return TrainState.create(params, batch_stats, mask, tx)
 
   return jax.eval_shape(build)
