@@ -38,11 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snnjax import xla_cpu
+from snnjax.models import resnet
+
 PyTree = Any
 
 # The one XLA flag that helped (jaxlib 0.10.2, x86 CPU): convolutions back to multi-threaded Eigen.
 # An unknown flag in XLA_FLAGS aborts the process, so check the jaxlib version before setting it.
-RECOMMENDED_CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 # XLA flag sets tried (names -> XLA_FLAGS value). Every one is a flag this jaxlib accepts
 # (found with `strings libjax_common.so | grep ^xla_cpu_`).
@@ -64,7 +66,7 @@ FLAG_SETS: dict[str, str] = {
     "keep_barriers": "--xla_disable_hlo_passes=cse_barrier_expander",
     # YNNPACK runs most convolutions by default in jaxlib 0.10.2, on one thread only here; these
     # hand them back to XLA's multi-threaded Eigen convolution.
-    "no_ynn_conv": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    "no_ynn_conv": xla_cpu.FLAG,  # the setting snnjax.xla_cpu.tune() applies
     "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
@@ -197,8 +199,7 @@ def materialize(x: jax.Array, method: str = "div") -> jax.Array:
     ``XLA_FLAGS=--xla_disable_hlo_passes=cse_barrier_expander``.
   """
   if method == "div":
-    one = 1 + jnp.nan_to_num(0 * jax.lax.stop_gradient(x.reshape(-1)[0]))
-    return x / one
+    return resnet.materialize(x)
   if method == "exp":
     return x * jnp.exp(0 * x)
   if method == "barrier":

@@ -209,7 +209,7 @@ def machine_info() -> dict:
       versions[pkg] = None
   dev = jax.devices()[0]
   return {"cpu_model": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
-          "xla_cpu_tuned": xla_cpu.FLAG_NAME in os.environ.get("XLA_FLAGS", ""),
+          "xla_cpu_tuned": xla_cpu.FLAG in os.environ.get("XLA_FLAGS", "").split(),
           "device_kind": dev.device_kind, "num_devices": jax.device_count(),
           "python": platform.python_version(), "versions": versions,
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
