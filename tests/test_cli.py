@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from snnjax.errors import UserError
+from snnjax.train import cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py")]
 QUICK = ["--config", os.path.join(REPO, "configs", "dense.py:quick"), "--config.progress=False"]
@@ -106,3 +109,14 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_lost(tmp_path):
 def test_help_exits_0_and_names_the_flags():
   out = _run(["--help"])
   assert out.returncode == 0 and "--config" in out.stdout and "--workdir" in out.stdout
+
+
+def test_parse_reads_overrides_from_its_own_argv():
+  # Not from sys.argv: an embedding program (or a test) passes its own argument list.
+  spec = os.path.join(REPO, "configs", "dense.py:quick")
+  config, workdir = cli.parse(["train.py", "--config", spec, "--config.num_epochs=3",
+                               "--config.optim.lr=0.2"])
+  assert config.num_epochs == 3 and config.optim.lr == 0.2
+  assert workdir == os.path.join("runs", "dense-quick")
+  with pytest.raises(UserError, match="unknown config field.*hidden_size"):
+    cli.parse(["train.py", "--config", spec, "--config.model.kwargs.hidden_size=3"])

@@ -22,12 +22,15 @@ from snnjax import xla_cpu
 from snnjax.errors import UserError
 from snnjax.train import cli as train_cli
 
-_STUDY_FLAGS = flags.FlagValues()
-config_flags.DEFINE_config_file("config", None, "Study config file (configs/study.py:preset).",
-                                flag_values=_STUDY_FLAGS, lock_config=False)
-flags.DEFINE_string("workdir", None, "Study directory (runs, results, report).",
-                    flag_values=_STUDY_FLAGS)
-flags.DEFINE_list("stages", None, "Stages to run (default: all).", flag_values=_STUDY_FLAGS)
+def study_flags(argv: list[str]) -> flags.FlagValues:
+  """Fresh flags for one ``argv`` (see ``snnjax.train.cli.train_flags``)."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "Study config file (configs/study.py:preset).",
+                                  flag_values=flag_values, lock_config=False, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", None, "Study directory (runs, results, report).",
+                      flag_values=flag_values)
+  flags.DEFINE_list("stages", None, "Stages to run (default: all).", flag_values=flag_values)
+  return flag_values
 
 
 def _quiet_libraries() -> None:
@@ -47,24 +50,24 @@ def _first_line(e: BaseException) -> str:
 
 def parse_study(argv: list[str]):
   """``(config, workdir, stages)`` from ``argv`` (program name first), or UserError."""
+  flag_values = study_flags(argv)
   try:
-    _STUDY_FLAGS.unparse_flags()
-    _STUDY_FLAGS(argv)
+    flag_values(argv)
   except (flags.Error, FileNotFoundError, ImportError, AttributeError, TypeError, ValueError) as e:
     raise UserError(_first_line(e)) from e
-  if _STUDY_FLAGS["config"].value is None:
+  if flag_values["config"].value is None:
     raise UserError("--config is required, e.g. --config configs/study.py:quick")
-  if not _STUDY_FLAGS.workdir:
+  if not flag_values.workdir:
     raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
-  stages = tuple(_STUDY_FLAGS.stages) if _STUDY_FLAGS.stages else None
-  return _STUDY_FLAGS.config, _STUDY_FLAGS.workdir, stages
+  stages = tuple(flag_values.stages) if flag_values.stages else None
+  return flag_values.config, flag_values.workdir, stages
 
 
 def study_main(argv: list[str] | None = None) -> int:
   """``scripts/study.py``: runs the study; prints the report path on stdout."""
   from snnjax.studies.study import run_study  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
-  if train_cli.wants_help(argv, _STUDY_FLAGS, __doc__):
+  if train_cli.wants_help(argv, study_flags(argv), __doc__):
     return 0
   xla_cpu.tune()
   _quiet_libraries()

@@ -17,10 +17,15 @@ from snnjax import xla_cpu
 from snnjax.errors import UserError
 from snnjax.train.config_io import load_config_spec
 
-_FLAGS = flags.FlagValues()
-config_flags.DEFINE_config_file("config", None, "Training config file (path[:preset]).",
-                                flag_values=_FLAGS, lock_config=False)
-flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).", flag_values=_FLAGS)
+def train_flags(argv: list[str]) -> flags.FlagValues:
+  """Fresh flags for one ``argv``: ml_collections reads the ``--config.*`` overrides it accepts
+  from the argv it is given (``sys.argv`` when none), so each call defines them anew."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "Training config file (path[:preset]).",
+                                  flag_values=flag_values, lock_config=False, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).",
+                      flag_values=flag_values)
+  return flag_values
 
 
 def default_workdir(config_spec: str) -> str:
@@ -47,7 +52,15 @@ def _config_file_arg(argv: list[str]) -> str | None:
   return None
 
 
-def parse(argv: list[str], flag_values: flags.FlagValues = _FLAGS):
+def _caused_by_key_error(e: BaseException | None) -> bool:
+  while e is not None:
+    if isinstance(e, KeyError):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
   spec = _config_file_arg(argv)
   if spec is None:
@@ -58,11 +71,13 @@ def parse(argv: list[str], flag_values: flags.FlagValues = _FLAGS):
     load_config_spec(spec)
   except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
     raise UserError(f"cannot load config {spec}: {e}") from e
+  flag_values = train_flags(argv)
   try:
-    flag_values.unparse_flags()
     flag_values(argv)
     config = flag_values.config
   except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+    if _caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
+      raise UserError(f"unknown config field in an override: {str(e).strip(chr(34))}") from e
     text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
     raise UserError(text[:400] or type(e).__name__) from e
   return config, flag_values.workdir or default_workdir(spec)
@@ -77,7 +92,7 @@ def quiet_library_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
-  if wants_help(argv, _FLAGS, __doc__):
+  if wants_help(argv, train_flags(argv), __doc__):
     return 0
   xla_cpu.tune()
   quiet_library_logs()
