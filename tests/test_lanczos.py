@@ -133,3 +133,28 @@ def test_mask_mismatch_raises():
 def test_bad_input_raises_user_error(kwargs):
   with pytest.raises(UserError):
     top_eigenvalues(tiny.mlp_loss, MLP_PARAMS, MLP_BATCH, key=jax.random.key(0), **kwargs)
+
+
+def test_power_iteration_returns_the_vector_of_its_value_when_not_converged():
+  est = power_iteration(tiny.mlp_loss, MLP_PARAMS, MLP_BATCH, key=jax.random.key(5),
+                        num_iters=3, tol=1e-12)
+  assert not est.extra["converged"]
+  u = _flat(est.extra["eigenvector"]).astype(np.float64)
+  np.testing.assert_allclose(np.linalg.norm(u), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(est.value, u @ MLP_H @ u, rtol=1e-4)  # its Rayleigh quotient
+  np.testing.assert_allclose(est.stderr, np.linalg.norm(MLP_H @ u - est.value * u), rtol=1e-3)
+
+
+def test_full_lanczos_quadrature_nodes_are_exact_eigenvalues():
+  # With as many Lanczos steps as dimensions the Gauss quadrature is exact: every node that
+  # carries weight is an eigenvalue of H.
+  params, batch = tiny.make_linear()
+  h = tiny.dense_hessian(tiny.linear_loss, params, batch)
+  exact = np.linalg.eigvalsh(h)
+  dim = h.shape[0]
+  dens = spectral_density(tiny.linear_loss, params, batch, key=jax.random.key(7), num_probes=2,
+                          num_iters=dim)
+  tol = 1e-3 * np.abs(exact).max()
+  for nodes, weights in zip(dens.nodes, dens.weights):
+    for node in nodes[weights > 1e-4]:
+      assert np.abs(exact - node).min() < tol, node

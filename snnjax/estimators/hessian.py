@@ -178,9 +178,7 @@ def _apply_group(f_jvp, params, idx, zs):
 @functools.partial(jax.jit, static_argnums=0)
 def _hvp_active(loss_fn: LossFn, params: PyTree, batch: Batch, idx, z):
   """One fresh forward-over-reverse HVP of a batch, in flat active coordinates."""
-  v = _to_tree(z, params, idx)
-  _, hv = jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))
-  return _to_active(hv, idx)
+  return _to_active(hvp(loss_fn, params, batch, _to_tree(z, params, idx)), idx)
 
 
 _to_tree_jit = jax.jit(_to_tree)
@@ -238,6 +236,8 @@ class HessianOperator:
     if not self.batches:
       raise UserError("data holds no batches")
     counts = [_num_examples(b) for b in self.batches]
+    # On the device once: every product and probe reads every batch again.
+    self.batches = [jax.device_put(b) for b in self.batches]
     self.num_examples = int(sum(counts))
     self.weights = [c / self.num_examples for c in counts]
     mask = check_mask(params, mask)

@@ -4,8 +4,9 @@ density by stochastic Lanczos quadrature (SLQ; Ghorbani, Krishnan & Xiao 2019, a
 
 The operator is :class:`snnjax.estimators.hessian.HessianOperator`: the Hessian of the mean loss
 over all examples of ``data``, restricted to the active coordinates of ``mask`` (H[active, active],
-of size ``dim``). The Lanczos vectors live on the host as flat float32 arrays of length ``dim``
-(memory ``num_iters * dim * 4`` bytes); the tridiagonal matrix and the Ritz values are float64.
+of size ``dim``). The Lanczos vectors live on the host as flat float64 arrays of length ``dim``
+(memory ``num_iters * dim * 8`` bytes; products are taken with their float32 rounding, and the basis
+is returned as float32); the tridiagonal matrix and the Ritz values are float64.
 With one batch the gradient's linearization is computed once and reused for every product.
 """
 
@@ -62,15 +63,15 @@ def lanczos(matvec: MatVec, v0: np.ndarray, num_iters: int, *,
   v0 = np.asarray(v0, np.float64)
   dim = v0.size
   m = min(int(num_iters), dim)
-  basis = np.zeros((m, dim), np.float32)
+  basis = np.zeros((m, dim))  # float64: the reorthogonalization products need no per-step copies
   alpha = np.zeros(m)
   beta = np.zeros(m)
   v = v0 / np.linalg.norm(v0)
   scale = 0.0
   for j in range(m):
     basis[j] = v
-    vj = basis[j].astype(np.float64)
-    w = matvec(basis[j])
+    vj = basis[j]
+    w = matvec(vj.astype(np.float32))
     alpha[j] = float(w @ vj)
     w = w - alpha[j] * vj
     if j > 0:
@@ -84,7 +85,7 @@ def lanczos(matvec: MatVec, v0: np.ndarray, num_iters: int, *,
       break
     if beta[j] <= _BREAKDOWN * scale:
       if rng is None:
-        return alpha[:j + 1], beta[:j + 1], basis[:j + 1]
+        return alpha[:j + 1], beta[:j + 1], basis[:j + 1].astype(np.float32)
       beta[j] = 0.0
       w = rng.standard_normal(dim)
       for _ in range(2):
@@ -92,7 +93,7 @@ def lanczos(matvec: MatVec, v0: np.ndarray, num_iters: int, *,
       v = w / np.linalg.norm(w)
     else:
       v = w / beta[j]
-  return alpha, beta, basis
+  return alpha, beta, basis.astype(np.float32)
 
 
 def _tridiag(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -186,6 +187,8 @@ def power_iteration(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
     norm = np.linalg.norm(w)
     if norm == 0.0:  # v lies in the null space: H u = 0 u exactly.
       converged = True
+      break
+    if it == num_iters:  # keep v: the value and residual returned are those of v
       break
     v = w / norm
     lam_prev = lam
