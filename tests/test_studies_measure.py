@@ -48,7 +48,9 @@ def test_train_subset_is_seeded_and_nested():
   assert not np.array_equal(a, measure.train_subset(100, 10, 1))
 
 
-def test_mask_density_counts_pruned_leaves_only():
-  mask = {"a": np.array([True, False, False, False]), "b": np.ones(3, bool)}
-  out = measure.mask_density(mask)
-  assert out == {"pruned_leaves_active": 1, "pruned_leaves_total": 4, "measured_sparsity": 0.75}
+def test_mask_density_counts_every_prunable_leaf():
+  # "b" is prunable but left dense (it counts), "c" is not prunable (it does not).
+  mask = {"a": np.array([True, False, False, False]), "b": np.ones(4, bool),
+          "c": np.ones(3, bool)}
+  out = measure.mask_density(mask, {"a": True, "b": True, "c": False})
+  assert out == {"prunable_active": 5, "prunable_total": 8, "measured_sparsity": 0.375}

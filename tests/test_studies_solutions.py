@@ -49,11 +49,12 @@ def test_training_configs_depend_on_their_dense_run(tmp_path):
   assert ft.config.checkpoint_every_epochs == c.fisher_trend.every_epochs
   assert by["clean-finetune-0.94-seed0"].config.checkpoint_every_epochs != 2 or \
       0.94 in c.fisher_trend.sparsities
-  # a change to Sol-D changes every run that prunes it
-  c2 = _study()
-  c2.train.overrides = {"optim": {"lr": 0.01}}
-  runs2 = {s.name: r for s, r in solutions.resolve(c2, cache, solutions.plan(c2)).items()}
-  assert runs2["clean-scratch-0.90-seed0"].hash != sc.hash
+  # a change to Sol-D (only) changes every run that prunes it: through Sol-D's work dir
+  spec = next(s for s in runs if s.name == "clean-scratch-0.90-seed0")
+  other_dense = solutions.training_config(c, spec, by["clean-dense-seed0"].workdir + "-other")
+  assert stages.run_hash(other_dense) != sc.hash
+  assert stages.run_hash(solutions.training_config(c, spec, by["clean-dense-seed0"].workdir)) \
+      == sc.hash
 
 
 def test_unknown_override_field_raises():
@@ -83,3 +84,12 @@ def test_accelerator_presets_plan_the_studys_setups(tmp_path, preset, clean, noi
   if preset == "paper":
     names = {s.name for s in runs}
     assert "clean-scratch-0.97-seed0" in names  # the study's disagreement sparsity
+
+
+def test_turning_the_fisher_trend_off_keeps_every_run(tmp_path):
+  c = _study()
+  cache = stages.StageCache(str(tmp_path))
+  on = {s.name: r.hash for s, r in solutions.resolve(c, cache, solutions.plan(c)).items()}
+  c.fisher_trend.enabled = False
+  off = {s.name: r.hash for s, r in solutions.resolve(c, cache, solutions.plan(c)).items()}
+  assert off == {name: h for name, h in on.items() if name in off}

@@ -108,8 +108,9 @@ def test_table_values_are_sane(study):
 def test_sanity_check_reports_both_traces(study):
   for r in study["results"]["sanity"].values():
     assert r["tr_f_exact"]["value"] > 0 and r["tr_h"]["stderr"] > 0
-    assert r["agree"] == (abs(r["tr_h"]["value"] - r["tr_f_exact"]["value"])
-                          <= 3 * r["tr_h"]["stderr"])
+    # ReLU CNN with eval-mode BatchNorm: Tr(H) = Tr(F) exactly, so Hutchinson must agree.
+    assert r["agree"], r
+    assert abs(r["tr_h"]["value"] - r["tr_f_exact"]["value"]) <= 3 * r["tr_h"]["stderr"]
 
 
 def test_fisher_trend_has_a_point_per_kept_checkpoint(study):

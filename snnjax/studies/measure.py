@@ -30,7 +30,8 @@ from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import subsets
-from snnjax.train import evaluate
+from snnjax import sparsity
+from snnjax.train import evaluate, regimes
 from snnjax.train.step import make_predict_fn
 
 PARAM_SUBSETS = ("all", "kernels")
@@ -152,17 +153,13 @@ def accuracy_metrics(solution, dataset, *, batch_size: int = 500) -> dict:
   return out
 
 
-def mask_density(mask: Any) -> dict:
-  """Active / total coordinates of the leaves the mask prunes (leaves with any False)."""
-  active = total = 0
-  for m in jax.tree.leaves(mask):
-    m = np.asarray(m)
-    total_all = m.size
-    if not m.all():
-      active += int(m.sum())
-      total += total_all
-  return {"pruned_leaves_active": active, "pruned_leaves_total": total,
-          "measured_sparsity": (1.0 - active / total) if total else 0.0}
+def mask_density(mask: Any, prunable_tree: Any) -> dict:
+  """Active / total coordinates of the prunable leaves (``prunable_tree``: True where a leaf may
+  be pruned, as the run's config says) and the sparsity they make, dense prunable leaves included."""
+  rows = sparsity.layer_densities(mask, prunable_tree).values()
+  active, total = sum(r[0] for r in rows), sum(r[1] for r in rows)
+  return {"prunable_active": int(active), "prunable_total": int(total),
+          "measured_sparsity": sparsity.sparsity_of(mask, prunable_tree)}
 
 
 def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
@@ -184,7 +181,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
   validate_settings(settings)
   log = log or (lambda message: None)
   out = accuracy_metrics(solution, dataset, batch_size=int(settings.eval_batch_size))
-  out.update(mask_density(solution.mask))
+  out.update(mask_density(solution.mask, regimes.prunable_tree(solution.config,
+                                                            solution.params)))
   params, mask = solution.params, solution.mask
   largest = max(int(settings[k].num_examples) for k in ("hessian", "fisher", "jacobian"))
   idx = train_subset(dataset.num_train, largest, int(settings.subset_seed))

@@ -85,8 +85,12 @@ def closing_gap_sparsity(study: ml_collections.ConfigDict) -> float | None:
 
 
 def keeps_trend_checkpoints(study: ml_collections.ConfigDict, spec: RunSpec) -> bool:
-  """Whether the run keeps a checkpoint every ``fisher_trend.every_epochs`` epochs."""
-  if spec.family != "clean" or not study.fisher_trend.enabled:
+  """Whether the run keeps a checkpoint every ``fisher_trend.every_epochs`` epochs.
+
+  Independent of ``fisher_trend.enabled``: the cadence is part of the run's config (its hash), and
+  turning the trend stage on or off must not retrain the runs it would read.
+  """
+  if spec.family != "clean":
     return False
   return spec.regime == "dense" or round(spec.sparsity, 6) in _trend_sparsities(study)
 
