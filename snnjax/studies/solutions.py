@@ -92,7 +92,8 @@ def keeps_trend_checkpoints(study: ml_collections.ConfigDict, spec: RunSpec) -> 
   """
   if spec.family != "clean":
     return False
-  return spec.regime == "dense" or round(spec.sparsity, 6) in _trend_sparsities(study)
+  trend = {round(float(x), 6) for x in study.fisher_trend.sparsities}
+  return spec.regime == "dense" or round(spec.sparsity, 6) in trend
 
 
 def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workdir: str
