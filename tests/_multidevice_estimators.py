@@ -15,6 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tiny_models as tm  # noqa: E402
 from snnjax.estimators import _sharding, fisher  # noqa: E402
+from snnjax.estimators._base import as_pytree_fn  # noqa: E402
 from snnjax.estimators.jacobian import jacobian_norm  # noqa: E402
 
 RTOL = 1e-5
@@ -51,8 +52,9 @@ def main():
   x0 = chunks[0][2]["x"]
   assert len(x0.sharding.device_set) == 4 and not x0.sharding.is_fully_replicated
   out = _sharding._sharded_call(
-      _sharding.replicate((params, None, jnp.arange(model.num_classes)), ALL), {"x": x0},
-      fn=_sharding.chunk_fn(fisher._exact_fisher_chunk, logits_fn=logits_fn),
+      _sharding.replicate((as_pytree_fn(logits_fn), params, None, jnp.arange(model.num_classes)),
+                          ALL), {"x": x0},
+      fn=_sharding.chunk_fn(fisher._exact_fisher_chunk),
       devices=tuple(jax.devices()))
   assert len(out.sharding.device_set) == 4 and not out.sharding.is_fully_replicated, out.sharding
   checks.append("placement")

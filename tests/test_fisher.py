@@ -235,3 +235,22 @@ def test_bad_input_raises():
     fisher.per_example_grad_norms(model.logits_fn, model.params, batch, labels="true")
   with pytest.raises(UserError):
     fisher.fisher_trace(model.logits_fn, model.params, [])
+
+
+def _scaled_logits(scale, params, x):
+  """A logits function whose bound argument ``scale`` is a leaf of its Partial."""
+  model, _ = _setup("mlp")
+  return scale * model.logits_fn(params, x)
+
+
+def test_partial_logits_share_compilations_and_use_their_leaves():
+  # Functions that differ only in a Partial's bound arrays (a solution's BatchNorm statistics)
+  # are the same jit argument structure: one compilation, each with its own values.
+  model, batch = _setup("mlp")
+  before = fisher._label_sqnorms_chunk._cache_size()
+  values = [fisher.fisher_trace(jax.tree_util.Partial(_scaled_logits, np.float32(s)), model.params,
+                                batch, kind="empirical").value for s in (1.0, 2.0, 3.0)]
+  assert fisher._label_sqnorms_chunk._cache_size() == before + 1
+  plain = fisher.fisher_trace(model.logits_fn, model.params, batch, kind="empirical").value
+  np.testing.assert_allclose(values[0], plain, rtol=RTOL)
+  assert len(set(values)) == 3  # each call used its own scale

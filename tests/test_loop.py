@@ -161,3 +161,13 @@ def test_out_of_range_fields_are_refused_before_writing(tmp_path, field, value):
   with pytest.raises(UserError, match=field.replace(".", r"\.")):
     train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_solutions_of_one_architecture_give_equal_function_structures(dense_run):
+  # The estimators key their compilations on these structures (BatchNorm statistics are leaves).
+  sol, init = load_solution(dense_run[0]), load_solution(os.path.join(dense_run[0], "init"))
+  for a, b in [(sol.logits_fn, init.logits_fn), (sol.loss_fn, init.loss_fn)]:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert jax.tree.structure(sol.logits_fn) != jax.tree.structure(sol.loss_fn)
+  x = np.zeros((2, 8, 8, 1), np.float32)
+  assert not np.allclose(sol.logits_fn(sol.params, x), init.logits_fn(sol.params, x))

@@ -12,7 +12,7 @@ Estimators take plain JAX functions and know nothing of snnjax models or trainin
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -110,3 +110,14 @@ def mean_and_stderr(values: Any) -> tuple[float, float | None]:
   if v.size < 2:
     return float(v.mean()), None
   return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+def as_pytree_fn(fn: Callable) -> jax.tree_util.Partial:
+  """``fn`` as a pytree that jitted kernels take as an ordinary (not static) argument.
+
+  A ``jax.tree_util.Partial`` keeps its bound arguments (e.g. BatchNorm statistics) as traced
+  leaves, so functions that differ only in them (solutions of one architecture) share every
+  compilation; its function part is the cache key. Any other callable becomes a leafless Partial,
+  cached by identity as a static argument would be: pass the same function object across calls.
+  """
+  return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)

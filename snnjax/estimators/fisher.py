@@ -50,6 +50,7 @@ import numpy as np
 from snnjax.errors import UserError
 from snnjax.estimators import _convs, _sharding
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_batches,
+                                     as_pytree_fn,
                                      check_mask, mean_and_stderr)
 
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -106,10 +107,10 @@ def _example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn",))
-def _exact_fisher_chunk(replicated, chunk, *, logits_fn):
+@jax.jit
+def _exact_fisher_chunk(replicated, chunk):
   """Per-example sum over the classes ``classes`` of p_c ||mask * grad log p_c||^2: (c,)."""
-  params, mask, classes = replicated
+  logits_fn, params, mask, classes = replicated
 
   def one(x):
     def make(logits):
@@ -121,14 +122,14 @@ def _exact_fisher_chunk(replicated, chunk, *, logits_fn):
   return _vmap_examples(one)(chunk["x"])
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "num_samples"))
-def _label_sqnorms_chunk(replicated, chunk, *, logits_fn, num_samples):
+@functools.partial(jax.jit, static_argnames=("num_samples",))
+def _label_sqnorms_chunk(replicated, chunk, *, num_samples):
   """||mask * grad log p_y||^2 per example and label: (c, k).
 
   Labels are ``chunk["y"]`` (c,) when ``num_samples`` is 0, else ``num_samples`` labels per
   example sampled from the model's softmax with the key ``fold_in(key, chunk["index"][i])``.
   """
-  params, mask, key = replicated
+  logits_fn, params, mask, key = replicated
 
   def one(x, y, k):
     def make(logits):
@@ -144,10 +145,10 @@ def _label_sqnorms_chunk(replicated, chunk, *, logits_fn, num_samples):
   return _vmap_examples(one)(chunk["x"], chunk["y"], keys)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn",))
-def _ggn_chunk(replicated, chunk, *, logits_fn):
+@jax.jit
+def _ggn_chunk(replicated, chunk):
   """Per-example Tr(H_ce J J^T) with H_ce = diag(p) - p p^T, J masked: (c,)."""
-  params, mask = replicated
+  logits_fn, params, mask = replicated
 
   def one(x):
     grads, logits = _cotangent_grads(
@@ -167,10 +168,10 @@ def _ggn_chunk(replicated, chunk, *, logits_fn):
   return _vmap_examples(one)(chunk["x"])
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn",))
-def _grads_chunk(replicated, chunk, *, logits_fn):
+@jax.jit
+def _grads_chunk(replicated, chunk):
   """Per-example gradients of -log softmax(logits)[y] (cross-entropy), masked: leaves (c, ...)."""
-  params, mask = replicated
+  logits_fn, params, mask = replicated
 
   def one(x, y):
     def loss(p):
@@ -230,7 +231,7 @@ def _over_data(fn, replicated, data, *, logits_fn, params, label_key, chunk_size
   dummy 0. Returns (results with leading size N, N, num_classes).
   """
   chunk_size = _sharding.check_chunk_size(chunk_size)
-  replicated = _sharding.replicate(replicated, devices)
+  replicated = _sharding.replicate((as_pytree_fn(logits_fn), *replicated), devices)
   outs, offset, num_classes = [], 0, None
   for batch in as_batches(data):
     if "x" not in batch:
@@ -287,7 +288,7 @@ def per_example_grads(
     if "x" not in batch:
       raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
     data, label_key = {"x": batch["x"], "_labels": labels}, "_labels"
-  fn = _sharding.chunk_fn(_grads_chunk, logits_fn=logits_fn)
+  fn = _sharding.chunk_fn(_grads_chunk)
   grads, _, _ = _over_data(fn, (params, mask), data, logits_fn=logits_fn, params=params,
                            label_key=label_key, chunk_size=chunk_size, devices=devices,
                            to_host=False)
@@ -325,7 +326,7 @@ def per_example_grad_norms(
     num_samples, key, label_key = 1, _check_key(key, "labels='sampled'"), None
   else:
     raise UserError(f"labels must be 'data' or 'sampled', got {labels!r}")
-  fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
+  fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=num_samples)
   sq, _, _ = _over_data(fn, (params, mask, key), data, logits_fn=logits_fn, params=params,
                         label_key=label_key, chunk_size=chunk_size, devices=devices)
   sq = sq[:, 0].astype(np.float64)
@@ -393,7 +394,7 @@ def fisher_trace(
       raise UserError("data holds no examples")
     step = num_classes if class_chunk_size is None else _check_positive(
         class_chunk_size, "class_chunk_size")
-    fn = _sharding.chunk_fn(_exact_fisher_chunk, logits_fn=logits_fn)
+    fn = _sharding.chunk_fn(_exact_fisher_chunk)
     per_example, n = 0.0, 0
     for start in range(0, num_classes, step):
       classes = jnp.arange(start, min(start + step, num_classes), dtype=jnp.int32)
@@ -402,7 +403,7 @@ def fisher_trace(
   elif kind == "mc":
     extra["labels"] = "sampled from the model's softmax"
     key = _check_key(key, "kind='mc'")
-    fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=num_samples)
+    fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=num_samples)
     samples, n, num_classes = _over_data(fn, (params, mask, key), data, label_key=None, **common)
     samples = samples.astype(np.float64)
     per_example = samples.mean(axis=1)
@@ -413,7 +414,7 @@ def fisher_trace(
           np.sqrt(np.sum(samples.var(axis=1, ddof=1) / num_samples)) / n)
   else:
     extra["labels"] = f"dataset labels {label_key!r} (empirical Fisher)"
-    fn = _sharding.chunk_fn(_label_sqnorms_chunk, logits_fn=logits_fn, num_samples=0)
+    fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=0)
     samples, n, num_classes = _over_data(fn, (params, mask, jnp.zeros((), jnp.uint32)), data,
                                          label_key=label_key, **common)
     per_example = samples[:, 0].astype(np.float64)
@@ -443,7 +444,7 @@ def ggn_trace(
     ``fisher_trace(kind="exact")``.
   """
   mask = check_mask(params, mask)
-  fn = _sharding.chunk_fn(_ggn_chunk, logits_fn=logits_fn)
+  fn = _sharding.chunk_fn(_ggn_chunk)
   per_example, n, num_classes = _over_data(
       fn, (params, mask), data, logits_fn=logits_fn, params=params, label_key=None,
       chunk_size=chunk_size, devices=devices)

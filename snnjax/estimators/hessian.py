@@ -21,8 +21,10 @@ batch (``jax.linearize`` of ``jax.grad``, jitted) and are then one JVP of that l
 Probes and products run one after another on CPU (vmap over probes is slower per probe there) and
 in vmapped groups on GPU/TPU; the ``batch_probes`` keyword overrides that. All loops over probes
 and batches are Python loops over jitted functions (never a conv model inside
-``lax.map``/``lax.scan``). Jitted functions take ``loss_fn`` as a static argument: pass the same
-function object across calls to reuse the compilations.
+``lax.map``/``lax.scan``). Jitted functions take ``loss_fn`` as a pytree
+(``_base.as_pytree_fn``): a ``jax.tree_util.Partial`` (what ``snnjax.train.Solution`` gives)
+shares compilations across its bound arguments; pass any other function as the same object
+across calls to reuse the compilations.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from snnjax.errors import UserError
-from snnjax.estimators._base import Batch, Estimate, apply_mask, as_batches, check_mask
+from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
+                                     check_mask)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -115,7 +118,7 @@ def _flat_dtype(params: PyTree):
   return jnp.result_type(*jax.tree.leaves(params))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@jax.jit
 def _linearize(loss_fn: LossFn, params: PyTree, batch: Batch):
   """The linearized gradient map v -> H_b v of one batch (a ``jax.tree_util.Partial``).
 
@@ -148,16 +151,16 @@ def _quad_one(loss_fn, params, batch, idx, key, i, basis):
   return _quad_form(loss_fn, params, batch, _to_tree(z, params, idx))
 
 
-_quad_seq = jax.jit(_quad_one, static_argnums=0)
+_quad_seq = jax.jit(_quad_one)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@jax.jit
 def _quad_rows(loss_fn, params, batch, idx, zs):
   """z^T H_b z for each row z of zs (k, dim), vmapped: (k,)."""
   return jax.vmap(lambda z: _quad_form(loss_fn, params, batch, _to_tree(z, params, idx)))(zs)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@jax.jit
 def _quad_group(loss_fn, params, batch, idx, key, indices, basis):
   return jax.vmap(_quad_one, in_axes=(None, None, None, None, None, 0, None))(
       loss_fn, params, batch, idx, key, indices, basis)
@@ -175,7 +178,7 @@ def _apply_group(f_jvp, params, idx, zs):
   return jax.vmap(_apply_one, in_axes=(None, None, None, 0))(f_jvp, params, idx, zs)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@jax.jit
 def _hvp_active(loss_fn: LossFn, params: PyTree, batch: Batch, idx, z):
   """One fresh forward-over-reverse HVP of a batch, in flat active coordinates."""
   return _to_active(hvp(loss_fn, params, batch, _to_tree(z, params, idx)), idx)
@@ -230,7 +233,7 @@ class HessianOperator:
 
   def __init__(self, loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch],
                mask: PyTree | None = None, *, batch_probes: int | None = None):
-    self.loss_fn = loss_fn
+    self.loss_fn = as_pytree_fn(loss_fn)  # an ordinary jit argument (see ``as_pytree_fn``)
     self.params = params
     self.batches = list(as_batches(data))
     if not self.batches:

@@ -26,7 +26,8 @@ import numpy as np
 
 from snnjax.errors import UserError
 from snnjax.estimators import _sharding
-from snnjax.estimators._base import Batch, Estimate, PyTree, as_batches, mean_and_stderr
+from snnjax.estimators._base import (Batch, Estimate, PyTree, as_batches, as_pytree_fn,
+                                     mean_and_stderr)
 
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
 OUTPUTS = ("logits", "probs")
@@ -47,10 +48,10 @@ def _sq_rows(vjps: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(vjps).reshape(vjps.shape[0], -1), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "output"))
-def _exact_chunk(replicated, chunk, *, logits_fn, output):
+@functools.partial(jax.jit, static_argnames=("output",))
+def _exact_chunk(replicated, chunk, *, output):
   """||df/dx||_F^2 per example: (c,)."""
-  (params,) = replicated
+  logits_fn, params = replicated
   f = _output_fn(logits_fn, params, output)
 
   def one(x):
@@ -61,14 +62,13 @@ def _exact_chunk(replicated, chunk, *, logits_fn, output):
   return jax.vmap(one)(chunk["x"])
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("logits_fn", "output", "num_projections", "projection"))
-def _projected_chunk(replicated, chunk, *, logits_fn, output, num_projections, projection):
+@functools.partial(jax.jit, static_argnames=("output", "num_projections", "projection"))
+def _projected_chunk(replicated, chunk, *, output, num_projections, projection):
   """||v_k^T df/dx||^2 per example and projection: (c, num_projections).
 
   The projections of example i are drawn with the key ``fold_in(key, chunk["index"][i])``.
   """
-  params, key = replicated
+  logits_fn, params, key = replicated
   f = _output_fn(logits_fn, params, output)
 
   def one(x, k):
@@ -131,12 +131,12 @@ def jacobian_norm(
                       "use squared=True or num_projections=None")
     if key is None:
       raise UserError("num_projections needs a PRNG key (key=jax.random.key(0))")
-    fn = _sharding.chunk_fn(_projected_chunk, logits_fn=logits_fn, output=output,
+    fn = _sharding.chunk_fn(_projected_chunk, output=output,
                            num_projections=int(num_projections), projection=projection)
-    replicated = (params, key)
+    replicated = (as_pytree_fn(logits_fn), params, key)
   else:
-    fn = _sharding.chunk_fn(_exact_chunk, logits_fn=logits_fn, output=output)
-    replicated = (params,)
+    fn = _sharding.chunk_fn(_exact_chunk, output=output)
+    replicated = (as_pytree_fn(logits_fn), params)
 
   chunk_size = _sharding.check_chunk_size(chunk_size)
   replicated = _sharding.replicate(replicated, devices)

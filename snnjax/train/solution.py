@@ -8,7 +8,6 @@ step directory ``WORKDIR/checkpoints/<step>``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any, Callable
@@ -59,30 +58,37 @@ class Solution:
     if bn_mode not in ("eval", "train"):
       raise UserError(f"bn_mode must be eval or train, got {bn_mode!r}")
     stats = self.batch_stats if batch_stats is None else batch_stats
-    apply_fn = self.model.apply
     train = bn_mode == "train"
-
-    def logits_fn(params, x):
-      return forward(apply_fn, params, stats, x, train=train)[0]
-
-    def loss_fn(params, batch):
-      return jnp.mean(cross_entropy(logits_fn(params, batch["x"]), batch["y"]))
-
-    return logits_fn, loss_fn
-
-  @functools.cached_property
-  def _eval_functions(self) -> tuple[Callable, Callable]:
-    # Built once: the estimators jit with these functions as static arguments, so the same objects
-    # across calls reuse the compilations.
-    return self.functions()
+    # Partials with the statistics as pytree leaves: the estimators jit them as ordinary arguments,
+    # so every solution of one architecture shares their compilations.
+    return (jax.tree_util.Partial(_ModelFunction(self.model, train, "logits"), stats),
+            jax.tree_util.Partial(_ModelFunction(self.model, train, "loss"), stats))
 
   @property
   def logits_fn(self) -> Callable:
-    return self._eval_functions[0]
+    return self.functions()[0]
 
   @property
   def loss_fn(self) -> Callable:
-    return self._eval_functions[1]
+    return self.functions()[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelFunction:
+  """``kind(batch_stats, params, x_or_batch)``: the model's logits (n, classes) or its mean
+  cross-entropy over a batch. Equal (and equally hashed) for equal models, modes and kinds: flax
+  modules compare by value, so it keys the estimators' compilations across solutions."""
+
+  model: Any
+  train: bool
+  kind: str
+
+  def __call__(self, batch_stats: PyTree, params: PyTree, inputs) -> jax.Array:
+    x = inputs["x"] if self.kind == "loss" else inputs
+    logits = forward(self.model.apply, params, batch_stats, x, train=self.train)[0]
+    if self.kind == "logits":
+      return logits
+    return jnp.mean(cross_entropy(logits, inputs["y"]))
 
 
 def _resolve(path: str) -> tuple[str, str, int | None]:
