@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax.errors import UserError
 from snnjax.studies import closing_gap, solutions, stages
@@ -31,19 +32,9 @@ def _quick():
 
 
 def tiny_config():
-  c = _quick()
-  c.sparsities = (0.9,)
-  c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
-                       "dataset": {"train_size": 300},
-                       "model": {"kwargs": {"channels": (8, 8), "strides": (1, 2)}}}
+  c = tiny_study(hessian_probes=4, jacobian_examples=16)
   for name in ("fisher_trend", "label_noise", "disagreement", "interpolation", "sanity"):
     c[name].enabled = False
-  c.measure.hessian.num_examples = 32
-  c.measure.hessian.max_probes = 4
-  c.measure.hessian.min_probes = 2
-  c.measure.fisher.num_examples = 32
-  c.measure.fisher.num_samples = 2
-  c.measure.jacobian.num_examples = 16
   c.closing_gap.measure_tr_h = False
   c.closing_gap.fisher_examples = 16
   return c

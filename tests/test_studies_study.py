@@ -12,38 +12,28 @@ import os
 import numpy as np
 import pytest
 
+from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax.studies import cli
 from snnjax.studies import solutions
 from snnjax.studies import stages
 from snnjax.studies.study import run_study
-from snnjax.train import config_io, evaluate
+from snnjax.train import evaluate
 from snnjax.train.batchnorm import recompute_batch_stats
 from snnjax.train.solution import load_solution
 from snnjax.train.step import make_predict_fn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = ("table.png", "fisher_trend.png", "label_noise.png", "disagreement.png",
            "interpolation.png", "interpolation_cosines.png")
 
 
 def tiny_config():
-  c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":quick")
-  c.sparsities = (0.9,)
-  c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
-                       "dataset": {"train_size": 300},
-                       "model": {"kwargs": {"channels": (8, 8), "strides": (1, 2)}}}
+  c = tiny_study()
   c.fisher_trend.every_epochs = 1
   c.fisher_trend.sparsities = (0.9,)
   c.fisher_trend.num_examples = 16
   c.label_noise.sparsity = 0.9
   c.disagreement.sparsity = 0.9
-  c.measure.hessian.num_examples = 32
-  c.measure.hessian.max_probes = 6
-  c.measure.hessian.min_probes = 2
-  c.measure.fisher.num_examples = 32
-  c.measure.fisher.num_samples = 2
-  c.measure.jacobian.num_examples = 32
   c.interpolation.alphas = (-0.1, 0.0, 0.5, 1.0, 1.1)
   c.interpolation.cosine_alphas = (0.3,)
   c.interpolation.num_examples = 24
