@@ -22,3 +22,29 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.measure.fisher.num_samples = 2
   c.measure.jacobian.num_examples = jacobian_examples
   return c
+
+
+def tiny_cifar10_cpu_study():
+  """The ``cifar10_cpu`` study on real CIFAR-10 pixels shrunk to a smoke run: two seeds, two
+  sparsities (0.90, 0.95), one-epoch runs on 400 training images, small measurement subsets."""
+  c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":cifar10_cpu")
+  c.sparsities = (0.90, 0.95)
+  c.fisher_trend.sparsities = (0.90,)
+  c.fisher_trend.every_epochs = 1
+  c.fisher_trend.num_examples = 16
+  c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
+                       "train_eval_size": 200, "eval_batch_size": 500,
+                       "dataset": {"train_size": 400}}
+  c.measure.hessian.num_examples = 32
+  c.measure.hessian.max_probes = 3
+  c.measure.hessian.min_probes = 2
+  c.measure.fisher.num_examples = 16
+  c.measure.fisher.num_samples = 1
+  c.measure.jacobian.num_examples = 16
+  c.sanity.num_examples = 16
+  c.sanity.max_probes = 4
+  c.interpolation.alphas = (0.0, 0.5, 1.0)
+  c.interpolation.num_examples = 16
+  c.interpolation.eval_examples = 200
+  c.interpolation.bn_examples = 200
+  return c

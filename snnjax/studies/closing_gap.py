@@ -176,7 +176,7 @@ def plan_variants(study, runs, cache: stages.StageCache, datasets, *, log=stages
   g = study.closing_gap
   sparsity = stage_sparsity(study)
   out = {}
-  for seed in study.seeds:
+  for seed in solutions.stage_seeds(study, "closing_gap"):
     seed = int(seed)
     scratch_spec, scratch = _reference_runs(runs, sparsity, seed)["scratch"]
     path = ""
@@ -313,7 +313,7 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
   out = {"sparsity": sparsity, "settings": stages.to_json(g), "runs": {}, "per_seed": {},
          "scores": {}, "measure_settings": stages.to_json(settings)}
   num_test = 0
-  for seed in study.seeds:
+  for seed in solutions.stage_seeds(study, "closing_gap"):
     seed = int(seed)
     key = f"seed{seed}"
     refs = _reference_runs(runs, sparsity, seed)

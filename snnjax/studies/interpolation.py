@@ -210,9 +210,12 @@ def analyze(runs, settings, cache: stages.StageCache, datasets) -> dict:
   """``{"seedS": {"init_s": line, "init_f": line}}`` at ``settings.sparsity``."""
   sp = round(float(settings.sparsity), 6)
   out = {}
-  inputs = {k: v for k, v in settings.items() if k not in ("enabled",)}
+  inputs = {k: v for k, v in settings.items() if k not in ("enabled", "seeds")}
+  seeds = {int(s) for s in settings.get("seeds", ())}
   for spec, scratch in sorted(runs.items()):
     if spec.family != "clean" or spec.regime != "scratch" or round(spec.sparsity, 6) != sp:
+      continue
+    if seeds and spec.seed not in seeds:
       continue
     finetune = next(r for s, r in runs.items() if s.family == "clean"
                     and s.regime == "finetune" and round(s.sparsity, 6) == sp

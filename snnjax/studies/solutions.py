@@ -84,6 +84,16 @@ def closing_gap_sparsity(study: ml_collections.ConfigDict) -> float | None:
   return ordered[len(ordered) // 2]
 
 
+def stage_seeds(study: ml_collections.ConfigDict, stage: str) -> tuple[int, ...]:
+  """The seeds a stage uses: ``study.<stage>.seeds`` where set (non-empty), else ``study.seeds``.
+
+  The table always uses every study seed; an analysis can use fewer (a budget preset trains its
+  label-noise, long-tailed and closing-the-gap runs for one seed only).
+  """
+  chosen = tuple(study[stage].get("seeds", ())) if stage in study else ()
+  return tuple(int(s) for s in (chosen or study.seeds))
+
+
 def keeps_trend_checkpoints(study: ml_collections.ConfigDict, spec: RunSpec) -> bool:
   """Whether the run keeps a checkpoint every ``fisher_trend.every_epochs`` epochs.
 
@@ -148,11 +158,12 @@ def plan(study: ml_collections.ConfigDict) -> list[RunSpec]:
     for s in sparse:
       for regime in ("finetune", "scratch"):
         specs.add(RunSpec("clean", regime, s, seed))
-    if study.label_noise.enabled:
+    if study.label_noise.enabled and seed in stage_seeds(study, "label_noise"):
       specs.add(RunSpec("noisy", "dense", 0.0, seed))
       for regime in ("finetune", "scratch"):
         specs.add(RunSpec("noisy", regime, round(float(study.label_noise.sparsity), 6), seed))
-    if study.disagreement.enabled and study.disagreement.long_tailed:
+    if (study.disagreement.enabled and study.disagreement.long_tailed
+        and seed in stage_seeds(study, "disagreement")):
       specs.add(RunSpec("longtail", "dense", 0.0, seed))
       for regime in ("finetune", "scratch"):
         specs.add(RunSpec("longtail", regime, round(float(study.disagreement.sparsity), 6), seed))

@@ -40,6 +40,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(message)
   check(len(config.seeds) >= 1, "study seeds must name at least one seed")
   check(all(int(s) >= 0 for s in config.seeds), "study seeds must be >= 0")
+  for name in ("label_noise", "disagreement", "interpolation", "closing_gap"):
+    if name in config and tuple(config[name].get("seeds", ())):
+      chosen = {int(s) for s in config[name].seeds}
+      check(chosen <= {int(s) for s in config.seeds},
+            f"study {name}.seeds must be some of the study seeds {tuple(config.seeds)}")
   check(len(config.sparsities) >= 1, "study sparsities must name at least one sparsity")
   for name, values in (("sparsities", config.sparsities),
                        ("fisher_trend.sparsities", config.fisher_trend.sparsities)):
