@@ -9,7 +9,7 @@
   shortcuts).
 * ``cifar10_cpu``: real CIFAR-10 pixels (``../shared/data/cifar10.npz``, 20k train subset, full
   test set) on a budget that fits a 2-core laptop: ResNet-20 at half width (8/16/32 channels,
-  option A), 10 epochs for Sol-D and 8 for Sol-F / Sol-S, the study's schedule shapes compressed
+  option A), 8 epochs for Sol-D and 6 for Sol-F / Sol-S, the study's schedule shapes compressed
   (see :func:`cifar10_cpu`). ``cifar10_cpu_noisy`` adds the 30% label noise of ``noisy``.
 """
 
@@ -18,7 +18,7 @@ import ml_collections
 PRESETS = ("", "quick", "noisy", "quick_noisy", "cifar100", "cifar10_cpu", "cifar10_cpu_noisy")
 
 # The laptop budget (cifar10_cpu): epochs of Sol-D and of every sparse run (Sol-F = Sol-S).
-CPU_EPOCHS = {"dense": 10, "sparse": 8}
+CPU_EPOCHS = {"dense": 8, "sparse": 6}
 
 
 def poster_schedule(config: ml_collections.ConfigDict) -> None:
@@ -42,7 +42,7 @@ def cifar10_cpu(config: ml_collections.ConfigDict, *, noisy: bool) -> None:
 
   * Model: ResNet-20 at width 0.5 (8/16/32 channels, option-A shortcuts) instead of ResNet-32
     (16/32/64): ~850 train images/s on 2 cores instead of ~190.
-  * Epochs: Sol-D 10 (study: 200), Sol-F and Sol-S 8 each (study: 250), with the study's
+  * Epochs: Sol-D 8 (study: 200), Sol-F and Sol-S 6 each (study: 250), with the study's
     step schedules compressed to the same fractions of the run: Sol-D lr 0.1, x0.1 at 50% and
     75% (100/150 of 200); Sol-F / Sol-S lr 0.1 reset, x0.1 at 40/60/80% (100/150/200 of 250).
     Label noise keeps the poster's lr 0.02 with x0.1 at 1/3 and 2/3 of the run (40/80 of 120).

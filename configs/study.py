@@ -14,12 +14,13 @@ Presets:
 * ``cifar10_cpu``: every stage on real CIFAR-10 pixels (``../shared/data/cifar10.npz``: the
   20,000-image class-balanced train subset, the full test set) in under two hours on 2 CPU cores.
   Departures from the study's protocol, each for that budget (also stated in the report):
-  ResNet-20 at half width (8/16/32 channels) instead of ResNet-32; 10 epochs for Sol-D and 8 for
+  ResNet-20 at half width (8/16/32 channels) instead of ResNet-32; 8 epochs for Sol-D and 6 for
   every sparse run instead of 200 / 250, with the schedules compressed to the same fractions
   (``presets.cifar10_cpu``); two seeds for the table, the regimes, the sanity check and the
   Fisher trend, one seed (0) for label noise, the long-tailed disagreement runs, interpolation
-  and closing the gap; Tr(H) from at most 24 Hutchinson probes (study: up to 100) on the
-  study's 1,024 examples; interpolation evaluates loss/accuracy and recomputes BatchNorm
+  and closing the gap; Tr(H) from at most 20 Hutchinson probes on 512 examples (study: up to
+  100 on 1,024), Tr(F) with 2 sampled labels per example (study: 5), the Jacobian norm on 500
+  examples (study: 1,000), the sanity check with at most 50 probes; interpolation evaluates loss/accuracy and recomputes BatchNorm
   statistics on 5,000 training examples (study: all); data-scheduling scores from one sampled
   label per example. Sparsities 0.90, 0.95, 0.98 (label noise and disagreement at 0.95, the
   interpolation at 0.90, as the study).
@@ -49,8 +50,11 @@ def _measure_settings(preset: str) -> ml_collections.ConfigDict:
   from snnjax.studies import measure  # pylint: disable=import-outside-toplevel
   settings = measure.default_settings()
   if preset == "cifar10_cpu":
-    settings.hessian.max_probes = 24
+    settings.hessian.num_examples = 512
+    settings.hessian.max_probes = 20
     settings.hessian.rtol = 0.02
+    settings.fisher.num_samples = 2
+    settings.jacobian.num_examples = 500
   if preset == "quick":
     settings.hessian.num_examples = 512
     settings.hessian.max_probes = 40
@@ -161,6 +165,7 @@ def get_config(preset: str = "quick"):
     config.interpolation.seeds = (0,)
     config.interpolation.eval_examples = 5000
     config.interpolation.bn_examples = 5000
+    config.sanity.max_probes = 50
   if preset == "paper":
     # Label noise on CIFAR-10 / ResNet-32 (the poster), everything else on CIFAR-100.
     config.disagreement.sparsity = 0.97

@@ -4,6 +4,7 @@ Bad input prints one ``error: <message>`` line on stderr and returns 2, before a
 
   python scripts/study.py --config configs/study.py:quick --workdir runs/study-quick
   python scripts/study.py --config configs/study.py:quick --config.seeds=0,1 --workdir DIR
+  python scripts/study.py --config configs/study.py:cifar10_cpu --workdir DIR --dry-run
   python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
 """
 
@@ -30,6 +31,9 @@ def study_flags(argv: list[str]) -> flags.FlagValues:
   flags.DEFINE_string("workdir", None, "Study directory (runs, results, report).",
                       flag_values=flag_values)
   flags.DEFINE_list("stages", None, "Stages to run (default: all).", flag_values=flag_values)
+  flags.DEFINE_bool("dry_run", False, "Print the plan (every run, what DIR already holds) and an "
+                    "estimated wall time from step times measured here; train nothing.",
+                    flag_values=flag_values)
   return flag_values
 
 
@@ -49,7 +53,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def parse_study(argv: list[str]):
-  """``(config, workdir, stages)`` from ``argv`` (program name first), or UserError."""
+  """``(config, workdir, stages, dry_run)`` from ``argv`` (program name first), or UserError."""
+  argv = ["--dry_run" if a == "--dry-run" else a for a in argv]  # both spellings
   flag_values = study_flags(argv)
   try:
     flag_values(argv)
@@ -60,7 +65,7 @@ def parse_study(argv: list[str]):
   if not flag_values.workdir:
     raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
   stages = tuple(flag_values.stages) if flag_values.stages else None
-  return flag_values.config, flag_values.workdir, stages
+  return flag_values.config, flag_values.workdir, stages, bool(flag_values.dry_run)
 
 
 def study_main(argv: list[str] | None = None) -> int:
@@ -72,7 +77,14 @@ def study_main(argv: list[str] | None = None) -> int:
   xla_cpu.tune()
   _quiet_libraries()
   try:
-    config, workdir, stages = parse_study(argv)
+    config, workdir, stages, dry_run = parse_study(argv)
+    if dry_run:
+      import jax  # pylint: disable=import-outside-toplevel
+      from snnjax.studies import dry_run as dry_run_lib  # pylint: disable=import-outside-toplevel
+      plan = dry_run_lib.plan_study(config, workdir)
+      print(dry_run_lib.format_plan(plan, backend=jax.default_backend(),
+                                    device_count=jax.device_count()))
+      return 0
     run_study(config, workdir, stages_to_run=stages)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -173,16 +173,28 @@ def plan_variants(study, runs, cache: stages.StageCache, datasets, *, log=stages
   Returns:
     The variant runs keyed by name; ``run.spec`` is the plain Sol-S spec the variant modifies.
   """
+  def scores(scratch):
+    return scores_lib.cached_scores(cache, scratch.workdir, scratch.hash,
+                                    datasets.get(scratch.config.dataset),
+                                    study.closing_gap.scores, log=log)
+  return _variant_runs(study, runs, cache, scores)
+
+
+def planned_variants(study, runs, cache: stages.StageCache) -> dict[str, solutions.Run]:
+  """The variants' runs as :func:`plan_variants` makes them, without computing any scores (their
+  files' paths are known in advance): for plans and cost estimates."""
+  return _variant_runs(study, runs, cache, lambda scratch: scores_lib.scores_path(
+      cache, scratch.hash, study.closing_gap.scores))
+
+
+def _variant_runs(study, runs, cache, scores) -> dict[str, solutions.Run]:
   g = study.closing_gap
   sparsity = stage_sparsity(study)
   out = {}
   for seed in solutions.stage_seeds(study, "closing_gap"):
     seed = int(seed)
     scratch_spec, scratch = _reference_runs(runs, sparsity, seed)["scratch"]
-    path = ""
-    if any(v != "fisher_penalty" for v in g.variants):
-      path = scores_lib.cached_scores(cache, scratch.workdir, scratch.hash,
-                                      datasets.get(scratch.config.dataset), g.scores, log=log)
+    path = scores(scratch) if any(v != "fisher_penalty" for v in g.variants) else ""
     for variant in g.variants:
       config = variant_config(scratch.config, variant, g, path)
       name = _variant_name(variant, sparsity, seed)

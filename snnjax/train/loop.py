@@ -90,7 +90,7 @@ def _progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
-def _finished_metrics(ckpt_dir: str) -> dict | None:
+def finished_metrics(ckpt_dir: str) -> dict | None:
   """The final metrics of a finished run in ``ckpt_dir``, or None (no run there, or unfinished)."""
   if not os.path.isdir(ckpt_dir):
     return None
@@ -101,6 +101,19 @@ def _finished_metrics(ckpt_dir: str) -> dict | None:
   finally:
     store.close()
   return meta["final_metrics"] if meta.get("finished") else None
+
+
+def trained_epochs(workdir: str) -> int:
+  """Epochs trained by the run in ``workdir`` as of its last checkpoint (0: none yet)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return 0
+  store = CheckpointStore(ckpt_dir, read_only=True)
+  try:
+    last = store.latest_step()
+    return int(store.restore_meta(last).get("epoch", 0)) if last is not None else 0
+  finally:
+    store.close()
 
 
 def _read_metrics(path: str) -> list[dict]:
@@ -162,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_workdir(config, workdir)
   parallel.maybe_initialize_distributed(bool(config.distributed))
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  final_metrics = _finished_metrics(ckpt_dir)
+  final_metrics = finished_metrics(ckpt_dir)
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {workdir} is already finished; not retraining", file=sys.stderr)
     return final_metrics
