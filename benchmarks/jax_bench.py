@@ -108,6 +108,15 @@ class Setup:
             "materialize": self.materialize}
 
 
+def preset_setup_kwargs(preset: str) -> dict:
+  """``Setup`` fields for the model and batch size of a training preset (``configs/dense.py:P``)."""
+  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
+  config = config_io.load_config_spec(os.path.join(ROOT, "configs", "dense.py") + f":{preset}")
+  kwargs = dict(config.model.kwargs)
+  return {"model": config.model.name, "width": float(kwargs.get("width", 1.0)),
+          "shortcut": str(kwargs.get("shortcut", "A")), "batch": int(config.batch_size)}
+
+
 # ------------------------------------------------------------------------------------------------
 # Helpers.
 

@@ -2,13 +2,15 @@
 
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
       [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
+  python scripts/bench.py --preset cifar10_cpu --sections train,peers --out bench-cifar10_cpu.json
 
 Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
 convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_flags`` says what ran.
 
 A thin CLI over ``benchmarks/jax_bench.py`` (see there and ``BENCHMARKS.md`` for what is measured).
 Writes the JSON report to ``--out`` (and a short summary to stdout). ``--smoke`` runs tiny sizes in
-seconds and skips the peers section.
+seconds and skips the peers section. ``--preset cifar10_cpu`` benchmarks the architecture and batch
+size of that training preset (half-width ResNet-20, batch 128) instead of ResNet-32.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def main(argv=None) -> int:
   ap.add_argument("--xla-flags", default="",
                   help="appended to XLA_FLAGS before JAX starts its backend (and passed to the "
                        "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
+  ap.add_argument("--preset", default="", choices=("", "cifar10_cpu"),
+                  help="benchmark the model and batch size of this training preset "
+                       "(configs/presets.py) instead of ResNet-32")
   args = ap.parse_args(argv)
   try:
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
@@ -98,6 +103,8 @@ def main(argv=None) -> int:
   kw = {} if args.reps is None else {"reps": args.reps}
   if args.no_materialize:
     kw["materialize"] = False
+  if args.preset:
+    kw.update(jax_bench.preset_setup_kwargs(args.preset))
   setup = (jax_bench.Setup.smoke(**kw) if args.smoke else jax_bench.Setup.full(**kw))
   res = jax_bench.run(sections, smoke=args.smoke, torch_python=args.torch_python, setup=setup)
   with open(args.out, "w") as f:

@@ -5,6 +5,8 @@ import os
 from snnjax.train import config_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real CIFAR-10 subset beside the checkout (never committed; tests that need it skip without).
+CIFAR10_NPZ = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10.npz")
 
 
 def tiny_study(*, hessian_probes=6, jacobian_examples=32):
@@ -34,7 +36,7 @@ def tiny_cifar10_cpu_study():
   c.fisher_trend.num_examples = 16
   c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
                        "train_eval_size": 200, "eval_batch_size": 500,
-                       "dataset": {"train_size": 400}}
+                       "dataset": {"train_size": 400, "npz_path": CIFAR10_NPZ}}
   c.measure.hessian.num_examples = 32
   c.measure.hessian.max_probes = 3
   c.measure.hessian.min_probes = 2

@@ -86,3 +86,51 @@ def test_table_aggregates_seeds():
   marks = table.scratch_vs_finetune(rows)["0.90"]
   assert marks["tr_f"] and marks["train_error"] and not marks["test_accuracy"]
   assert not marks["jacobian"]
+
+
+def _seed_cell(values):
+  mean = sum(values) / len(values)
+  return {"mean": mean, "spread": None, "stderr": None, "values": list(values)}
+
+
+def test_accuracy_gap_is_judged_against_the_seed_spread():
+  def rows(f_acc, s_acc):
+    return [{"regime": "finetune", "sparsity": 0.9, "label": "Sol-F 0.90",
+             "test_accuracy": _seed_cell(f_acc)},
+            {"regime": "scratch", "sparsity": 0.9, "label": "Sol-S 0.90",
+             "test_accuracy": _seed_cell(s_acc)}]
+  # Every Sol-S seed below every Sol-F seed: beyond the spread.
+  c = findings.compare_over_seeds(rows((0.80, 0.82), (0.70, 0.74)), "test_accuracy",
+                                  scratch_higher=False)
+  assert len(c) == 1 and c[0]["separated"] is True and c[0]["direction"] is True
+  assert abs(c[0]["gap"] - (0.72 - 0.81)) < 1e-12
+  assert findings.verdict_over_seeds(c) == "reproduced"
+  # Means in the study's direction, but the seed ranges overlap (0.79 > 0.78).
+  c = findings.compare_over_seeds(rows((0.78, 0.84), (0.75, 0.79)), "test_accuracy",
+                                  scratch_higher=False)
+  assert c[0]["direction"] is True and c[0]["separated"] is False
+  assert findings.verdict_over_seeds(c) == "within seed spread"
+  assert "within seed spread" in findings.describe_comparisons(c)
+  # The opposite direction.
+  c = findings.compare_over_seeds(rows((0.70, 0.71), (0.80, 0.81)), "test_accuracy",
+                                  scratch_higher=False)
+  assert findings.verdict_over_seeds(c) == "not reproduced"
+  # One seed: direction only, the spread unknown.
+  c = findings.compare_over_seeds(rows((0.80,), (0.70,)), "test_accuracy", scratch_higher=False)
+  assert c[0]["separated"] is None and findings.verdict_over_seeds(c) == "reproduced"
+  assert "one seed" in findings.describe_comparisons(c)
+  assert findings.verdict_over_seeds([]) == "not measured"
+
+
+def test_curvature_findings_use_the_seed_spread():
+  rows = [{"regime": "finetune", "sparsity": sp, "label": "F", "tr_h": _seed_cell(f)}
+          for sp, f in ((0.9, (10.0, 12.0)), (0.95, (20.0, 30.0)))]
+  rows += [{"regime": "scratch", "sparsity": sp, "label": "S", "tr_h": _seed_cell(s)}
+           for sp, s in ((0.9, (13.0, 15.0)), (0.95, (25.0, 40.0)))]
+  for r in rows:
+    for k in ("train_error", "test_accuracy", "tr_f", "jacobian"):
+      r[k] = None
+  got = {f["name"]: f for f in findings.evaluate_findings({"table": {"rows": rows}},
+                                                           setups_match=False)}
+  assert got["tr_h"]["status"] == "within seed spread"   # 0.95: 25 < 30
+  assert [c["separated"] for c in got["tr_h"]["comparisons"]] == [True, False]

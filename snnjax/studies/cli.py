@@ -70,7 +70,7 @@ def parse_study(argv: list[str]):
 
 def study_main(argv: list[str] | None = None) -> int:
   """``scripts/study.py``: runs the study; prints the report path on stdout."""
-  from snnjax.studies.study import run_study  # pylint: disable=import-outside-toplevel
+  from snnjax.studies.study import report_dir, run_study  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
   if train_cli.wants_help(argv, study_flags(argv), __doc__):
     return 0
@@ -89,7 +89,7 @@ def study_main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(os.path.join(os.path.abspath(workdir), "report", "report.md"))
+  print(os.path.join(report_dir(config, workdir), "report.md"))
   return 0
 
 

@@ -72,16 +72,26 @@ def table_figure(rows: list[dict], path: str) -> str:
 
 
 def fisher_trend_figure(trend: dict, labels: dict, path: str) -> str:
-  """Tr(F) on the probe subset vs epoch, one line per run (colour by regime)."""
+  """Tr(F) on the probe subset vs epoch, one line per solution (colour by regime, style by
+  sparsity); with several seeds the line is their mean and the band their range (min-max)."""
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   styles = ["-", "--", ":", "-."]
   sparsities = sorted({labels[n]["sparsity"] for n in trend if labels[n]["regime"] != "dense"})
+  groups: dict[tuple, list] = {}
   for name, points in sorted(trend.items()):
     info = labels[name]
-    ls = "-" if info["regime"] == "dense" else styles[sparsities.index(info["sparsity"]) % 4]
-    ax.plot([p["epoch"] for p in points], [p["tr_f"]["value"] for p in points], ls=ls,
-            marker="o", ms=3, color=COLORS[info["regime"]], label=info["label"] +
-            (f" seed {info['seed']}" if info.get("multi_seed") else ""))
+    groups.setdefault((info["regime"], info["sparsity"], info["label"]), []).append(points)
+  order = {"dense": 0, "finetune": 1, "scratch": 2}
+  for (regime, sparsity, label), runs in sorted(groups.items(),
+                                                key=lambda kv: (order[kv[0][0]], kv[0][1])):
+    ls = "-" if regime == "dense" else styles[sparsities.index(sparsity) % 4]
+    epochs = sorted(set.intersection(*[{p["epoch"] for p in pts} for pts in runs]))
+    values = np.array([[next(p["tr_f"]["value"] for p in pts if p["epoch"] == e)
+                        for e in epochs] for pts in runs], np.float64)
+    text = label + (f" (mean of {len(runs)} seeds, band: range)" if len(runs) > 1 else "")
+    ax.plot(epochs, values.mean(0), ls=ls, marker="o", ms=3, color=COLORS[regime], label=text)
+    if len(runs) > 1:
+      ax.fill_between(epochs, values.min(0), values.max(0), color=COLORS[regime], alpha=0.15)
   ax.set_yscale("log")
   ax.set_xlabel("epoch")
   ax.set_ylabel("Tr(F) on the probe subset (per-example mean)")

@@ -57,6 +57,64 @@ def _pairs(rows, metric):
   return [(s, m[("finetune", s)], m[("scratch", s)]) for s in sparsities]
 
 
+def _values(rows, metric) -> dict:
+  """``{(regime, sparsity): [value per seed]}``."""
+  return {(r["regime"], r["sparsity"]): list(r[metric]["values"]) for r in rows if r[metric]}
+
+
+def compare_over_seeds(rows, metric: str, scratch_higher: bool) -> list[dict]:
+  """Per sparsity, Sol-S against Sol-F in ``metric`` with the spread between seeds.
+
+  ``gap`` is mean(Sol-S) - mean(Sol-F); ``direction`` whether its sign is the study's
+  (``scratch_higher``: Sol-S above Sol-F); ``separated`` (several seeds on both sides) whether the
+  gap exceeds the spread between seeds: every seed's Sol-S value lies beyond every seed's Sol-F
+  value in the study's direction (the two ranges over seeds do not overlap); None with one seed.
+  """
+  vals = _values(rows, metric)
+  out = []
+  for (regime, sp), s_vals in sorted(vals.items(), key=lambda kv: kv[0][1]):
+    if regime != "scratch" or ("finetune", sp) not in vals:
+      continue
+    f_vals = vals[("finetune", sp)]
+    gap = sum(s_vals) / len(s_vals) - sum(f_vals) / len(f_vals)
+    separated = None
+    if len(s_vals) > 1 and len(f_vals) > 1:
+      separated = (min(s_vals) > max(f_vals)) if scratch_higher else (max(s_vals) < min(f_vals))
+    out.append({"sparsity": sp, "gap": gap, "direction": gap > 0 if scratch_higher else gap < 0,
+                "separated": separated, "finetune": f_vals, "scratch": s_vals})
+  return out
+
+
+def verdict_over_seeds(comparisons: list[dict]) -> str:
+  """``reproduced`` (the study's direction at every sparsity, beyond the seed spread where there
+  are several seeds), ``within seed spread`` (the direction at every sparsity, but some gap not
+  beyond the spread), ``not reproduced`` (the opposite direction somewhere), ``not measured``."""
+  if not comparisons:
+    return "not measured"
+  if not all(c["direction"] for c in comparisons):
+    return "not reproduced"
+  if any(c["separated"] is False for c in comparisons):
+    return "within seed spread"
+  return "reproduced"
+
+
+def _range(values, digits: int) -> str:
+  if len(values) == 1:
+    return f"{values[0]:.{digits}g}"
+  return f"{min(values):.{digits}g}-{max(values):.{digits}g}"
+
+
+def describe_comparisons(comparisons: list[dict], digits: int = 3) -> str:
+  """``0.90: F 0.81-0.82 vs S 0.74-0.76 (gap -0.07, beyond spread); ...`` (ranges over seeds)."""
+  parts = []
+  for c in comparisons:
+    note = ("one seed" if c["separated"] is None else
+            "beyond seed spread" if c["separated"] else "within seed spread")
+    parts.append(f"{c['sparsity']:.2f}: F {_range(c['finetune'], digits)} vs "
+                 f"S {_range(c['scratch'], digits)} (S - F {c['gap']:+.{digits}g}, {note})")
+  return "; ".join(parts)
+
+
 def _finding(name, claim, study, ours, status):
   return {"name": name, "claim": claim, "study": study, "ours": ours, "status": status}
 
@@ -72,9 +130,6 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
   rows = results.get("table", {}).get("rows", [])
   out = []
 
-  def fmt(pairs, digits=3):
-    return "; ".join(f"{s:.2f}: F {f:.{digits}g} vs S {sc:.{digits}g}" for s, f, sc in pairs)
-
   def study_pairs(metric):
     if metric == "train_error":
       return "Sol-S train acc .976 (0.92), .944 (0.94), .905 (0.96); Sol-F ~1.0"
@@ -87,17 +142,13 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
       ("tr_f", "Tr(F) of Sol-S exceeds that of Sol-F at every sparsity"),
       ("tr_h", "Tr(H) of Sol-S exceeds that of Sol-F at every sparsity"),
       ("jacobian", "the Jacobian norm of Sol-S exceeds that of Sol-F at every sparsity")):
-    pairs = _pairs(rows, metric)
-    if not pairs:
+    comparisons = compare_over_seeds(rows, metric, scratch_higher=metric != "test_accuracy")
+    if not comparisons:
       out.append(_finding(metric, claim, study_pairs(metric), "-", "not measured"))
       continue
-    if metric == "test_accuracy":
-      ok = all(sc < f for _, f, sc in pairs)
-    elif metric == "train_error":
-      ok = all(sc > f for _, f, sc in pairs)
-    else:
-      ok = all(sc > f for _, f, sc in pairs)
-    out.append(_finding(metric, claim, study_pairs(metric), fmt(pairs), _verdict(ok)))
+    out.append(_finding(metric, claim, study_pairs(metric), describe_comparisons(comparisons),
+                        verdict_over_seeds(comparisons)))
+    out[-1]["comparisons"] = comparisons
 
   for metric, label in (("tr_f", "Tr(F)"), ("tr_h", "Tr(H)")):
     m = _means(rows, metric)

@@ -159,11 +159,21 @@ def write_report(config, results: dict, outdir: str) -> str:
   if not setups_match:
     md += [f"The study's numbers are for {findings_lib.STUDY['setup']}; this preset's setup "
            "differs, so only the direction of each finding is compared.", ""]
+  if config.get("departures"):
+    md += ["## Departures from the study's protocol", ""]
+    md += [f"- {line}" for line in config.departures]
+    md.append("")
 
+  seeds = len(config.seeds)
   md += ["## Findings", "",
-         f"Verdicts compare means ({len(config.seeds)} seed(s)); they do not test significance: "
-         "with one seed an accuracy difference of a few test examples is noise. Several seeds "
-         "(`config.seeds`) give the spread in the table.", "",
+         (f"The table's verdicts ({seeds} seeds) need the study's direction at every sparsity "
+          "*and* a gap beyond the spread between seeds: every seed's Sol-S value beyond every "
+          "seed's Sol-F value (the ranges over seeds do not overlap). **within seed spread**: "
+          "the means point the study's way but some gap is not beyond the spread. Ranges over "
+          "seeds are shown as low-high." if seeds > 1 else
+          "Verdicts compare means (one seed); they do not test significance: with one seed an "
+          "accuracy difference of a few test examples is noise. Several seeds (`config.seeds`) "
+          "give the spread."), "",
          "| finding | study | ours | status |", "|---|---|---|---|"]
   for f in results["findings"]:
     md.append(f"| {f['claim']} | {f['study']} | {f['ours']} | **{f['status']}** |")

@@ -73,6 +73,18 @@ def _trend_sparsities(study: ml_collections.ConfigDict) -> set:
   return {round(float(s), 6) for s in study.fisher_trend.sparsities}
 
 
+def rescale_epochs(config: ml_collections.ConfigDict, num_epochs: int) -> None:
+  """Sets ``config.num_epochs`` and moves the lr boundaries (and warmup) to the same fractions of
+  the new run: boundary b of an E-epoch run goes to round(b * num_epochs / E), kept inside it."""
+  old = int(config.num_epochs)
+  scale = num_epochs / old
+  bounds = sorted({min(num_epochs - 1, max(1, round(b * scale)))
+                   for b in config.optim.boundaries_epochs}) if num_epochs > 1 else []
+  config.num_epochs = int(num_epochs)
+  config.optim.boundaries_epochs = tuple(bounds)
+  config.optim.warmup_epochs = float(config.optim.warmup_epochs) * scale
+
+
 def closing_gap_sparsity(study: ml_collections.ConfigDict) -> float | None:
   """The sparsity of the closing-the-gap stage (None when it is off): ``closing_gap.sparsity``,
   or with 0 there the middle of ``study.sparsities``."""
@@ -118,6 +130,9 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
     path = os.path.join(study.configs_dir, path)
   config = config_io.load_config_spec(path + sep + arg)
   _merge(config, study.train.overrides)
+  sparse_epochs = int(study.get("sparse_epochs", 0))
+  if sparse_epochs and spec.regime != "dense":
+    rescale_epochs(config, sparse_epochs)
   config.seed = int(spec.seed)
   config.regime = spec.regime
   config.sparsity = float(spec.sparsity)

@@ -71,6 +71,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "study interpolation.num_examples must be >= 1")
   check(int(config.sanity.num_examples) >= 2, "study sanity.num_examples must be >= 2")
   check(float(config.regime_threshold) >= 0.0, "study regime_threshold must be >= 0")
+  check(int(config.get("sparse_epochs", 0)) >= 0, "study sparse_epochs must be >= 0 (0 = as "
+        "the training configs)")
+  name = str(config.get("report_dir", "report"))
+  check(bool(name) and os.sep not in name and name not in (".", "..", "runs", "results"),
+        f"study report_dir must be a plain folder name inside the study dir, got {name!r}")
   measure_lib.validate_settings(config.measure)
   closing_gap_lib.validate(config)
 
@@ -166,9 +171,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[s
   results["num_classes"] = _num_classes(runs, datasets)
   if want("report"):
     stages.log("stage report")
-    report_lib.write_report(config, results, os.path.join(workdir, "report"))
-  stages.log(f"done in {time.time() - t_total:.1f}s: {os.path.join(workdir, 'report')}")
+    report_lib.write_report(config, results, report_dir(config, workdir))
+  stages.log(f"done in {time.time() - t_total:.1f}s: {report_dir(config, workdir)}")
   return results
+
+
+def report_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """``DIR/<config.report_dir>`` (default ``DIR/report``)."""
+  return os.path.join(os.path.abspath(workdir), str(config.get("report_dir", "report")))
 
 
 def _num_classes(runs, datasets) -> int:
