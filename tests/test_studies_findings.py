@@ -111,13 +111,22 @@ def test_accuracy_gap_is_judged_against_the_seed_spread():
   assert c[0]["direction"] is True and c[0]["separated"] is False
   assert findings.verdict_over_seeds(c) == "within seed spread"
   assert "within seed spread" in findings.describe_comparisons(c)
-  # The opposite direction.
+  # The opposite direction, beyond the spread.
   c = findings.compare_over_seeds(rows((0.70, 0.71), (0.80, 0.81)), "test_accuracy",
                                   scratch_higher=False)
+  assert c[0]["separated"] is True and c[0]["direction"] is False
   assert findings.verdict_over_seeds(c) == "not reproduced"
+  assert "opposite to the study, beyond seed spread" in findings.describe_comparisons(c)
+  # The opposite direction of the means, within the spread: no contradiction beyond it.
+  c = findings.compare_over_seeds(rows((0.70, 0.80), (0.74, 0.78)), "test_accuracy",
+                                  scratch_higher=False)
+  assert c[0]["direction"] is False and c[0]["separated"] is False
+  assert findings.verdict_over_seeds(c) == "within seed spread"
   # One seed: direction only, the spread unknown.
   c = findings.compare_over_seeds(rows((0.80,), (0.70,)), "test_accuracy", scratch_higher=False)
   assert c[0]["separated"] is None and findings.verdict_over_seeds(c) == "reproduced"
+  c = findings.compare_over_seeds(rows((0.70,), (0.80,)), "test_accuracy", scratch_higher=False)
+  assert findings.verdict_over_seeds(c) == "not reproduced"
   assert "one seed" in findings.describe_comparisons(c)
   assert findings.verdict_over_seeds([]) == "not measured"
 
@@ -134,3 +143,19 @@ def test_curvature_findings_use_the_seed_spread():
                                                            setups_match=False)}
   assert got["tr_h"]["status"] == "within seed spread"   # 0.95: 25 < 30
   assert [c["separated"] for c in got["tr_h"]["comparisons"]] == [True, False]
+
+
+def test_label_noise_finding_says_when_the_difference_is_sampling_noise():
+  def result(mem_f, mem_s):
+    def final(m):
+      return {"noisy_memorized": m, "noisy_correct": 0.4, "test_accuracy": 0.4,
+              "num_train": 20000, "effective_noise_rate": 0.27}
+    return {"label_noise": {
+        "f": {"regime": "finetune", "seed": 0, "final": final(mem_f)},
+        "s": {"regime": "scratch", "seed": 0, "final": final(mem_s)}}}
+  get = lambda r: next(f for f in findings.evaluate_findings(r, setups_match=False)
+                       if f["name"] == "label_noise_memorization")
+  # 5,400 noisy examples: 2 x stderr of a difference of two ~0.07 fractions is ~0.01.
+  assert get(result(0.069, 0.068))["status"] == "within sampling noise"
+  assert get(result(0.20, 0.10))["status"] == "reproduced"
+  assert get(result(0.10, 0.20))["status"] == "not reproduced"

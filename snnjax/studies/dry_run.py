@@ -224,9 +224,7 @@ def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=stages.lo
   if config.fisher_trend.enabled:
     tr = config.fisher_trend
     for spec, run in clean.items():
-      if solutions.keeps_trend_checkpoints(config, spec) and (
-          spec.regime == "dense" or round(spec.sparsity, 6) in
-          {round(float(s), 6) for s in tr.sparsities}):
+      if solutions.keeps_trend_checkpoints(config, spec):
         if not index.has(f"trend-{spec.name}", run.hash):
           d, g, _ = unit[spec.name]
           points = int(run.config.num_epochs) // int(tr.every_epochs) + 2

@@ -67,8 +67,8 @@ def compare_over_seeds(rows, metric: str, scratch_higher: bool) -> list[dict]:
 
   ``gap`` is mean(Sol-S) - mean(Sol-F); ``direction`` whether its sign is the study's
   (``scratch_higher``: Sol-S above Sol-F); ``separated`` (several seeds on both sides) whether the
-  gap exceeds the spread between seeds: every seed's Sol-S value lies beyond every seed's Sol-F
-  value in the study's direction (the two ranges over seeds do not overlap); None with one seed.
+  gap exceeds the spread between seeds: the two ranges over seeds (min-max) do not overlap, so
+  every seed's Sol-S value lies on the same side of every seed's Sol-F value; None with one seed.
   """
   vals = _values(rows, metric)
   out = []
@@ -79,23 +79,24 @@ def compare_over_seeds(rows, metric: str, scratch_higher: bool) -> list[dict]:
     gap = sum(s_vals) / len(s_vals) - sum(f_vals) / len(f_vals)
     separated = None
     if len(s_vals) > 1 and len(f_vals) > 1:
-      separated = (min(s_vals) > max(f_vals)) if scratch_higher else (max(s_vals) < min(f_vals))
+      separated = min(s_vals) > max(f_vals) or max(s_vals) < min(f_vals)
     out.append({"sparsity": sp, "gap": gap, "direction": gap > 0 if scratch_higher else gap < 0,
                 "separated": separated, "finetune": f_vals, "scratch": s_vals})
   return out
 
 
 def verdict_over_seeds(comparisons: list[dict]) -> str:
-  """``reproduced`` (the study's direction at every sparsity, beyond the seed spread where there
-  are several seeds), ``within seed spread`` (the direction at every sparsity, but some gap not
-  beyond the spread), ``not reproduced`` (the opposite direction somewhere), ``not measured``."""
+  """``reproduced``: the study's direction at every sparsity, beyond the seed spread where there
+  are several seeds; ``not reproduced``: the opposite direction somewhere (beyond the spread when
+  there are several seeds); ``within seed spread``: neither (some gap, of either sign, is not
+  beyond the spread, and none contradicts the study beyond it); ``not measured``."""
   if not comparisons:
     return "not measured"
-  if not all(c["direction"] for c in comparisons):
+  if any(not c["direction"] and c["separated"] is not False for c in comparisons):
     return "not reproduced"
-  if any(c["separated"] is False for c in comparisons):
-    return "within seed spread"
-  return "reproduced"
+  if all(c["direction"] and c["separated"] is not False for c in comparisons):
+    return "reproduced"
+  return "within seed spread"
 
 
 def _range(values, digits: int) -> str:
@@ -108,8 +109,9 @@ def describe_comparisons(comparisons: list[dict], digits: int = 3) -> str:
   """``0.90: F 0.81-0.82 vs S 0.74-0.76 (gap -0.07, beyond spread); ...`` (ranges over seeds)."""
   parts = []
   for c in comparisons:
-    note = ("one seed" if c["separated"] is None else
-            "beyond seed spread" if c["separated"] else "within seed spread")
+    note = ("one seed" if c["separated"] is None else "within seed spread"
+            if not c["separated"] else "beyond seed spread" if c["direction"]
+            else "opposite to the study, beyond seed spread")
     parts.append(f"{c['sparsity']:.2f}: F {_range(c['finetune'], digits)} vs "
                  f"S {_range(c['scratch'], digits)} (S - F {c['gap']:+.{digits}g}, {note})")
   return "; ".join(parts)
@@ -172,6 +174,10 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
   if "finetune" in finals and "scratch" in finals:
     f, s = finals["finetune"], finals["scratch"]
     ok = s["noisy_memorized"] < f["noisy_memorized"]
+    # Binomial standard error of the difference of two fractions over the noisy examples.
+    n = max(1.0, f["num_train"] * f["effective_noise_rate"])
+    se = (sum(x["noisy_memorized"] * (1 - x["noisy_memorized"]) for x in (f, s)) / n) ** 0.5
+    within = abs(s["noisy_memorized"] - f["noisy_memorized"]) < 2 * se
     out.append(_finding(
         "label_noise_memorization",
         "with 30% label noise, Sol-S memorizes fewer noisy labels than Sol-F (end of training)",
@@ -179,7 +185,10 @@ def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
         "poster's CIFAR-10 numbers are not in our notes",
         f"memorized: F {f['noisy_memorized']:.3f} vs S {s['noisy_memorized']:.3f}; "
         f"correct: F {f['noisy_correct']:.3f} vs S {s['noisy_correct']:.3f}; clean test acc: "
-        f"F {f['test_accuracy']:.3f} vs S {s['test_accuracy']:.3f}", _verdict(ok)))
+        f"F {f['test_accuracy']:.3f} vs S {s['test_accuracy']:.3f}; memorized difference "
+        f"{s['noisy_memorized'] - f['noisy_memorized']:+.3f} (2 x binomial stderr "
+        f"{2 * se:.3f}, {n:.0f} noisy examples)",
+        "within sampling noise" if within else _verdict(ok)))
   else:
     out.append(_finding("label_noise_memorization",
                         "with label noise, Sol-S memorizes fewer noisy labels than Sol-F",
