@@ -245,7 +245,7 @@ def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=stages.lo
   if config.interpolation.enabled:
     it = config.interpolation
     sp = round(float(it.sparsity), 6)
-    seeds = {int(s) for s in it.get("seeds", ())} or {int(s) for s in config.seeds}
+    seeds = set(solutions.stage_seeds(config, "interpolation"))
     for spec, run in clean.items():
       if spec.regime == "scratch" and round(spec.sparsity, 6) == sp and spec.seed in seeds:
         if not index.has(f"interpolation-seed{spec.seed}-{sp:.2f}", run.hash):
