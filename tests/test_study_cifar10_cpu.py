@@ -6,7 +6,7 @@ import os
 import pytest
 
 from _study_configs import CIFAR10_NPZ, ROOT, tiny_cifar10_cpu_study
-from snnjax.studies import cli, dry_run, study
+from snnjax.studies import cli, dry_run, findings, study
 from snnjax.train import config_io
 
 needs_cifar10 = pytest.mark.skipif(
@@ -94,6 +94,7 @@ def test_real_data_smoke_run_produces_every_artifact(smoke_study):
       ("dense", 0.0), ("finetune", 0.9), ("scratch", 0.9), ("finetune", 0.95), ("scratch", 0.95)}
   assert all(r["seeds"] == [0, 1] for r in rows)          # the table has two seeds
   assert all(r["test_accuracy"]["spread"] is not None for r in rows)
+  assert {f["status"] for f in stored["findings"]} <= set(findings.STATUSES)
   acc = next(f for f in stored["findings"] if f["name"] == "test_accuracy")
   assert acc["status"] in ("reproduced", "within seed spread", "not reproduced")
   assert [c["sparsity"] for c in acc["comparisons"]] == [0.9, 0.95]

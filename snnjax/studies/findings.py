@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from snnjax.studies import closing_gap as closing_gap_lib
 
+# Every status a finding can have.
+STATUSES = ("reproduced", "not reproduced", "within seed spread", "within sampling noise",
+            "not measured")
+
 # CIFAR-100, wide ResNet-32, read from the study's figures (+-0.002) and its paper table.
 STUDY = {
     "setup": "CIFAR-100, 4x-wide ResNet-32",
