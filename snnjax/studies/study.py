@@ -148,8 +148,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[s
         clean, config.fisher_trend, cache, datasets,
         lambda s: solutions.keeps_trend_checkpoints(config, s)))
     results["fisher_trend_runs"] = {
-        s.name: {"label": s.label, "regime": s.regime, "sparsity": s.sparsity, "seed": s.seed,
-                 "multi_seed": len(config.seeds) > 1}
+        s.name: {"label": s.label, "regime": s.regime, "sparsity": s.sparsity, "seed": s.seed}
         for s in clean if s.name in results["fisher_trend"]}
   if want("label_noise") and config.label_noise.enabled:
     results["label_noise"] = timed("label_noise", lambda: label_noise_lib.analyze(

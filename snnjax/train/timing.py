@@ -24,10 +24,6 @@ from snnjax.train.state import TrainState
 from snnjax.train.step import make_predict_fn, make_train_step
 
 
-def _block(tree) -> None:
-  jax.tree.map(lambda a: a.block_until_ready() if hasattr(a, "block_until_ready") else a, tree)
-
-
 def measure_step_time(config: ml_collections.ConfigDict, input_shape: Sequence[int],
                       num_classes: int, *, steps: int = 3, augment: bool = True) -> dict:
   """Times ``config``'s train step and eval forward pass on synthetic data.
@@ -61,19 +57,19 @@ def measure_step_time(config: ml_collections.ConfigDict, input_shape: Sequence[i
 
   t0 = time.perf_counter()
   state, m = step(state, data, idx, key)
-  _block(m)
+  jax.block_until_ready(m)
   x_eval = jnp.asarray(rng.standard_normal((eval_batch, *input_shape), np.float32))
-  _block(predict(state.params, state.batch_stats, x_eval))
+  jax.block_until_ready(predict(state.params, state.batch_stats, x_eval))
   compile_s = time.perf_counter() - t0  # first calls: compilation plus one run of each
 
   times = []
   for i in range(max(1, int(steps))):
     t0 = time.perf_counter()
     state, m = step(state, data, idx, jax.random.fold_in(key, i))
-    _block(m)
+    jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   t0 = time.perf_counter()
-  _block(predict(state.params, state.batch_stats, x_eval))
+  jax.block_until_ready(predict(state.params, state.batch_stats, x_eval))
   predict_s = time.perf_counter() - t0
   step_s = float(np.median(times))
   return {"train_step_s": step_s, "predict_example_s": predict_s / eval_batch,
