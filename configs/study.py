@@ -32,17 +32,17 @@ Training configs are named by spec (``file.py:preset``, relative to this directo
 (``clean``: the table and the analyses; ``noisy``: label noise) and regime; the study sets each
 run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (a nested dict) is
 merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
-Measurement defaults are the study's protocol (``snnjax.studies.measure.default_settings``).
-``closing_gap`` (``snnjax.studies.closing_gap``): Sol-S with a Fisher penalty early and with data
-scheduling (low- / high-Fisher examples first) at one sparsity; ``closing_gap.enabled = False`` skips it.
+Every stage's settings start from its own defaults (``snnjax.studies.stages.<stage>``, gathered
+by ``snnjax.studies.study.default_config``): ``measure`` (the table's protocol), ``regimes``,
+``sanity``, ``fisher_trend``, ``label_noise``, ``disagreement``, ``interpolation``, ``closing_gap``;
+this file sets what each preset changes. ``--config.<stage>.enabled=False`` skips a stage.
 """
 
 import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snnjax.studies import study
 
 PRESETS = ("quick", "cifar10", "cifar10_cpu", "cifar10_cpu_budget", "paper")
 
@@ -70,9 +70,8 @@ CIFAR10_CPU_DEPARTURES = (
 )
 
 
-def _measure_settings(preset: str) -> ml_collections.ConfigDict:
-  from snnjax.studies import measure  # pylint: disable=import-outside-toplevel
-  settings = measure.default_settings()
+def _measure_settings(config: ml_collections.ConfigDict, preset: str) -> None:
+  settings = config.measure
   if preset == "cifar10_cpu":
     settings.hessian.num_examples = 512
     settings.hessian.max_probes = 20
@@ -84,20 +83,6 @@ def _measure_settings(preset: str) -> ml_collections.ConfigDict:
     settings.hessian.max_probes = 40
     settings.fisher.num_examples = 500
     settings.jacobian.num_examples = 500
-  return settings
-
-
-def _closing_gap_settings(preset: str) -> ml_collections.ConfigDict:
-  from snnjax.studies import closing_gap  # pylint: disable=import-outside-toplevel
-  settings = closing_gap.default_settings()
-  # sparsity 0 = the middle of config.sparsities; lambda > 0 penalizes Tr(F) (the sign chosen).
-  if preset != "quick":
-    # Exact scores cost C backward passes per training example: sample the labels instead.
-    settings.scores.kind = "mc"
-    settings.scores.num_samples = {"cifar10": 2, "cifar10_cpu": 1, "paper": 1}[preset]
-  if preset == "cifar10_cpu":
-    settings.seeds = (0,)
-  return settings
 
 
 def get_config(preset: str = "quick"):
@@ -105,88 +90,33 @@ def get_config(preset: str = "quick"):
     raise ValueError(f"unknown preset {preset!r} for study.py; choose one of {PRESETS}")
   if preset == "cifar10_cpu_budget":
     return _budget_sweep()
-  config = ml_collections.ConfigDict()
+  config = study.default_config()
   config.preset = preset
-  config.seeds = (0,)
-  config.sparsities = (0.90, 0.94, 0.96)
   config.configs_dir = os.path.dirname(os.path.abspath(__file__))
-  # > 0: every sparse run (Sol-F, Sol-S) trains this many epochs, its lr schedule rescaled to the
-  # same fractions of the run (Sol-D keeps its own); 0 = the training configs' epochs.
-  config.sparse_epochs = 0
-  config.report_dir = "report"              # DIR/<report_dir>: report.md, figures, results.json
-  # JAX's persistent compilation cache in DIR/jax_cache (runs share programs; saves compiles).
-  config.compilation_cache = True
 
   # Training configs per family and regime (specs relative to configs_dir).
   train_preset = {"quick": "quick", "cifar10": "", "cifar10_cpu": "cifar10_cpu",
                   "paper": "cifar100"}[preset]
   noisy_preset = {"quick": "quick_noisy", "cifar10": "noisy", "cifar10_cpu": "cifar10_cpu_noisy",
                   "paper": "noisy"}[preset]
-  config.train = ml_collections.ConfigDict()
   for regime, path in (("dense", "dense.py"), ("finetune", "finetune95.py"),
                        ("scratch", "scratch95.py")):
     config.train[f"clean_{regime}"] = f"{path}:{train_preset}" if train_preset else path
     config.train[f"noisy_{regime}"] = f"{path}:{noisy_preset}"
-  config.train.overrides = ml_collections.ConfigDict()
-  config.train.progress = False             # per-epoch lines of each run on stderr
 
-  config.measure = _measure_settings(preset)
-
-  # Regimes: a sparse solution is in the optimization regime when its train error exceeds the
-  # dense one (same seed) by more than this (absolute, fraction of the train set).
-  config.regime_threshold = 0.02
-
-  config.fisher_trend = ml_collections.ConfigDict()
-  config.fisher_trend.enabled = True
+  _measure_settings(config, preset)
   config.fisher_trend.every_epochs = {"quick": 2, "cifar10": 10, "cifar10_cpu": 2,
                                       "paper": 25}[preset]
-  config.fisher_trend.sparsities = (0.90, 0.96)
   config.fisher_trend.num_examples = 256 if preset == "quick" else 512
-  config.fisher_trend.kind = "mc"           # mc | exact | empirical
-  config.fisher_trend.num_samples = 2
-  config.fisher_trend.params = "kernels"
-  config.fisher_trend.subset_seed = 1
-
-  config.label_noise = ml_collections.ConfigDict()
-  config.label_noise.enabled = True
-  config.label_noise.sparsity = 0.95
-  config.label_noise.rate = 0.3
-  config.label_noise.kind = "uniform"       # uniform (the study's) | flip
-  config.label_noise.seeds = ()             # () = every study seed
-
-  config.disagreement = ml_collections.ConfigDict()
-  config.disagreement.enabled = True
-  config.disagreement.sparsity = 0.96       # the study used 0.97 (CIFAR-100)
-  config.disagreement.long_tailed = True
-  config.disagreement.imbalance_ratio = 10.0
-  config.disagreement.seeds = ()            # seeds of the long-tailed runs (() = every seed)
-
-  config.interpolation = ml_collections.ConfigDict()
-  config.interpolation.enabled = True
-  config.interpolation.sparsity = 0.90
-  config.interpolation.alphas = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
-                                 1.0, 1.1, 1.2)
-  config.interpolation.cosine_alphas = (0.3, 0.9)
   config.interpolation.num_examples = 500 if preset == "quick" else 2000
-  config.interpolation.eval_examples = 0     # train examples for loss/acc along alpha (0 = all)
-  config.interpolation.bn_examples = 0       # train examples for BN statistics (0 = all)
-  config.interpolation.bn_batch_size = 500
-  config.interpolation.top_fraction = 0.05
-  config.interpolation.subset_seed = 2
-  config.interpolation.chunk_size = 32
-  config.interpolation.seeds = ()           # () = every study seed
-
-  config.sanity = ml_collections.ConfigDict()
-  config.sanity.enabled = True
   config.sanity.num_examples = 128 if preset == "paper" else 256
-  config.sanity.max_probes = 100
+  if preset != "quick":
+    # Exact scores cost C backward passes per training example: sample the labels instead.
+    config.closing_gap.scores.kind = "mc"
+    config.closing_gap.scores.num_samples = {"cifar10": 2, "cifar10_cpu": 1, "paper": 1}[preset]
 
-  # Closing the gap (Sol-S vs Sol-F): Sol-S with a Fisher penalty early, and with data scheduling
-  # (low- / high-Fisher examples first, scored at Init-S); see snnjax/studies/closing_gap.py.
-  config.closing_gap = _closing_gap_settings(preset)
-
-  config.departures = CIFAR10_CPU_DEPARTURES if preset == "cifar10_cpu" else ()
   if preset == "cifar10_cpu":
+    config.departures = CIFAR10_CPU_DEPARTURES
     config.seeds = (0, 1)
     config.sparsities = (0.90, 0.95, 0.98)
     config.fisher_trend.sparsities = (0.90, 0.98)
@@ -197,6 +127,7 @@ def get_config(preset: str = "quick"):
     config.interpolation.eval_examples = 5000
     config.interpolation.bn_examples = 5000
     config.sanity.max_probes = 50
+    config.closing_gap.seeds = (0,)
   if preset == "paper":
     # Label noise on CIFAR-10 / ResNet-32 (the poster), everything else on CIFAR-100.
     config.disagreement.sparsity = 0.97

@@ -236,10 +236,10 @@ def measure_main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from snnjax.studies import stages  # pylint: disable=import-outside-toplevel
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
   text = measure_lib.describe_settings(settings)
   with open(out + ".md", "w") as f:
     f.write(_measure_markdown(rows, text))
-  stages.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
+  cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
   print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
   return 0

@@ -5,7 +5,8 @@ seed, epochs) with what ``workdir`` already holds (finished, or the epochs of it
 checkpoint); the closing-the-gap variants are planned as that stage plans them (their score files'
 paths are known in advance). Each distinct architecture's train step and eval forward pass are
 timed on this machine (``snnjax.train.timing``, a few seconds each), and every stage's remaining
-work is converted into seconds with these costs, measured in ``BENCHMARKS.md`` (in units of one
+work is converted into seconds by the stage's own ``estimate`` (:class:`Costs`), with these costs,
+measured in ``BENCHMARKS.md`` (in units of one
 example's share of a batched gradient, ``g``, and of an eval forward pass, ``f``):
 
 * training: steps x measured step time, plus the per-epoch evaluations (forward passes);
@@ -32,10 +33,12 @@ import ml_collections
 
 from snnjax.data import subsets as subsets_lib
 from snnjax.errors import UserError
-from snnjax.studies import closing_gap as closing_gap_lib
-from snnjax.studies import solutions
-from snnjax.studies import stages
-from snnjax.train import loop, timing
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import runs as runs_lib
+from snnjax.studies import stages as stages_lib
+from snnjax.studies.stage import Context
+from snnjax.train import timing
+from snnjax.train.run_dir import RunDir
 
 PROBE_G = 1.1           # one Hutchinson probe, per example, in batched-gradient units
 SAMPLED_FISHER_G = 1.8  # one per-example gradient (MC / empirical Tr(F), cosines)
@@ -73,7 +76,7 @@ class PlannedRun:
   train_s: float = 0.0
 
 
-def _data_facts(dataset_config, datasets: solutions.DatasetCache) -> DataFacts:
+def _data_facts(dataset_config, datasets: runs_lib.DatasetCache) -> DataFacts:
   try:
     d = datasets.get(dataset_config)
     return DataFacts(int(d.num_train), int(d.y_test.shape[0]), tuple(d.input_shape),
@@ -99,10 +102,10 @@ def _arch_key(config: ml_collections.ConfigDict, facts: DataFacts) -> str:
 
 def _progress(workdir: str) -> tuple[bool, int]:
   """(finished, epochs in the last checkpoint) of the run in ``workdir``."""
-  ckpt = os.path.join(workdir, "checkpoints")
-  if loop.finished_metrics(ckpt) is not None:
+  run_dir = RunDir(workdir)
+  if run_dir.finished:
     return True, -1
-  return False, loop.trained_epochs(workdir)
+  return False, run_dir.trained_epochs
 
 
 class _ResultIndex:
@@ -112,7 +115,7 @@ class _ResultIndex:
     self.entries = []
     for path in glob.glob(os.path.join(results_dir, "*.json")):
       try:
-        stored = stages.read_json(path)
+        stored = cache_lib.read_json(path)
       except (OSError, json.JSONDecodeError):
         continue
       if isinstance(stored, dict) and "result" in stored:
@@ -132,28 +135,59 @@ def _training_seconds(config, facts: DataFacts, t: dict, epochs_left: int) -> fl
   return steps * t["train_step_s"] + evals * eval_examples * t["predict_example_s"]
 
 
-def _fisher_g(kind: str, samples: int, classes: int) -> float:
-  return EXACT_FISHER_G * classes if kind == "exact" else SAMPLED_FISHER_G * samples
+class Costs:
+  """What a stage's ``estimate`` reads: the study's config and runs, what the cache holds, and
+  the per-example costs measured on this machine (see the module doc)."""
+
+  PROBE_G = PROBE_G
+  SAMPLED_FISHER_G = SAMPLED_FISHER_G
+  EXACT_FISHER_G = EXACT_FISHER_G
+  JACOBIAN_G = JACOBIAN_G
+  TRAIN_MODE_F = TRAIN_MODE_F
+
+  def __init__(self, config, ctx: Context, index: _ResultIndex, units: dict, own: dict):
+    self.config = config
+    self.runs = ctx.runs
+    self.clean = ctx.clean
+    self._index = index
+    self._units = units
+    self._own = own
+
+  def has(self, stage: str, *hashes: str) -> bool:
+    """Whether a stored result of ``stage`` names all of ``hashes`` in its inputs."""
+    return self._index.has(stage, *hashes)
+
+  def unit(self, name: str) -> tuple:
+    """``(DataFacts, g, f)`` of the run ``name``: its data, seconds per example of a batched
+    gradient and of an eval forward pass."""
+    return self._units[name]
+
+  def own_runs(self, stage: str) -> dict:
+    """The runs ``stage`` trains itself (``Stage.own_runs``), ``{name: Run}``."""
+    return self._own.get(stage, {})
+
+  @staticmethod
+  def fisher_g(kind: str, samples: int, classes: int) -> float:
+    return EXACT_FISHER_G * classes if kind == "exact" else SAMPLED_FISHER_G * samples
+
+  def measure_seconds(self, settings, name: str, *, tr_h: bool = True) -> float:
+    """The run ``name`` measured with the table's protocol (accuracies, Tr(H), Tr(F), Jacobian)."""
+    facts, g, f = self.unit(name)
+    s = settings
+    out = (facts.num_train + facts.num_test) * f
+    if tr_h and s.hessian.enabled:
+      out += int(s.hessian.max_probes) * PROBE_G * min(int(s.hessian.num_examples),
+                                                       facts.num_train) * g
+    if s.fisher.enabled:
+      out += (self.fisher_g(s.fisher.kind, int(s.fisher.num_samples), facts.num_classes)
+              * min(int(s.fisher.num_examples), facts.num_train) * g)
+    if s.jacobian.enabled:
+      per = int(s.jacobian.num_projections) or facts.num_classes
+      out += JACOBIAN_G * per * min(int(s.jacobian.num_examples), facts.num_train) * g
+    return out
 
 
-def _measure_seconds(settings, facts: DataFacts, g: float, f: float, *, tr_h: bool = True
-                     ) -> float:
-  """One solution measured with the table's protocol (accuracies, Tr(H), Tr(F), Jacobian)."""
-  s = settings
-  out = (facts.num_train + facts.num_test) * f
-  if tr_h and s.hessian.enabled:
-    out += int(s.hessian.max_probes) * PROBE_G * min(int(s.hessian.num_examples),
-                                                     facts.num_train) * g
-  if s.fisher.enabled:
-    out += (_fisher_g(s.fisher.kind, int(s.fisher.num_samples), facts.num_classes)
-            * min(int(s.fisher.num_examples), facts.num_train) * g)
-  if s.jacobian.enabled:
-    per = int(s.jacobian.num_projections) or facts.num_classes
-    out += JACOBIAN_G * per * min(int(s.jacobian.num_examples), facts.num_train) * g
-  return out
-
-
-def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=stages.log) -> dict:
+def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=cache_lib.log) -> dict:
   """The plan and cost estimate of ``config`` in ``workdir`` (see the module doc).
 
   Returns:
@@ -163,19 +197,20 @@ def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=stages.lo
   from snnjax.studies import study as study_lib  # pylint: disable=import-outside-toplevel
   study_lib.validate(config)
   workdir = os.path.abspath(workdir)
-  cache = stages.StageCache(workdir)
-  datasets = solutions.DatasetCache()
-  runs = solutions.resolve(config, cache, solutions.plan(config))
-  variants = {}
-  if closing_gap_lib.enabled(config):
-    variants = closing_gap_lib.planned_variants(config, runs, cache)
-  # (name, family, regime, run); a variant's "regime" is its remedy.
+  cache = cache_lib.StageCache(workdir)
+  datasets = runs_lib.DatasetCache()
+  runs = study_lib.resolve(config, cache)
+  ctx = Context(config, cache, datasets, runs)
+  enabled = [s for s in stages_lib.REGISTRY if s.enabled(config)]
+  own = {s.name: s.own_runs(ctx) for s in enabled if s.own_runs is not None}
+  # (name, family, regime, run); a stage's own run's "regime" is its variant.
   all_runs = [(r.spec.name, r.spec.family, r.spec.regime, r) for r in runs.values()]
-  all_runs += [(name, "gap", name.split("-")[1], r) for name, r in variants.items()]
+  for stage_runs in own.values():
+    all_runs += [(name, "gap", name.split("-")[1], r) for name, r in stage_runs.items()]
 
-  facts, timings, planned, notes = {}, {}, [], []
+  facts, timings, planned, notes, units = {}, {}, [], [], {}
   for name, family, regime, run in all_runs:
-    fk = stages.digest(run.config.dataset)
+    fk = cache_lib.digest(run.config.dataset)
     if fk not in facts:
       facts[fk] = _data_facts(run.config.dataset, datasets)
     arch = _arch_key(run.config, facts[fk])
@@ -184,93 +219,27 @@ def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=stages.lo
       timings[arch] = timing.measure_step_time(
           run.config, facts[fk].input_shape, facts[fk].num_classes,
           augment=bool(run.config.dataset.augment and facts[fk].is_image))
+    t = timings[arch]
+    units[name] = (facts[fk], t["train_step_s"] / int(run.config.batch_size),
+                   t["predict_example_s"])
     finished, done = _progress(run.workdir)
     epochs = int(run.config.num_epochs)
     p = PlannedRun(name, family, regime, float(run.spec.sparsity), int(run.spec.seed), epochs,
                    epochs if finished else done, finished, run.workdir, arch)
-    p.train_s = 0.0 if finished else _training_seconds(run.config, facts[fk], timings[arch],
-                                                       epochs - done)
+    p.train_s = 0.0 if finished else _training_seconds(run.config, facts[fk], t, epochs - done)
     planned.append(p)
   if any(f.nominal for f in facts.values()):
     notes.append("some datasets are not on this machine: their nominal sizes were used")
 
-  index = _ResultIndex(cache.results_dir)
+  costs = Costs(config, ctx, _ResultIndex(cache.results_dir), units, own)
   cost = {"solutions": sum(p.train_s for p in planned)}
-  unit = {}
-  for name, _, _, run in all_runs:
-    fk = stages.digest(run.config.dataset)
-    t = timings[_arch_key(run.config, facts[fk])]
-    unit[name] = (facts[fk], t["train_step_s"] / int(run.config.batch_size),
-                  t["predict_example_s"])
-  clean = {s: r for s, r in runs.items() if s.family == "clean"}
-
-  def add(stage, seconds):
-    cost[stage] = cost.get(stage, 0.0) + seconds
-
-  for spec, run in clean.items():
-    if not index.has(f"measure-{spec.name}", run.hash):
-      d, g, f = unit[spec.name]
-      add("table", _measure_seconds(config.measure, d, g, f))
-  if config.sanity.enabled and clean:
-    first = min(s.seed for s in clean)
-    sparse = sorted({s.sparsity for s in clean if s.regime != "dense"})
-    for spec, run in clean.items():
-      if spec.seed == first and (spec.regime == "dense" or spec.sparsity == sparse[0]):
-        if not index.has(f"sanity-{spec.name}", run.hash):
-          d, g, _ = unit[spec.name]
-          n = min(int(config.sanity.num_examples), d.num_train)
-          add("sanity", n * g * (EXACT_FISHER_G * d.num_classes
-                                 + PROBE_G * int(config.sanity.max_probes)))
-  if config.fisher_trend.enabled:
-    tr = config.fisher_trend
-    for spec, run in clean.items():
-      if solutions.keeps_trend_checkpoints(config, spec):
-        if not index.has(f"trend-{spec.name}", run.hash):
-          d, g, _ = unit[spec.name]
-          points = int(run.config.num_epochs) // int(tr.every_epochs) + 2
-          add("fisher_trend", points * min(int(tr.num_examples), d.num_train) * g
-              * _fisher_g(tr.kind, int(tr.num_samples), d.num_classes))
-  for spec, run in runs.items():
-    d, g, f = unit[spec.name]
-    if (spec.family == "noisy" and config.label_noise.enabled
-        and not index.has(f"label_noise-{spec.name}", run.hash)):
-      add("label_noise", (d.num_train + d.num_test) * f)
-    if (config.disagreement.enabled and spec.regime == "scratch" and spec.family != "noisy"
-        and round(spec.sparsity, 6) == round(float(config.disagreement.sparsity), 6)):
-      partner = runs.get(dataclasses.replace(spec, regime="finetune"))
-      if partner is not None and not index.has(
-          f"disagreement-{spec.family}-seed{spec.seed}-{spec.sparsity:.2f}", run.hash,
-          partner.hash):
-        add("disagreement", 2 * (d.num_train + d.num_test) * f)
-  if config.interpolation.enabled:
-    it = config.interpolation
-    sp = round(float(it.sparsity), 6)
-    seeds = set(solutions.stage_seeds(config, "interpolation"))
-    for spec, run in clean.items():
-      if spec.regime == "scratch" and round(spec.sparsity, 6) == sp and spec.seed in seeds:
-        if not index.has(f"interpolation-seed{spec.seed}-{sp:.2f}", run.hash):
-          d, g, f = unit[spec.name]
-          bn = int(it.bn_examples) or d.num_train
-          ev = int(it.eval_examples) or d.num_train
-          add("interpolation", 2 * len(it.alphas) * (TRAIN_MODE_F * bn + ev) * f
-              + 2 * len(it.cosine_alphas) * int(it.num_examples) * SAMPLED_FISHER_G * g)
-  if variants:
-    gsets = config.closing_gap
-    scored = set()
-    for name, run in variants.items():
-      d, g, f = unit[name]
-      path = run.config.curriculum.scores_path
-      if path and path not in scored and not os.path.exists(path):
-        scored.add(path)
-        add("closing_gap", d.num_train * g * _fisher_g(
-            gsets.scores.kind, int(gsets.scores.get("num_samples", 1)), d.num_classes))
-      if not index.has(f"closing_gap-measure-{name}", run.hash):
-        add("closing_gap", _measure_seconds(config.measure, d, g, f,
-                                            tr_h=bool(gsets.measure_tr_h)))
-  training = cost["solutions"]
+  for stage in enabled:
+    seconds = stage.estimate(costs)
+    if seconds:
+      cost[stage.name] = seconds
   total = sum(cost.values())
   return {"runs": [dataclasses.asdict(p) for p in planned], "architectures": timings,
-          "stages": cost, "training_s": training, "total_s": total, "notes": notes,
+          "stages": cost, "training_s": cost["solutions"], "total_s": total, "notes": notes,
           "workdir": workdir, "preset": config.get("preset", "")}
 
 

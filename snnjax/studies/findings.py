@@ -1,4 +1,6 @@
-"""Which of the study's findings a run reproduced, with the study's own numbers beside ours.
+"""How a finding is judged: the study's numbers, and verdicts against the spread between seeds.
+
+Each stage writes its own rows of the findings table (``Stage.findings``) with these helpers.
 
 The study's numbers (``../shared/STUDY-NOTES.md``) are for CIFAR-100 with the 4x-wide ResNet-32;
 only the ``paper`` preset has that setup, so elsewhere only the *direction* of each finding is
@@ -6,8 +8,6 @@ compared (the study itself notes that its later blog table differs in absolute v
 """
 
 from __future__ import annotations
-
-from snnjax.studies import closing_gap as closing_gap_lib
 
 # Every status a finding can have.
 STATUSES = ("reproduced", "not reproduced", "within seed spread", "within sampling noise",
@@ -45,20 +45,6 @@ def study_value(metric: str, regime: str, sparsity: float):
       return STUDY[metric]["dense"]
     return STUDY[metric].get(regime, {}).get(round(sparsity, 2))
   return None
-
-
-def _means(rows, metric):
-  out = {}
-  for r in rows:
-    if r[metric] is not None:
-      out[(r["regime"], r["sparsity"])] = r[metric]["mean"]
-  return out
-
-
-def _pairs(rows, metric):
-  m = _means(rows, metric)
-  sparsities = sorted({s for (reg, s) in m if reg == "scratch" and ("finetune", s) in m})
-  return [(s, m[("finetune", s)], m[("scratch", s)]) for s in sparsities]
 
 
 def _values(rows, metric) -> dict:
@@ -121,127 +107,17 @@ def describe_comparisons(comparisons: list[dict], digits: int = 3) -> str:
   return "; ".join(parts)
 
 
-def _finding(name, claim, study, ours, status):
+def finding(name, claim, study, ours, status) -> dict:
+  """One row of the findings table."""
   return {"name": name, "claim": claim, "study": study, "ours": ours, "status": status}
 
 
-def _verdict(ok) -> str:
+def verdict(ok) -> str:
+  """``reproduced`` / ``not reproduced`` for a yes/no outcome (None: ``not measured``)."""
   if ok is None:
     return "not measured"
   return "reproduced" if ok else "not reproduced"
 
 
-def evaluate_findings(results: dict, setups_match: bool) -> list[dict]:
-  """The study's findings, each with its status: reproduced / not reproduced / not measured."""
-  rows = results.get("table", {}).get("rows", [])
-  out = []
-
-  def study_pairs(metric):
-    if metric == "train_error":
-      return "Sol-S train acc .976 (0.92), .944 (0.94), .905 (0.96); Sol-F ~1.0"
-    return "; ".join(f"{s:.2f}: F {study_value(metric, 'finetune', s)} vs "
-                     f"S {study_value(metric, 'scratch', s)}" for s in (0.90, 0.94, 0.96))
-
-  for metric, claim in (
-      ("test_accuracy", "Sol-S has lower test accuracy than Sol-F at every sparsity"),
-      ("train_error", "Sol-S fits the training set worse than Sol-F (higher train error)"),
-      ("tr_f", "Tr(F) of Sol-S exceeds that of Sol-F at every sparsity"),
-      ("tr_h", "Tr(H) of Sol-S exceeds that of Sol-F at every sparsity"),
-      ("jacobian", "the Jacobian norm of Sol-S exceeds that of Sol-F at every sparsity")):
-    comparisons = compare_over_seeds(rows, metric, scratch_higher=metric != "test_accuracy")
-    if not comparisons:
-      out.append(_finding(metric, claim, study_pairs(metric), "-", "not measured"))
-      continue
-    out.append(_finding(metric, claim, study_pairs(metric), describe_comparisons(comparisons),
-                        verdict_over_seeds(comparisons)))
-    out[-1]["comparisons"] = comparisons
-
-  for metric, label in (("tr_f", "Tr(F)"), ("tr_h", "Tr(H)")):
-    m = _means(rows, metric)
-    pairs = _pairs(rows, metric)
-    if len(pairs) >= 2:
-      rising = all(b[1] >= a[1] and b[2] >= a[2] for a, b in zip(pairs, pairs[1:]))
-      ours = "; ".join(f"{s:.2f}: F {f:.3g}, S {sc:.3g}" for s, f, sc in pairs)
-      out.append(_finding(f"{metric}_rises", f"{label} rises with sparsity (Sol-F and Sol-S)",
-                          "yes (table above)", ours, _verdict(rising)))
-    dense = [v for (reg, _), v in m.items() if reg == "dense"]
-    sparse = [v for (reg, _), v in m.items() if reg != "dense"]
-    if dense and sparse:
-      ok = dense[0] < min(sparse)
-      out.append(_finding(f"{metric}_dense_lowest", f"Sol-D has the smallest {label}",
-                          f"Sol-D {STUDY[metric]['dense']}, sparse >= "
-                          f"{min(STUDY[metric]['finetune'].values())}",
-                          f"Sol-D {dense[0]:.3g}, sparse min {min(sparse):.3g}", _verdict(ok)))
-
-  ln = results.get("label_noise", {})
-  finals = {r["regime"]: r["final"] for r in ln.values() if r.get("seed") == _first_seed(ln)}
-  if "finetune" in finals and "scratch" in finals:
-    f, s = finals["finetune"], finals["scratch"]
-    ok = s["noisy_memorized"] < f["noisy_memorized"]
-    # Binomial standard error of the difference of two fractions over the noisy examples.
-    n = max(1.0, f["num_train"] * f["effective_noise_rate"])
-    se = (sum(x["noisy_memorized"] * (1 - x["noisy_memorized"]) for x in (f, s)) / n) ** 0.5
-    within = abs(s["noisy_memorized"] - f["noisy_memorized"]) < 2 * se
-    out.append(_finding(
-        "label_noise_memorization",
-        "with 30% label noise, Sol-S memorizes fewer noisy labels than Sol-F (end of training)",
-        "the study's argument (sparse-from-scratch fits hard / atypical examples less); the "
-        "poster's CIFAR-10 numbers are not in our notes",
-        f"memorized: F {f['noisy_memorized']:.3f} vs S {s['noisy_memorized']:.3f}; "
-        f"correct: F {f['noisy_correct']:.3f} vs S {s['noisy_correct']:.3f}; clean test acc: "
-        f"F {f['test_accuracy']:.3f} vs S {s['test_accuracy']:.3f}; memorized difference "
-        f"{s['noisy_memorized'] - f['noisy_memorized']:+.3f} (2 x binomial stderr "
-        f"{2 * se:.3f}, {n:.0f} noisy examples)",
-        "within sampling noise" if within else _verdict(ok)))
-  else:
-    out.append(_finding("label_noise_memorization",
-                        "with label noise, Sol-S memorizes fewer noisy labels than Sol-F",
-                        "poster", "-", "not measured"))
-
-  dis = results.get("disagreement", {})
-  lt = [v for k, v in dis.items() if k.startswith("longtail")]
-  if lt:
-    t = lt[0]["train"]
-    ok = t["concentration"] is not None and t["concentration"] > 1.0
-    out.append(_finding(
-        "disagreement_tail",
-        "Sol-S and Sol-F disagree mostly on long-tailed / hard examples (long-tailed train set: "
-        "tail classes over-represented among the disagreements)",
-        "CIFAR-100 at 0.97: concentrated on the people classes (long-tailed, hard)",
-        f"tail share of disagreements {t['tail_share_of_disagreements']:.2f} vs of examples "
-        f"{t['tail_share_of_examples']:.2f}", _verdict(ok)))
-  bal = [v for k, v in dis.items() if k.startswith("clean")]
-  if bal:
-    t = bal[0]["test"]
-    ok = (t["finetune_correct"] is not None and t["scratch_correct"] is not None
-          and t["finetune_correct"] > t["scratch_correct"])
-    out.append(_finding(
-        "disagreement_who_right",
-        "where they disagree on the test set, Sol-F is right more often than Sol-S",
-        "implied by the accuracy gap",
-        f"F right {_pct(t['finetune_correct'])}, S right {_pct(t['scratch_correct'])} of "
-        f"{t['num_disagree']} test disagreements", _verdict(ok)))
-
-  interp = results.get("interpolation", {})
-  if interp:
-    line = next(iter(interp.values()))["init_s"]
-    non_monotone = not line["monotone_train_loss_01"]
-    out.append(_finding(
-        "interpolation_not_monotone",
-        "the train loss along Init-S -> Sol-F is not monotone (it first rises)",
-        "not monotone: first rose", "not monotone" if non_monotone else "monotone decreasing",
-        _verdict(non_monotone)))
-  if results.get("closing_gap"):
-    out.extend(closing_gap_lib.findings(results["closing_gap"]))
-  for f in out:
-    f["setups_match"] = setups_match
-  return out
-
-
-def _pct(x) -> str:
+def percent(x) -> str:
   return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def _first_seed(results: dict):
-  seeds = sorted(r.get("seed", 0) for r in results.values())
-  return seeds[0] if seeds else None

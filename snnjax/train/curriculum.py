@@ -7,7 +7,7 @@ blog post), or *hardest* first (the paper). Both are offered, named ``low_first`
 During the scheduled epochs each step draws a random pool of ``pool_factor * batch_size`` examples
 (seeded by ``(seed, epoch, step)``) and trains on the ``batch_size`` of them with the lowest (or
 highest) score; later epochs use plain shuffled batches. The per-example scores (e.g. the Fisher
-trace at Init-S, computed by ``snnjax.studies.curriculum``) are fixed for the run and come from an
+trace at Init-S, computed by ``snnjax.studies.fisher_scores``) are fixed for the run and come from an
 ``.npy`` file of shape (N,) named in ``config.curriculum.scores_path``.
 """
 

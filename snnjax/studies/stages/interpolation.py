@@ -1,4 +1,4 @@
-"""Stage 7: the line from an init to Sol-F, and how each example's gradient points along it.
+"""The interpolation stage: the line from an init to Sol-F, and how each example's gradient points along it.
 
 theta(alpha) = (1 - alpha) * start + alpha * Sol-F, within the mask (pruned coordinates stay 0),
 for ``start`` = Init-S (the scratch run's init: fresh weights, Sol-F's mask) and, for contrast,
@@ -14,6 +14,7 @@ direction d = Sol-F - start: cos_i = <-g_i, d> / (||g_i|| ||d||). The study defi
 as Sol-F - theta(alpha) = (1 - alpha) * (Sol-F - start): the same direction up to the positive
 factor (1 - alpha) for alpha < 1, hence the same cosines (for alpha > 1 the sign would flip).
 An example whose gradient is exactly 0 has no cosine (NaN, counted in ``num_zero_grad``).
+Settings: ``config.interpolation``.
 """
 
 from __future__ import annotations
@@ -23,15 +24,57 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from snnjax.studies import stages
+from snnjax.errors import UserError
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import figures
+from snnjax.studies import findings as findings_lib
+from snnjax.studies import runs as runs_lib
+from snnjax.studies.markdown import fmt
+from snnjax.studies.stage import Stage
 from snnjax.train import evaluate
 from snnjax.train.batchnorm import recompute_batch_stats
-from snnjax.train.solution import load_solution
+from snnjax.train.run_dir import RunDir
 from snnjax.train.step import cross_entropy, forward, make_predict_fn
 
 PyTree = Any
+
+
+def default_settings() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.enabled = True
+  s.sparsity = 0.90
+  s.alphas = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
+  s.cosine_alphas = (0.3, 0.9)
+  s.num_examples = 2000         # train examples whose gradient cosines are measured
+  s.eval_examples = 0           # train examples for loss/acc along alpha (0 = all)
+  s.bn_examples = 0             # train examples for BN statistics (0 = all)
+  s.bn_batch_size = 500
+  s.top_fraction = 0.05         # the top cosines whose classes are counted
+  s.subset_seed = 2
+  s.chunk_size = 32             # examples per per-example-gradient call
+  s.seeds = ()                  # () = every study seed
+  return s
+
+
+def validate(config) -> None:
+  it = config.interpolation
+
+  def check(cond, message):
+    if not cond:
+      raise UserError(message)
+  check(0.0 < float(it.sparsity) < 1.0, "study interpolation.sparsity must lie in (0, 1)")
+  check(len(it.alphas) >= 2, "study interpolation.alphas needs >= 2 values")
+  check(all(0.0 < float(a) < 1.0 for a in it.cosine_alphas),
+        "study interpolation.cosine_alphas must lie in (0, 1) (the direction flips beyond 1)")
+  check(0.0 < float(it.top_fraction) <= 1.0, "study interpolation.top_fraction must lie in (0, 1]")
+  check(int(it.num_examples) >= 1, "study interpolation.num_examples must be >= 1")
+
+
+def plan(config) -> set:
+  return runs_lib.sparse_runs([config.interpolation.sparsity], config.seeds)
 
 
 def interpolate(start: PyTree, end: PyTree, alpha: float, mask: PyTree) -> PyTree:
@@ -206,32 +249,168 @@ def _monotone_decreasing(alphas, losses) -> bool:
   return bool(all(b <= a + 1e-12 for a, b in zip(inside, inside[1:])))
 
 
-def analyze(runs, settings, cache: stages.StageCache, datasets) -> dict:
-  """``{"seedS": {"init_s": line, "init_f": line}}`` at ``settings.sparsity``."""
-  sp = round(float(settings.sparsity), 6)
-  out = {}
+def _lines(ctx_runs, config) -> list:
+  """``[(seed, Sol-S run, Sol-F run)]`` of the clean runs at the stage's sparsity and seeds."""
+  sp = round(float(config.interpolation.sparsity), 6)
+  seeds = set(runs_lib.stage_seeds(config, "interpolation"))
+  by = {(s.regime, round(s.sparsity, 6), s.seed): r for s, r in ctx_runs.items()
+        if s.family == "clean"}
+  return [(seed, by[("scratch", s, seed)], by[("finetune", s, seed)])
+          for (regime, s, seed) in sorted(by) if regime == "scratch" and s == sp
+          and seed in seeds and ("finetune", s, seed) in by]
+
+
+def _key(seed: int, config) -> str:
+  return f"interpolation-seed{seed}-{float(config.interpolation.sparsity):.2f}"
+
+
+def compute(ctx) -> dict:
+  """``{"seedS": {"init_s": line, "init_f": line}}`` at ``interpolation.sparsity``."""
+  settings = ctx.config.interpolation
   inputs = {k: v for k, v in settings.items() if k not in ("enabled", "seeds")}
-  seeds = {int(s) for s in settings.get("seeds", ())}
-  for spec, scratch in sorted(runs.items()):
-    if spec.family != "clean" or spec.regime != "scratch" or round(spec.sparsity, 6) != sp:
-      continue
-    if seeds and spec.seed not in seeds:
-      continue
-    finetune = next(r for s, r in runs.items() if s.family == "clean"
-                    and s.regime == "finetune" and round(s.sparsity, 6) == sp
-                    and s.seed == spec.seed)
-    def compute(scratch=scratch, finetune=finetune, spec=spec):
-      dataset = datasets.get(finetune.config.dataset)
-      sol_f = load_solution(finetune.workdir)
+  out = {}
+  for seed, scratch, finetune in _lines(ctx.runs, ctx.config):
+    def compute_one(scratch=scratch, finetune=finetune, seed=seed):
+      dataset = ctx.dataset(finetune)
+      sol_f = RunDir(finetune.workdir).solution()
       lines = {}
-      for name, path in (("init_s", os.path.join(scratch.workdir, "init")),
-                         ("init_f", os.path.join(finetune.workdir, "init"))):
-        start = load_solution(path)
+      for name, run in (("init_s", scratch), ("init_f", finetune)):
         lines[name] = evaluate_line(
-            start, sol_f, dataset, settings,
-            log=lambda m, n=name: stages.log(f"interpolation: seed{spec.seed} {n}: {m}"))
+            RunDir(run.workdir).init_solution(), sol_f, dataset, settings,
+            log=lambda m, n=name: cache_lib.log(f"interpolation: seed{seed} {n}: {m}"))
       return lines
-    out[f"seed{spec.seed}"] = cache.cached(
-        f"interpolation-seed{spec.seed}-{sp:.2f}",
-        {"scratch": scratch.hash, "finetune": finetune.hash, "settings": inputs}, compute)
+    out[f"seed{seed}"] = ctx.cache.cached(
+        _key(seed, ctx.config),
+        {"scratch": scratch.hash, "finetune": finetune.hash, "settings": inputs}, compute_one)
   return out
+
+
+def interpolation_figure(lines: dict, path: str) -> str:
+  """Loss and accuracy (train: true labels; test) along alpha for each line."""
+  fig, axes = figures.plt.subplots(1, 2, figsize=(12, 4))
+  styles = {"init_s": ("Init-S -> Sol-F", "-"), "init_f": ("Init-F -> Sol-F", "--")}
+  for name, line in sorted(lines.items()):
+    label, ls = styles[name]
+    a = line["alphas"]
+    axes[0].plot(a, line["train_loss"], ls=ls, marker="o", ms=3, color="#1f77b4",
+                 label=f"{label}, train")
+    axes[0].plot(a, line["test_loss"], ls=ls, marker="o", ms=3, color="#ff7f0e",
+                 label=f"{label}, test")
+    axes[1].plot(a, line["train_accuracy"], ls=ls, marker="o", ms=3, color="#1f77b4",
+                 label=f"{label}, train")
+    axes[1].plot(a, line["test_accuracy"], ls=ls, marker="o", ms=3, color="#ff7f0e",
+                 label=f"{label}, test")
+  axes[0].set_ylabel("cross-entropy (nats per example)")
+  axes[0].set_yscale("log")
+  axes[1].set_ylabel("accuracy (fraction)")
+  for ax in axes:
+    ax.set_xlabel("alpha (0 = init, 1 = Sol-F)")
+    ax.axvline(0, color="k", lw=0.5)
+    ax.axvline(1, color="k", lw=0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+  axes[0].set_title("loss along theta(alpha), BN statistics recomputed")
+  axes[1].set_title("accuracy along theta(alpha)")
+  return figures.save(fig, path)
+
+
+
+def cosine_figure(lines: dict, num_classes: int, path: str) -> str:
+  """Violins of cos(-g_i, Sol-F - init) per alpha (one panel per line) and the class distribution
+  of the top cosines at each alpha."""
+  names = sorted(lines)
+  fig, axes = figures.plt.subplots(2, len(names), figsize=(6.5 * len(names), 7.5), squeeze=False)
+  titles = {"init_s": "Init-S -> Sol-F", "init_f": "Init-F -> Sol-F"}
+  for col, name in enumerate(names):
+    cos = lines[name]["cosines"]
+    alphas = sorted(cos, key=float)
+    data = [[v for v in cos[a]["values"] if v is not None] for a in alphas]
+    ax = axes[0][col]
+    if data and all(data):
+      ax.violinplot(data, showmedians=True)
+    ax.set_xticks(np.arange(1, len(alphas) + 1))
+    ax.set_xticklabels([f"alpha={a}" for a in alphas])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("cos(-grad_i, Sol-F - init) (dimensionless)")
+    ax.set_title(f"{titles.get(name, name)}: per-example gradient alignment")
+    ax.grid(alpha=0.3)
+    ax = axes[1][col]
+    width = 0.8 / max(1, len(alphas))
+    for j, a in enumerate(alphas):
+      top = cos[a]["top"]
+      counts = np.asarray(top["class_counts"], float)
+      share = counts / counts.sum() if counts.sum() else counts
+      ax.bar(np.arange(num_classes) + (j - (len(alphas) - 1) / 2) * width, share, width,
+             label=f"alpha={a} (top {top['k']})")
+    sizes = np.asarray(cos[alphas[0]]["top"]["class_sizes"], float) if alphas else None
+    if sizes is not None and sizes.sum():
+      ax.plot(np.arange(num_classes), sizes / sizes.sum(), "k.--", label="all measured examples")
+    ax.set_xlabel("class (true label)")
+    ax.set_ylabel("share of the top-cosine examples")
+    ax.set_title("class distribution of the top cosines")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+  return figures.save(fig, path)
+
+
+
+def report(rc, result) -> list[str]:
+  if not result:
+    return []
+  seed_key = sorted(result)[0]
+  lines = result[seed_key]
+  p1 = interpolation_figure(lines, os.path.join(rc.outdir, "interpolation.png"))
+  p2 = cosine_figure(lines, rc.results.get("num_classes", 10),
+                     os.path.join(rc.outdir, "interpolation_cosines.png"))
+  it = rc.config.interpolation
+  md = ["## Interpolation", "",
+        f"theta(alpha) = (1 - alpha) start + alpha Sol-F within the mask, sparsity "
+        f"{it.sparsity:.2f} ({seed_key}); BatchNorm statistics recomputed on the training "
+        "inputs at every alpha (endpoints included). Cosines: per-example negative gradient "
+        "(cross-entropy, true labels, active coordinates) against Sol-F - start, on "
+        f"{it.num_examples} train examples. The study's direction Sol-F - theta(alpha) equals "
+        "(1 - alpha)(Sol-F - start): the same cosines for alpha < 1.", "",
+        f"![interpolation]({os.path.basename(p1)})", "",
+        f"![cosines]({os.path.basename(p2)})", "",
+        "| line | endpoints exact | same mask | train loss monotone on [0, 1] | Sol-F test acc "
+        "(recomputed / stored BN stats) | cosine mean (median) per alpha |",
+        "|---|---|---|---|---|---|"]
+  for name, line in sorted(lines.items()):
+    end_acc = line["test_accuracy"][line["alphas"].index(1.0)] if 1.0 in line["alphas"] else None
+    cos = ", ".join(f"{a}: {c['summary'].get('mean', float('nan')):.3f} "
+                    f"({c['summary'].get('median', float('nan')):.3f})"
+                    for a, c in sorted(line["cosines"].items(), key=lambda kv: float(kv[0])))
+    md.append(f"| {name} | {line['endpoints_exact']} | {line['same_mask']} | "
+              f"{line['monotone_train_loss_01']} | {fmt(end_acc)} / "
+              f"{fmt(line['end_stored_stats']['test_accuracy'])} | {cos} |")
+  return md + [""]
+
+
+def findings(rc, result) -> list[dict]:
+  """The train loss along Init-S -> Sol-F is not monotone (first seed)."""
+  if not result:
+    return []
+  line = result[sorted(result)[0]]["init_s"]
+  non_monotone = not line["monotone_train_loss_01"]
+  return [findings_lib.finding(
+      "interpolation_not_monotone",
+      "the train loss along Init-S -> Sol-F is not monotone (it first rises)",
+      "not monotone: first rose", "not monotone" if non_monotone else "monotone decreasing",
+      findings_lib.verdict(non_monotone))]
+
+
+def estimate(costs) -> float:
+  it = costs.config.interpolation
+  seconds = 0.0
+  for seed, scratch, finetune in _lines(costs.runs, costs.config):
+    if not costs.has(_key(seed, costs.config), scratch.hash):
+      d, g, f = costs.unit(scratch.spec.name)
+      bn = int(it.bn_examples) or d.num_train
+      ev = int(it.eval_examples) or d.num_train
+      seconds += (2 * len(it.alphas) * (costs.TRAIN_MODE_F * bn + ev) * f
+                  + 2 * len(it.cosine_alphas) * int(it.num_examples) * costs.SAMPLED_FISHER_G * g)
+  return seconds
+
+
+STAGE = Stage(name="interpolation", default_settings=default_settings, validate=validate,
+              plan=plan, compute=compute, report=report, findings=findings, estimate=estimate)

@@ -28,7 +28,7 @@ import numpy as np
 from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.studies import measure as measure_lib
-from snnjax.studies import stages
+from snnjax.studies import cache as cache_lib
 from snnjax.train.solution import load_solution
 
 SCORE_KINDS = ("exact", "mc")
@@ -82,11 +82,11 @@ def fisher_scores(solution, x: np.ndarray, settings: ml_collections.ConfigDict) 
   return np.asarray(est.extra["per_example"], np.float64)
 
 
-def scores_path(cache: stages.StageCache, init_hash: str,
+def scores_path(cache: cache_lib.StageCache, init_hash: str,
                 settings: ml_collections.ConfigDict) -> str:
   """Where the scores of the Init-S of run ``init_hash`` with ``settings`` live in the cache."""
   inputs = {"init_of_run": init_hash, "settings": settings}
-  return os.path.join(cache.results_dir, f"closing_gap-scores-{stages.digest(inputs)}.npy")
+  return os.path.join(cache.results_dir, f"closing_gap-scores-{cache_lib.digest(inputs)}.npy")
 
 
 def _readable(path: str, num_train: int) -> bool:
@@ -97,8 +97,8 @@ def _readable(path: str, num_train: int) -> bool:
   return scores.shape == (num_train,) and bool(np.all(np.isfinite(scores)))
 
 
-def cached_scores(cache: stages.StageCache, init_workdir: str, init_hash: str, dataset,
-                  settings: ml_collections.ConfigDict, *, log=stages.log) -> str:
+def cached_scores(cache: cache_lib.StageCache, init_workdir: str, init_hash: str, dataset,
+                  settings: ml_collections.ConfigDict, *, log=cache_lib.log) -> str:
   """The path of the (N,) score file of the Init-S in ``init_workdir``, computed once.
 
   ``init_workdir`` is a scratch run's work dir (its ``init`` checkpoint is Init-S); ``init_hash``

@@ -1,5 +1,7 @@
 """The cache behind a study: run work dirs keyed by their training config, results keyed by inputs.
 
+Shared by every stage (:mod:`snnjax.studies.stage`).
+
 Layout of a study directory ``DIR``::
 
   DIR/runs/<name>-<hash>/        one training run (``snnjax.train`` work dir); ``hash`` is the
@@ -8,8 +10,9 @@ Layout of a study directory ``DIR``::
   DIR/report/                    report.md, figures, results.json
 
 A run whose config changes gets a new hash, hence a new work dir: runs that did not change are
-reused, and runs that depend on a changed one (a finetune run names its Sol-D work dir in
-``dense_workdir``) change hash with it. ``train_and_evaluate`` resumes an interrupted run and
+reused, and runs that depend on a changed one (a finetune run names its Sol-D in
+``dense_workdir``; its hash takes the Sol-D's hash, not that path) change hash with it; a study
+directory copied or moved elsewhere keeps every hash, so its rerun trains nothing. ``train_and_evaluate`` resumes an interrupted run and
 skips a finished one. Results are written atomically, so an interrupted stage leaves no partial
 JSON behind and is recomputed on the next start.
 """
@@ -62,9 +65,16 @@ def digest(value: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
-def run_hash(config: ml_collections.ConfigDict) -> str:
-  """Hash of the fields of a training config that determine its numbers."""
-  return digest(config_io.result_fields(config_io.config_to_dict(config)))
+def run_hash(config: ml_collections.ConfigDict, dense_hash: str = "") -> str:
+  """Hash of the fields of a training config that determine its numbers, location-free.
+
+  A sparse run names its Sol-D by path (``dense_workdir``); the hash takes ``dense_hash`` (the
+  Sol-D's own run hash) in its place, so copying or moving a study directory keeps every hash.
+  """
+  fields = config_io.result_fields(config_io.config_to_dict(config))
+  if fields.get("dense_workdir"):
+    fields["dense_workdir"] = {"run_hash": dense_hash}
+  return digest(fields)
 
 
 @contextlib.contextmanager
@@ -126,9 +136,9 @@ class StageCache:
     # seconds each result took to compute, whether this session or an earlier one
     self.compute_times: dict[str, float] = {}
 
-  def run_workdir(self, name: str, config: ml_collections.ConfigDict) -> str:
-    """The work dir of the run ``name`` with training config ``config``."""
-    return os.path.join(self.runs_dir, f"{name}-{run_hash(config)}")
+  def run_workdir(self, name: str, run_digest: str) -> str:
+    """The work dir of the run ``name`` whose :func:`run_hash` is ``run_digest``."""
+    return os.path.join(self.runs_dir, f"{name}-{run_digest}")
 
   def result_path(self, stage: str, inputs: Any) -> str:
     return os.path.join(self.results_dir, f"{stage}-{digest(inputs)}.json")

@@ -1,4 +1,4 @@
-"""Stage: closing the gap between Sol-S and Sol-F (Fisher penalty early; data scheduling).
+"""The closing-the-gap stage between Sol-S and Sol-F (Fisher penalty early; data scheduling).
 
 The study proposes two remedies for the gap in test accuracy (and in Tr(F)) between a sparse net
 trained from scratch (Sol-S) and the pruned-and-finetuned one (Sol-F), without fixing them:
@@ -13,7 +13,7 @@ trained from scratch (Sol-S) and the pruned-and-finetuned one (Sol-F), without f
   ``high_first`` (the paper: hardest first). For the first ``schedule_until`` fraction of the epochs
   every batch is the lowest / highest-scored ``batch_size`` of a random pool of ``pool_factor *
   batch_size`` examples (``snnjax.train.curriculum``); afterwards plain shuffled batches. The score
-  of an example is its true-Fisher trace at Init-S (``snnjax.studies.curriculum``), the very init
+  of an example is its true-Fisher trace at Init-S (``snnjax.studies.fisher_scores``), the very init
   the scheduled run starts from.
 
 Each variant is the plain Sol-S run of the table (same seed, hence the same Init-S; the same mask,
@@ -28,20 +28,22 @@ table's Sol-S and Sol-F at that sparsity. A remedy "closes part of the gap" when
 from __future__ import annotations
 
 import copy
-import json
 import os
-import time
 
 import ml_collections
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.studies import curriculum as scores_lib
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import figures
+from snnjax.studies import fisher_scores as scores_lib
 from snnjax.studies import measure as measure_lib
-from snnjax.studies import solutions
-from snnjax.studies import stages
-from snnjax.studies import table as table_lib
-from snnjax.train.solution import load_solution
+from snnjax.studies import runs as runs_lib
+from snnjax.studies import seeds as seeds_lib
+from snnjax.studies.markdown import runs_table
+from snnjax.studies.stage import Stage
+from snnjax.studies.stages import table as table_lib
+from snnjax.train.run_dir import RunDir
 
 VARIANTS = ("fisher_penalty", "low_first", "high_first")
 LABELS = {"fisher_penalty": "Sol-S + Fisher penalty early",
@@ -66,17 +68,12 @@ def default_settings() -> ml_collections.ConfigDict:
   s.pool_factor = 2.0            # pool = pool_factor * batch_size random examples per step
   s.measure_tr_h = True          # Tr(H) of the variants too (the table's protocol)
   s.scores = scores_lib.default_settings()
+  s.seeds = ()                   # () = every study seed
   return s
-
-
-def enabled(study: ml_collections.ConfigDict) -> bool:
-  return "closing_gap" in study and bool(study.closing_gap.enabled)
 
 
 def validate(study: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` naming the first invalid ``closing_gap`` setting."""
-  if "closing_gap" not in study:
-    return
   g = study.closing_gap
 
   def check(cond, message):
@@ -147,7 +144,15 @@ def describe(settings: ml_collections.ConfigDict, sparsity: float, num_epochs: i
 
 
 def stage_sparsity(study: ml_collections.ConfigDict) -> float:
-  return solutions.closing_gap_sparsity(study)
+  """``closing_gap.sparsity``, or with 0 there the middle of ``study.sparsities``."""
+  if float(study.closing_gap.sparsity) > 0.0:
+    return round(float(study.closing_gap.sparsity), 6)
+  ordered = sorted(round(float(s), 6) for s in study.sparsities)
+  return ordered[len(ordered) // 2]
+
+
+def plan(config) -> set:
+  return runs_lib.sparse_runs([stage_sparsity(config)], config.seeds)
 
 
 def _reference_runs(runs, sparsity: float, seed: int) -> dict:
@@ -166,8 +171,8 @@ def _variant_name(variant: str, sparsity: float, seed: int) -> str:
   return f"gap-{variant}-{sparsity:.2f}-seed{seed}"
 
 
-def plan_variants(study, runs, cache: stages.StageCache, datasets, *, log=stages.log
-                  ) -> dict[str, solutions.Run]:
+def plan_variants(study, runs, cache: cache_lib.StageCache, datasets, *, log=cache_lib.log
+                  ) -> dict[str, runs_lib.Run]:
   """``{run name: Run}`` of the variants (scores computed first where a schedule needs them).
 
   Returns:
@@ -180,25 +185,26 @@ def plan_variants(study, runs, cache: stages.StageCache, datasets, *, log=stages
   return _variant_runs(study, runs, cache, scores)
 
 
-def planned_variants(study, runs, cache: stages.StageCache) -> dict[str, solutions.Run]:
+def planned_variants(study, runs, cache: cache_lib.StageCache) -> dict[str, runs_lib.Run]:
   """The variants' runs as :func:`plan_variants` makes them, without computing any scores (their
   files' paths are known in advance): for plans and cost estimates."""
   return _variant_runs(study, runs, cache, lambda scratch: scores_lib.scores_path(
       cache, scratch.hash, study.closing_gap.scores))
 
 
-def _variant_runs(study, runs, cache, scores) -> dict[str, solutions.Run]:
+def _variant_runs(study, runs, cache, scores) -> dict[str, runs_lib.Run]:
   g = study.closing_gap
   sparsity = stage_sparsity(study)
   out = {}
-  for seed in solutions.stage_seeds(study, "closing_gap"):
+  for seed in runs_lib.stage_seeds(study, "closing_gap"):
     seed = int(seed)
     scratch_spec, scratch = _reference_runs(runs, sparsity, seed)["scratch"]
     path = scores(scratch) if any(v != "fisher_penalty" for v in g.variants) else ""
     for variant in g.variants:
       config = variant_config(scratch.config, variant, g, path)
       name = _variant_name(variant, sparsity, seed)
-      out[name] = solutions.Run(scratch_spec, config, cache.run_workdir(name, config))
+      out[name] = runs_lib.make_run(cache, name, scratch_spec, config,
+                                    runs[scratch_spec.dense()])
   return out
 
 
@@ -211,37 +217,25 @@ def _metrics(measured: dict) -> dict:
   return out
 
 
-def _records(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _test_curve(workdir: str) -> dict:
   """Per evaluated epoch: test accuracy and (penalized epochs) the mean Fisher penalty."""
-  records = [r for r in _records(workdir) if "test_accuracy" in r]
+  records = [r for r in RunDir(workdir).epoch_records() if "test_accuracy" in r]
   return {"epoch": [r["epoch"] for r in records],
           "test_accuracy": [r["test_accuracy"] for r in records],
           "fisher_penalty": [r.get("fisher_penalty") for r in records]}
 
 
 def aggregate(per_seed: dict, names) -> list[dict]:
-  """Rows ``{"name", "label", metric: {"mean", "sd", "values"}}`` over the seeds of ``per_seed``
-  (``{seed key: {name: metrics}}``); ``sd`` is None with one seed."""
+  """Rows ``{"name", "label", "short_label", metric: seeds.over_seeds cell}`` over the seeds of
+  ``per_seed`` (``{seed key: {name: metrics}}``)."""
   rows = []
   for name in names:
     row = {"name": name, "label": _label(name), "short_label": SHORT_LABELS.get(name, name)}
     for metric in METRICS:
-      values = [s[name][metric] for s in per_seed.values()
-                if name in s and s[name][metric] is not None]
-      if not values:
-        row[metric] = None
-        continue
-      arr = np.asarray(values, np.float64)
-      stderrs = [s[name].get(f"{metric}_stderr") for s in per_seed.values() if name in s]
-      stderr = (float(np.sqrt(np.mean(np.square(stderrs))) / np.sqrt(len(stderrs)))
-                if stderrs and all(e is not None for e in stderrs) else None)
-      row[metric] = {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if arr.size > 1
-                     else None, "stderr": stderr, "values": values}
+      entries = [s[name] for s in per_seed.values() if name in s]
+      present = [e for e in entries if e[metric] is not None]
+      row[metric] = seeds_lib.over_seeds([e[metric] for e in present],
+                                         [e.get(f"{metric}_stderr") for e in present])
     rows.append(row)
   return rows
 
@@ -296,8 +290,8 @@ def _verdict_text(status, change, gap, fraction, num_test) -> str:
   return f"did not close the gap ({gap:.4f}): {moved}"
 
 
-def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict | None = None,
-            log=stages.log) -> dict:
+def analyze(study, runs, cache: cache_lib.StageCache, datasets, *, measured: dict | None = None,
+            log=cache_lib.log) -> dict:
   """Trains (or reuses) the variants, measures them and compares them with Sol-S and Sol-F.
 
   Args:
@@ -305,7 +299,7 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
     runs: the study's ``{RunSpec: Run}`` (trained; must hold clean Sol-S / Sol-F at the stage's
       sparsity for every seed).
     cache: the study's cache.
-    datasets: a ``solutions.DatasetCache``.
+    datasets: a ``runs_lib.DatasetCache``.
     measured: the table's ``{run name: measure result}`` when already computed (else measured
       here, with the same cache keys as the table).
   Returns:
@@ -314,7 +308,6 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
     ``per_seed`` (metrics and test-accuracy curves of every variant and reference), ``rows``
     (over seeds) and ``verdicts``.
   """
-  from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   g = study.closing_gap
   sparsity = stage_sparsity(study)
   measured = dict(measured or {})
@@ -322,10 +315,10 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
   settings.hessian.enabled = bool(settings.hessian.enabled and g.measure_tr_h)
   settings.jacobian.enabled = False  # not compared here; Tr(F)'s examples and key do not change
   variants = plan_variants(study, runs, cache, datasets, log=log)
-  out = {"sparsity": sparsity, "settings": stages.to_json(g), "runs": {}, "per_seed": {},
-         "scores": {}, "measure_settings": stages.to_json(settings)}
+  out = {"sparsity": sparsity, "settings": cache_lib.to_json(g), "runs": {}, "per_seed": {},
+         "scores": {}, "measure_settings": cache_lib.to_json(settings)}
   num_test = 0
-  for seed in solutions.stage_seeds(study, "closing_gap"):
+  for seed in runs_lib.stage_seeds(study, "closing_gap"):
     seed = int(seed)
     key = f"seed{seed}"
     refs = _reference_runs(runs, sparsity, seed)
@@ -340,24 +333,21 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
       run = variants[name]
       dataset = datasets.get(run.config.dataset)
       num_test = int(len(dataset.y_test))
-      log(f"closing_gap: {name} ({os.path.basename(run.workdir)})")
-      t0 = time.time()
-      final = train_and_evaluate(run.config, run.workdir, dataset=dataset)
-      wall = time.time() - t0
+      trained = runs_lib.train_all([run], datasets, log=log, what="closing_gap")[name]
 
       def compute(run=run, dataset=dataset, name=name):
         return measure_lib.measure_solution(
-            load_solution(run.workdir), dataset, settings,
-            log=lambda m: stages.log(f"closing_gap: {name}: {m}"))
+            RunDir(run.workdir).solution(), dataset, settings,
+            log=lambda m: cache_lib.log(f"closing_gap: {name}: {m}"))
       result = cache.cached(f"closing_gap-measure-{name}",
                             {"run": run.hash, "settings": settings}, compute)
       entry[variant] = {**_metrics(result), "run": name, "curve": _test_curve(run.workdir)}
       out["runs"][name] = {
           "variant": variant, "seed": seed, "workdir": run.workdir, "hash": run.hash,
-          "wall_s": wall, "train_s": sum(r.get("epoch_time_s", 0.0) for r in _records(run.workdir)),
-          "final": {k: final.get(k) for k in ("train_accuracy", "test_accuracy")},
-          "fisher_reg": stages.to_json(run.config.fisher_reg),
-          "curriculum": stages.to_json(run.config.curriculum)}
+          "wall_s": trained["wall_s"], "train_s": trained["train_s"],
+          "final": {k: trained["final"].get(k) for k in ("train_accuracy", "test_accuracy")},
+          "fisher_reg": cache_lib.to_json(run.config.fisher_reg),
+          "curriculum": cache_lib.to_json(run.config.curriculum)}
       path = run.config.curriculum.scores_path
       if path and key not in out["scores"]:
         out["scores"][key] = {"path": os.path.relpath(path, cache.directory),
@@ -371,7 +361,134 @@ def analyze(study, runs, cache: stages.StageCache, datasets, *, measured: dict |
   return out
 
 
-def findings(result: dict) -> list[dict]:
+def compute(ctx) -> dict:
+  return analyze(ctx.config, ctx.clean, ctx.cache, ctx.datasets,
+                 measured=ctx.results.get("table", {}).get("per_run"))
+
+
+def own_runs(ctx) -> dict:
+  """The variants' runs, for the dry run's list (no scores computed)."""
+  return planned_variants(ctx.config, ctx.clean, ctx.cache)
+
+
+def closing_gap_figure(result: dict, path: str) -> str:
+  """The closing-the-gap variants beside plain Sol-S and Sol-F: test accuracy, train error and
+  Tr(F) as bars (means over seeds; error bars: sd over seeds, or the estimator's stderr), Sol-S and
+  Sol-F as horizontal lines; and test accuracy per epoch of every run (first seed)."""
+  rows = {r["name"]: r for r in result["rows"]}
+  variants = [r["name"] for r in result["rows"] if r["name"] not in ("scratch", "finetune")]
+  colors = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+  panels = [("test_accuracy", "test accuracy (fraction)"),
+            ("train_error", "train error (fraction)"),
+            ("tr_f", "Tr(F) (per-example mean)")]
+  fig, axes = figures.plt.subplots(1, 4, figsize=(18, 4.4))
+  for ax, (metric, ylabel) in zip(axes, panels):
+    for j, name in enumerate(variants):
+      cell = rows[name][metric]
+      if cell is None:
+        continue
+      err = seeds_lib.error_bar(cell)
+      ax.bar(j, cell["mean"], 0.6, yerr=err, capsize=3 if err else 0,
+             color=colors[j % len(colors)])
+    for ref in ("scratch", "finetune"):
+      cell = rows[ref][metric]
+      if cell is not None:
+        ax.axhline(cell["mean"], color=figures.COLORS[ref], ls="--", label=rows[ref]["label"])
+    ax.set_xticks(np.arange(len(variants)))
+    ax.set_xticklabels([rows[n]["short_label"] for n in variants], fontsize=8)
+    ax.set_xlabel("Sol-S variant")
+    ax.set_ylabel(ylabel)
+    values = [rows[n][metric]["mean"] for n in list(rows) if rows[n][metric] is not None]
+    if values and metric != "tr_f":
+      lo, hi = min(values), max(values)
+      pad = max(0.1 * (hi - lo), 0.002)
+      ax.set_ylim(max(0.0, lo - 3 * pad), hi + 3 * pad)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="best")
+  ax = axes[3]
+  seed_key = sorted(result["per_seed"])[0]
+  entry = result["per_seed"][seed_key]
+  for name in ("scratch", "finetune"):
+    c = entry[name]["curve"]
+    ax.plot(c["epoch"], c["test_accuracy"], color=figures.COLORS[name], ls="--", label=rows[name]["label"])
+  for j, name in enumerate(variants):
+    c = entry[name]["curve"]
+    ax.plot(c["epoch"], c["test_accuracy"], color=colors[j % len(colors)], marker="o", ms=3,
+            label=rows[name]["label"])
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("test accuracy (fraction)")
+  ax.set_title(f"test accuracy during training ({seed_key})")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best", fontsize=7)
+  fig.suptitle(f"Closing the gap at sparsity {result['sparsity']:.2f}: Sol-S variants vs plain "
+               "Sol-S and Sol-F (dashed)")
+  return figures.save(fig, path)
+
+
+def report(rc, result) -> list[str]:
+  """The section: choices, a table of the variants beside Sol-S / Sol-F, the verdict per remedy,
+  the figure and the variants' runs (Markdown lines)."""
+  path = closing_gap_figure(result, os.path.join(rc.outdir, "closing_gap.png"))
+  md = ["## Closing the gap", "",
+        "Two remedies the study proposes for the Sol-S / Sol-F gap, run at one sparsity and "
+        "compared with the table's Sol-S and Sol-F (same seeds). Choices:", ""]
+  md += [f"- {line}" for line in result["choices"]]
+  md += ["", "| solution | test acc | train error | Tr(F) | Tr(H) | gap closed |",
+         "|---|---|---|---|---|---|"]
+  verdict_of = result["verdicts"]
+  for r in result["rows"]:
+    cells = []
+    for metric in ("test_accuracy", "train_error", "tr_f", "tr_h"):
+      cell = r[metric]
+      if cell is None:
+        cells.append("-")
+        continue
+      err = seeds_lib.error_bar(cell)
+      mean = cell["mean"]
+      text = f"{mean:.4g}" if abs(mean) >= 1 else f"{mean:.4f}"
+      if err is not None:
+        text += f" ± {err:.2g}"
+      cells.append(text)
+    v = verdict_of.get(r["name"])
+    closed = "-" if v is None else (
+        v["status"] if v["fraction_closed"] is None
+        else f"{v['status']} ({v['fraction_closed']:.0%})")
+    md.append(f"| {r['label']} | " + " | ".join(cells) + f" | {closed} |")
+  md += ["", "± is the standard deviation over seeds with several seeds, else the estimator's "
+         "standard error. Gap closed: (variant - Sol-S) / (Sol-F - Sol-S) in test accuracy "
+         "(means over seeds)."
+         + (" With one seed a difference of a few test examples is within run-to-run noise: "
+            "these are this run's outcomes, not established effects."
+            if len(result["per_seed"]) == 1 else ""), ""]
+  md += [f"- **{v['label']}**: {v['text']}." for v in verdict_of.values()]
+  for key, sc in sorted(result.get("scores", {}).items()):
+    sm = sc["summary"]
+    md.append(f"- Scores ({key}, `{sc['path']}`): {sm['num_examples']} examples, mean (the "
+              f"Init-S Tr(F) of the train set) {sm['mean']:.4g}, median {sm['median']:.4g}, "
+              f"10-90% {sm['q10']:.4g}-{sm['q90']:.4g}.")
+  md += ["", f"![closing the gap]({os.path.basename(path)})", ""]
+  return md + runs_table(result["runs"]) + [""]
+
+
+def estimate(costs) -> float:
+  """Scores not on disk yet, and the variants' measurements not cached (their training is in
+  the dry run's ``solutions`` line)."""
+  gsets = costs.config.closing_gap
+  seconds, scored = 0.0, set()
+  for name, run in costs.own_runs("closing_gap").items():
+    d, g, f = costs.unit(name)
+    path = run.config.curriculum.scores_path
+    if path and path not in scored and not os.path.exists(path):
+      scored.add(path)
+      seconds += d.num_train * g * costs.fisher_g(
+          gsets.scores.kind, int(gsets.scores.get("num_samples", 1)), d.num_classes)
+    if not costs.has(f"closing_gap-measure-{name}", run.hash):
+      seconds += costs.measure_seconds(costs.config.measure, name,
+                                       tr_h=bool(gsets.measure_tr_h))
+  return seconds
+
+
+def findings(rc, result) -> list[dict]:
   """One finding per remedy for the report's findings table (status: reproduced = the remedy
   raised Sol-S's test accuracy toward Sol-F's on this run)."""
   claims = {
@@ -382,7 +499,7 @@ def findings(result: dict) -> list[dict]:
       "high_first": ("scheduling high-Fisher (hard) examples first closes (part of) the gap",
                      "proposed (the paper's description)")}
   out = []
-  for name, v in result.get("verdicts", {}).items():
+  for name, v in (result or {}).get("verdicts", {}).items():
     claim, study_text = claims[name]
     status = {"closed": "reproduced", "partly closed": "reproduced", "not closed":
               "not reproduced", "no gap": "not measured"}[v["status"]]
@@ -396,3 +513,8 @@ def findings(result: dict) -> list[dict]:
 
 def _num(x) -> str:
   return "-" if x is None else f"{x:.4g}"
+
+
+STAGE = Stage(name="closing_gap", default_settings=default_settings, validate=validate,
+              plan=plan, compute=compute, report=report, findings=findings, estimate=estimate,
+              own_runs=own_runs, needs=())
