@@ -18,7 +18,10 @@ import pytest
 from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax.errors import UserError
-from snnjax.studies import closing_gap, solutions, stages
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import runs as runs_lib
+from snnjax.studies import study as study_lib
+from snnjax.studies.stages import closing_gap
 from snnjax.studies.study import run_study, validate
 from snnjax.train import config_io
 from snnjax.train.solution import load_solution
@@ -45,7 +48,7 @@ def study(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("gap"))
   config = tiny_config()
   results = run_study(config, workdir, stages_to_run=STAGES)
-  runs = solutions.resolve(config, stages.StageCache(workdir), solutions.plan(config))
+  runs = study_lib.resolve(config, cache_lib.StageCache(workdir))
   scratch = next(r for s, r in runs.items() if s.family == "clean" and s.regime == "scratch")
   return {"workdir": workdir, "config": config, "results": results, "scratch": scratch}
 
@@ -165,12 +168,12 @@ def test_rerun_skips_the_stage_and_a_change_reruns_only_its_variant(study, capsy
 
 def test_disabled_stage_plans_nothing_extra():
   c = _quick()
-  assert solutions.closing_gap_sparsity(c) == 0.94  # the middle of (0.90, 0.94, 0.96)
+  assert closing_gap.stage_sparsity(c) == 0.94  # the middle of (0.90, 0.94, 0.96)
   c.closing_gap.sparsity = 0.8
-  assert "clean-scratch-0.80-seed0" in {s.name for s in solutions.plan(c)}
+  assert "clean-scratch-0.80-seed0" in {s.name for s in study_lib.plan(c)}
   c.closing_gap.enabled = False
-  assert solutions.closing_gap_sparsity(c) is None
-  assert "clean-scratch-0.80-seed0" not in {s.name for s in solutions.plan(c)}
+  assert closing_gap.stage_sparsity(c) is None
+  assert "clean-scratch-0.80-seed0" not in {s.name for s in study_lib.plan(c)}
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -206,7 +209,7 @@ def test_until_epoch_and_variant_config():
   assert (cfg.curriculum.kind, cfg.curriculum.scores_path, cfg.curriculum.until_epoch) == (
       "high_first", "/s.npy", 6)
   assert base.curriculum.kind == "none"  # the base is not modified
-  assert stages.run_hash(cfg) != stages.run_hash(
+  assert cache_lib.run_hash(cfg) != cache_lib.run_hash(
       closing_gap.variant_config(base, "high_first", g, "/other.npy"))
   with pytest.raises(UserError, match="scores"):
     closing_gap.variant_config(base, "low_first", g, "")

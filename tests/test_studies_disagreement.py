@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from snnjax.studies import disagreement
+from snnjax.studies.stages import disagreement
 
 
 def test_compare_matches_direct_counts():

@@ -1,11 +1,13 @@
 """Tests of the findings verdicts, the regimes and the report's table on synthetic results."""
 
-from snnjax.studies import findings, regimes, report
-from snnjax.studies.solutions import RunSpec
+from snnjax.studies import findings, report
+from snnjax.studies import study as study_lib
+from snnjax.studies.runs import RunSpec
+from snnjax.studies.stages import regimes, table
 
 
 def _cell(v, e=0.1):
-  return {"mean": v, "spread": None, "stderr": e, "values": [v]}
+  return {"mean": v, "sd": None, "stderr": e, "values": [v]}
 
 
 def _rows(scratch_f):
@@ -25,15 +27,15 @@ def _rows(scratch_f):
 
 
 def test_findings_verdicts_follow_the_numbers():
-  got = {f["name"]: f["status"] for f in findings.evaluate_findings(
-      {"table": {"rows": _rows(50.0)}}, setups_match=False)}
+  got = {f["name"]: f["status"] for f in report.evaluate_findings(
+      study_lib.default_config(), {"table": {"rows": _rows(50.0)}}, setups_match=False)}
   assert got["test_accuracy"] == "reproduced"
   assert got["train_error"] == "reproduced"
   assert got["tr_f"] == "reproduced" and got["tr_f_rises"] == "reproduced"
   assert got["tr_f_dense_lowest"] == "reproduced"
   assert got["label_noise_memorization"] == "not measured"
-  got = {f["name"]: f["status"] for f in findings.evaluate_findings(
-      {"table": {"rows": _rows(5.0)}}, setups_match=False)}
+  got = {f["name"]: f["status"] for f in report.evaluate_findings(
+      study_lib.default_config(), {"table": {"rows": _rows(5.0)}}, setups_match=False)}
   assert got["tr_f"] == "not reproduced"
 
 
@@ -45,7 +47,7 @@ def test_study_values_for_the_paper_setup():
 
 
 def test_table_markdown_marks_scratch_above_finetune():
-  text = report.table_markdown(_rows(50.0), setups_match=True)
+  text = table.table_markdown(_rows(50.0), setups_match=True)
   lines = text.splitlines()
   assert len(lines) == 2 + 5
   scratch_line = [l for l in lines if l.startswith("| Sol-S | 0.90")][0]
@@ -65,7 +67,6 @@ def test_regimes_threshold():
 
 
 def test_table_aggregates_seeds():
-  from snnjax.studies import table  # pylint: disable=import-outside-toplevel
   specs = [RunSpec("clean", "finetune", 0.9, s) for s in (0, 1)] + [
       RunSpec("clean", "scratch", 0.9, 0), RunSpec("noisy", "dense", 0.0, 0)]
   est = lambda v: {"value": v, "stderr": 0.5}
@@ -79,9 +80,9 @@ def test_table_aggregates_seeds():
   rows = table.aggregate(specs, measured)
   assert [(r["regime"], r["seeds"]) for r in rows] == [("finetune", [0, 1]), ("scratch", [0])]
   f = rows[0]
-  assert f["tr_f"]["mean"] == 12.0 and abs(f["tr_f"]["spread"] - 2 ** 1.5) < 1e-12
+  assert f["tr_f"]["mean"] == 12.0 and abs(f["tr_f"]["sd"] - 2 ** 1.5) < 1e-12
   assert abs(f["tr_f"]["stderr"] - 0.5 / 2 ** 0.5) < 1e-12
-  assert rows[1]["tr_f"]["spread"] is None and rows[1]["tr_f"]["stderr"] == 0.5
+  assert rows[1]["tr_f"]["sd"] is None and rows[1]["tr_f"]["stderr"] == 0.5
   assert rows[1]["jacobian"] is None
   marks = table.scratch_vs_finetune(rows)["0.90"]
   assert marks["tr_f"] and marks["train_error"] and not marks["test_accuracy"]
@@ -90,7 +91,7 @@ def test_table_aggregates_seeds():
 
 def _seed_cell(values):
   mean = sum(values) / len(values)
-  return {"mean": mean, "spread": None, "stderr": None, "values": list(values)}
+  return {"mean": mean, "sd": None, "stderr": None, "values": list(values)}
 
 
 def test_accuracy_gap_is_judged_against_the_seed_spread():
@@ -139,7 +140,8 @@ def test_curvature_findings_use_the_seed_spread():
   for r in rows:
     for k in ("train_error", "test_accuracy", "tr_f", "jacobian"):
       r[k] = None
-  got = {f["name"]: f for f in findings.evaluate_findings({"table": {"rows": rows}},
+  got = {f["name"]: f for f in report.evaluate_findings(
+      study_lib.default_config(), {"table": {"rows": rows}},
                                                            setups_match=False)}
   assert got["tr_h"]["status"] == "within seed spread"   # 0.95: 25 < 30
   assert [c["separated"] for c in got["tr_h"]["comparisons"]] == [True, False]
@@ -153,7 +155,8 @@ def test_label_noise_finding_says_when_the_difference_is_sampling_noise():
     return {"label_noise": {
         "f": {"regime": "finetune", "seed": 0, "final": final(mem_f)},
         "s": {"regime": "scratch", "seed": 0, "final": final(mem_s)}}}
-  get = lambda r: next(f for f in findings.evaluate_findings(r, setups_match=False)
+  get = lambda r: next(f for f in report.evaluate_findings(
+      study_lib.default_config(), r, setups_match=False)
                        if f["name"] == "label_noise_memorization")
   # 5,400 noisy examples: 2 x stderr of a difference of two ~0.07 fractions is ~0.01.
   assert get(result(0.069, 0.068))["status"] == "within sampling noise"

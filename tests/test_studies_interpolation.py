@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from snnjax.estimators import fisher
-from snnjax.studies import interpolation
+from snnjax.studies.stages import interpolation
 
 
 class _Net(nn.Module):

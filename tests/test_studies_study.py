@@ -8,6 +8,7 @@ depends on it).
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ import pytest
 from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax.studies import cli
-from snnjax.studies import solutions
-from snnjax.studies import stages
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import study as study_lib
 from snnjax.studies.study import run_study
 from snnjax.train import evaluate
 from snnjax.train.batchnorm import recompute_batch_stats
@@ -48,7 +49,7 @@ def study(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("study"))
   config = tiny_config()
   results = run_study(config, workdir)
-  runs = solutions.resolve(config, stages.StageCache(workdir), solutions.plan(config))
+  runs = study_lib.resolve(config, cache_lib.StageCache(workdir))
   return {"workdir": workdir, "config": config, "results": results, "runs": runs}
 
 
@@ -104,7 +105,7 @@ def test_sanity_check_reports_both_traces(study):
 
 
 def test_fisher_trend_has_a_point_per_kept_checkpoint(study):
-  trend = study["results"]["fisher_trend"]
+  trend = study["results"]["fisher_trend"]["points"]
   assert set(trend) == {"clean-dense-seed0", "clean-finetune-0.90-seed0",
                         "clean-scratch-0.90-seed0"}
   for points in trend.values():
@@ -253,3 +254,29 @@ def test_findings_have_a_status(study):
   assert len(findings) >= 10
   assert {f["status"] for f in findings} <= {"reproduced", "not reproduced", "not measured",
                                              "within seed spread", "within sampling noise"}
+
+
+def test_a_moved_study_trains_nothing(study, tmp_path, capsys):
+  """Run identity is location-free: a copy of the study directory names the very same runs."""
+  moved = str(tmp_path / "elsewhere" / "study")
+  shutil.copytree(study["workdir"], moved, ignore=shutil.ignore_patterns("jax_cache"))
+  lines = {n: _lines(os.path.join(r["workdir"], "metrics.jsonl"))
+           for n, r in study["results"]["runs"].items()}
+  capsys.readouterr()
+  again = run_study(study["config"], moved, stages_to_run=(
+      "solutions", "table", "regimes", "fisher_trend", "label_noise", "disagreement",
+      "interpolation", "sanity"))
+  assert again["cache"]["computed"] == []
+  assert sorted(again["runs"]) == sorted(study["results"]["runs"])
+  for name, r in again["runs"].items():
+    assert r["workdir"].startswith(moved + os.sep)
+    assert os.path.basename(r["workdir"]) == os.path.basename(
+        study["results"]["runs"][name]["workdir"])
+    assert _lines(os.path.join(r["workdir"], "metrics.jsonl")) == lines[name]  # nothing trained
+    assert r["final"]["test_accuracy"] == study["results"]["runs"][name]["final"]["test_accuracy"]
+  assert again["table"]["rows"] == study["results"]["table"]["rows"]
+
+
+def _lines(path):
+  with open(path) as f:
+    return f.read().splitlines()

@@ -93,7 +93,7 @@ def test_real_data_smoke_run_produces_every_artifact(smoke_study):
   assert {(r["regime"], r["sparsity"]) for r in rows} == {
       ("dense", 0.0), ("finetune", 0.9), ("scratch", 0.9), ("finetune", 0.95), ("scratch", 0.95)}
   assert all(r["seeds"] == [0, 1] for r in rows)          # the table has two seeds
-  assert all(r["test_accuracy"]["spread"] is not None for r in rows)
+  assert all(r["test_accuracy"]["sd"] is not None for r in rows)
   assert {f["status"] for f in stored["findings"]} <= set(findings.STATUSES)
   acc = next(f for f in stored["findings"] if f["name"] == "test_accuracy")
   assert acc["status"] in ("reproduced", "within seed spread", "not reproduced")
@@ -119,20 +119,21 @@ def test_dry_run_of_a_finished_study_has_no_training_left(smoke_study):
 
 
 def test_budget_sweep_reuses_the_studys_runs_and_rescales_the_sparse_schedule(tmp_path):
-  from snnjax.studies import solutions, stages  # pylint: disable=import-outside-toplevel
-  cache = stages.StageCache(str(tmp_path))
-  main = solutions.resolve(_preset("cifar10_cpu"), cache, solutions.plan(_preset("cifar10_cpu")))
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  from snnjax.studies import study as study_lib  # pylint: disable=import-outside-toplevel
+  cache = cache_lib.StageCache(str(tmp_path))
+  main = study_lib.resolve(_preset("cifar10_cpu"), cache)
   by_name = {s.name: r for s, r in main.items()}
   sweep = _preset("cifar10_cpu_budget")
   study.validate(sweep)
   assert sweep.report_dir != "report"           # the main report is never overwritten
-  runs = {s.name: r for s, r in solutions.resolve(sweep, cache, solutions.plan(sweep)).items()}
+  runs = {s.name: r for s, r in study_lib.resolve(sweep, cache).items()}
   assert set(runs) == {"clean-dense-seed0", "clean-finetune-0.95-seed0",
                        "clean-scratch-0.95-seed0"}
   # Its own budget (6) is the study's: every run is the study's run, trained once.
   assert all(runs[n].workdir == by_name[n].workdir for n in runs)
   sweep.sparse_epochs = 12
-  longer = {s.name: r for s, r in solutions.resolve(sweep, cache, solutions.plan(sweep)).items()}
+  longer = {s.name: r for s, r in study_lib.resolve(sweep, cache).items()}
   assert longer["clean-dense-seed0"].workdir == by_name["clean-dense-seed0"].workdir
   for name in ("clean-finetune-0.95-seed0", "clean-scratch-0.95-seed0"):
     c = longer[name].config
@@ -141,13 +142,13 @@ def test_budget_sweep_reuses_the_studys_runs_and_rescales_the_sparse_schedule(tm
 
 
 def test_rescale_epochs_keeps_the_schedule_fractions():
-  from snnjax.studies import solutions  # pylint: disable=import-outside-toplevel
+  from snnjax.studies import runs as runs_lib  # pylint: disable=import-outside-toplevel
   c = _preset("cifar10_cpu")
   t = config_io.load_config_spec(os.path.join(ROOT, "configs", "scratch95.py") + ":cifar10_cpu")
   assert t.num_epochs == 6 and tuple(t.optim.boundaries_epochs) == (2, 4, 5)
-  solutions.rescale_epochs(t, 3)
+  runs_lib.rescale_epochs(t, 3)
   assert t.num_epochs == 3 and tuple(t.optim.boundaries_epochs) == (1, 2)
-  solutions.rescale_epochs(t, 1)
+  runs_lib.rescale_epochs(t, 1)
   assert t.num_epochs == 1 and tuple(t.optim.boundaries_epochs) == ()
   c.sparse_epochs = -1
   with pytest.raises(Exception, match="sparse_epochs"):

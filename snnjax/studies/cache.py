@@ -69,11 +69,16 @@ def run_hash(config: ml_collections.ConfigDict, dense_hash: str = "") -> str:
   """Hash of the fields of a training config that determine its numbers, location-free.
 
   A sparse run names its Sol-D by path (``dense_workdir``); the hash takes ``dense_hash`` (the
-  Sol-D's own run hash) in its place, so copying or moving a study directory keeps every hash.
+  Sol-D's own run hash) in its place, and a scores file's name in place of its path, so copying
+  or moving a study directory keeps every hash.
   """
   fields = config_io.result_fields(config_io.config_to_dict(config))
   if fields.get("dense_workdir"):
     fields["dense_workdir"] = {"run_hash": dense_hash}
+  # A data-scheduling run names its scores file by path; the study names those files by the hash
+  # of what they hold (``fisher_scores.scores_path``), so the file name is the identity.
+  if fields.get("curriculum", {}).get("scores_path"):
+    fields["curriculum"]["scores_path"] = os.path.basename(fields["curriculum"]["scores_path"])
   return digest(fields)
 
 

@@ -29,7 +29,7 @@ from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.studies import measure as measure_lib
 from snnjax.studies import cache as cache_lib
-from snnjax.train.solution import load_solution
+from snnjax.train.run_dir import RunDir
 
 SCORE_KINDS = ("exact", "mc")
 
@@ -115,7 +115,7 @@ def cached_scores(cache: cache_lib.StageCache, init_workdir: str, init_hash: str
     return path
   log(f"closing_gap: scoring {dataset.num_train} examples at Init-S ({settings.kind} Fisher)")
   t0 = time.time()
-  init = load_solution(os.path.join(init_workdir, "init"))
+  init = RunDir(init_workdir).init_solution()
   scores = fisher_scores(init, dataset.x_train, settings)
   os.makedirs(cache.results_dir, exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}.npy"

@@ -82,6 +82,13 @@ def plan(config: ml_collections.ConfigDict) -> list:
   return runs_lib.plan(config, stages_lib.REGISTRY)
 
 
+def training_config(config: ml_collections.ConfigDict, spec, dense_workdir: str = ""
+                    ) -> ml_collections.ConfigDict:
+  """The training config of the run ``spec`` (:func:`snnjax.studies.runs.training_config` with
+  every stage's hooks)."""
+  return runs_lib.training_config(config, spec, dense_workdir, adjust=stages_lib.run_hooks())
+
+
 def resolve(config: ml_collections.ConfigDict, cache: cache_lib.StageCache) -> dict:
   """``{RunSpec: Run}`` of :func:`plan`, with every stage's hooks on the training configs."""
   return runs_lib.resolve(config, cache, plan(config), adjust=stages_lib.run_hooks())

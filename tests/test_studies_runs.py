@@ -5,7 +5,9 @@ import os
 import pytest
 
 from snnjax.errors import UserError
-from snnjax.studies import solutions, stages
+from snnjax.studies import cache as cache_lib
+from snnjax.studies import runs as runs_lib
+from snnjax.studies import study as study_lib
 from snnjax.train import config_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,7 +18,7 @@ def _study():
 
 
 def test_quick_plan_has_every_role():
-  specs = solutions.plan(_study())
+  specs = study_lib.plan(_study())
   names = {s.name for s in specs}
   assert "clean-dense-seed0" in names
   for sp in ("0.90", "0.94", "0.96"):
@@ -30,13 +32,13 @@ def test_quick_plan_has_every_role():
 def test_seeds_multiply_runs():
   c = _study()
   c.seeds = (0, 1)
-  assert len(solutions.plan(c)) == 26
+  assert len(study_lib.plan(c)) == 26
 
 
 def test_training_configs_depend_on_their_dense_run(tmp_path):
   c = _study()
-  cache = stages.StageCache(str(tmp_path))
-  runs = solutions.resolve(c, cache, solutions.plan(c))
+  cache = cache_lib.StageCache(str(tmp_path))
+  runs = study_lib.resolve(c, cache)
   by = {s.name: r for s, r in runs.items()}
   ft, sc = by["clean-finetune-0.90-seed0"], by["clean-scratch-0.90-seed0"]
   assert ft.config.dense_workdir == sc.config.dense_workdir == by["clean-dense-seed0"].workdir
@@ -49,25 +51,30 @@ def test_training_configs_depend_on_their_dense_run(tmp_path):
   assert ft.config.checkpoint_every_epochs == c.fisher_trend.every_epochs
   assert by["clean-finetune-0.94-seed0"].config.checkpoint_every_epochs != 2 or \
       0.94 in c.fisher_trend.sparsities
-  # a change to Sol-D (only) changes every run that prunes it: through Sol-D's work dir
+  # a sparse run's hash follows its Sol-D's *hash*, not the Sol-D work dir's path
   spec = next(s for s in runs if s.name == "clean-scratch-0.90-seed0")
-  other_dense = solutions.training_config(c, spec, by["clean-dense-seed0"].workdir + "-other")
-  assert stages.run_hash(other_dense) != sc.hash
-  assert stages.run_hash(solutions.training_config(c, spec, by["clean-dense-seed0"].workdir)) \
-      == sc.hash
+  dense = by["clean-dense-seed0"]
+  moved = study_lib.training_config(c, spec, "/elsewhere/" + os.path.basename(dense.workdir))
+  assert cache_lib.run_hash(moved, dense_hash=dense.hash) == sc.hash
+  assert cache_lib.run_hash(moved, dense_hash="0" * 12) != sc.hash
+  # a change to Sol-D (only) changes every run that prunes it
+  c.train.overrides = {"num_epochs": 3}
+  changed = {s.name: r for s, r in study_lib.resolve(c, cache).items()}
+  assert changed["clean-dense-seed0"].hash != dense.hash
+  assert changed["clean-scratch-0.90-seed0"].hash != sc.hash
 
 
 def test_unknown_override_field_raises():
   c = _study()
   c.train.overrides = {"optim": {"learning_rate": 0.1}}
   with pytest.raises(UserError, match="optim.learning_rate"):
-    solutions.training_config(c, solutions.RunSpec("clean", "dense", 0.0, 0), "")
+    runs_lib.training_config(c, runs_lib.RunSpec("clean", "dense", 0.0, 0), "")
 
 
 def test_model_kwargs_may_be_added():
   c = _study()
   c.train.overrides = {"model": {"kwargs": {"channels": (8, 8), "strides": (1, 2)}}}
-  cfg = solutions.training_config(c, solutions.RunSpec("clean", "dense", 0.0, 0), "")
+  cfg = runs_lib.training_config(c, runs_lib.RunSpec("clean", "dense", 0.0, 0), "")
   assert tuple(cfg.model.kwargs.channels) == (8, 8)
 
 
@@ -76,7 +83,7 @@ def test_model_kwargs_may_be_added():
     ("paper", ("cifar100", "wide_resnet32"), ("cifar10", "resnet32"))])
 def test_accelerator_presets_plan_the_studys_setups(tmp_path, preset, clean, noisy):
   c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + f":{preset}")
-  runs = solutions.resolve(c, stages.StageCache(str(tmp_path)), solutions.plan(c))
+  runs = study_lib.resolve(c, cache_lib.StageCache(str(tmp_path)))
   for spec, run in runs.items():
     want = noisy if spec.family == "noisy" else clean
     assert (run.config.dataset.name, run.config.model.name) == want, spec.name
@@ -88,8 +95,8 @@ def test_accelerator_presets_plan_the_studys_setups(tmp_path, preset, clean, noi
 
 def test_turning_the_fisher_trend_off_keeps_every_run(tmp_path):
   c = _study()
-  cache = stages.StageCache(str(tmp_path))
-  on = {s.name: r.hash for s, r in solutions.resolve(c, cache, solutions.plan(c)).items()}
+  cache = cache_lib.StageCache(str(tmp_path))
+  on = {s.name: r.hash for s, r in study_lib.resolve(c, cache).items()}
   c.fisher_trend.enabled = False
-  off = {s.name: r.hash for s, r in solutions.resolve(c, cache, solutions.plan(c)).items()}
+  off = {s.name: r.hash for s, r in study_lib.resolve(c, cache).items()}
   assert off == {name: h for name, h in on.items() if name in off}
