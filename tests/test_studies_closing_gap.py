@@ -172,7 +172,6 @@ def test_disabled_stage_plans_nothing_extra():
   c.closing_gap.sparsity = 0.8
   assert "clean-scratch-0.80-seed0" in {s.name for s in study_lib.plan(c)}
   c.closing_gap.enabled = False
-  assert closing_gap.stage_sparsity(c) is None
   assert "clean-scratch-0.80-seed0" not in {s.name for s in study_lib.plan(c)}
 
 
