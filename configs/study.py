@@ -38,11 +38,8 @@ scheduling (low- / high-Fisher examples first) at one sparsity; ``closing_gap.en
 """
 
 import os
-import sys
 
 import ml_collections
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PRESETS = ("quick", "cifar10", "cifar10_cpu", "cifar10_cpu_budget", "paper")
 
