@@ -1,14 +1,11 @@
-"""Lottery ticket at sparsity 0.95: Sol-D's pruning mask on Sol-D's own initial weights.
+"""Lottery ticket at sparsity 0.95: Sol-D's pruning mask on Sol-D's own initial weights (the
+schedule and presets of ``finetune95.py``).
 
   python scripts/train.py --config configs/lottery95.py:quick --workdir runs/lottery95-quick
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import finetune95  # noqa: E402  pylint: disable=wrong-import-position
+from snnjax.train import config_presets
 
 
 def get_config(preset: str = ""):
-  return finetune95.sparse_config("lottery", 0.95, preset, "lottery95")
+  return config_presets.sparse_config("lottery", 0.95, preset)

@@ -3,12 +3,8 @@
   python scripts/train.py --config configs/scratch90.py:quick --workdir runs/scratch90-quick
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import finetune95  # noqa: E402  pylint: disable=wrong-import-position
+from snnjax.train import config_presets
 
 
 def get_config(preset: str = ""):
-  return finetune95.sparse_config("scratch", 0.90, preset, "scratch90")
+  return config_presets.sparse_config("scratch", 0.90, preset)

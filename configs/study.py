@@ -17,7 +17,7 @@ Presets:
   stated in the report):
   ResNet-20 at half width (8/16/32 channels) instead of ResNet-32; 8 epochs for Sol-D and 6 for
   every sparse run instead of 200 / 250, with the schedules compressed to the same fractions
-  (``presets.cifar10_cpu``); two seeds for the table, the regimes, the sanity check and the
+  (``snnjax.train.config_presets.cifar10_cpu``); two seeds for the table, the regimes, the sanity check and the
   Fisher trend, one seed (0) for label noise, the long-tailed disagreement runs, interpolation
   and closing the gap; Tr(H) from at most 20 Hutchinson probes on 512 examples (study: up to
   100 on 1,024), Tr(F) with 2 sampled labels per example (study: 5), the Jacobian norm on 500

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                        "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
   ap.add_argument("--preset", default="", choices=("", "cifar10_cpu"),
                   help="benchmark the model and batch size of this training preset "
-                       "(configs/presets.py) instead of ResNet-32")
+                       "(snnjax/train/config_presets.py) instead of ResNet-32")
   args = ap.parse_args(argv)
   try:
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())

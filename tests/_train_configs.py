@@ -1,17 +1,12 @@
 """Tiny training configs for the training-layer tests (embedded data, seconds per run)."""
 
-import os
-import sys
+import ml_collections
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-
-import default  # noqa: E402  pylint: disable=wrong-import-position
-import ml_collections  # noqa: E402  pylint: disable=wrong-import-position
+from snnjax.train import config_presets
 
 
 def tiny(regime="dense", *, dataset="mnist1d", model="mlp", epochs=3, sparsity=0.0, **model_kwargs):
-  config = default.get_config()
+  config = config_presets.base_config()
   config.regime = regime
   config.sparsity = sparsity
   config.dataset.name = dataset

@@ -1,5 +1,7 @@
 """Tests of the measurement settings (the study's protocol by default) and the train subset."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,38 @@ def test_mask_density_counts_every_prunable_leaf():
           "c": np.ones(3, bool)}
   out = measure.mask_density(mask, {"a": True, "b": True, "c": False})
   assert out == {"prunable_active": 5, "prunable_total": 8, "measured_sparsity": 0.375}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  from snnjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  from tests._train_configs import tiny  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path_factory.mktemp("measure") / "run")
+  config = tiny(epochs=2)
+  config.checkpoint_every_epochs = 2
+  train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _measure_cli(workdir, out, *overrides):
+  from snnjax.studies import cli  # pylint: disable=import-outside-toplevel
+  assert cli.measure_main(["measure.py", "--workdir", workdir, "--out", out, "--quiet",
+                           "--config.hessian.num_examples=16", "--config.hessian.min_probes=2",
+                           "--config.hessian.rtol=0", "--config.fisher.num_examples=16",
+                           "--config.jacobian.enabled=false", *overrides]) == 0
+  with open(out + ".json") as f:
+    return json.load(f)
+
+
+def test_measure_cli_overrides_change_the_settings_used(tiny_run, tmp_path):
+  """--config.* overrides reach the measurement: the probes and examples the output reports."""
+  three = _measure_cli(tiny_run, str(tmp_path / "a"), "--config.hessian.max_probes=3")
+  five = _measure_cli(tiny_run, str(tmp_path / "b"), "--config.hessian.max_probes", "5",
+                      "--config.fisher.kind=exact")
+  (row3,), (row5,) = three["rows"], five["rows"]
+  assert row3["measurement"]["tr_h"]["num_probes"] == 3
+  assert row5["measurement"]["tr_h"]["num_probes"] == 5
+  assert row3["measurement"]["tr_h"]["num_examples"] == 16
+  assert row3["measurement"]["jacobian"] is None              # --config.jacobian.enabled=false
+  assert (three["settings"]["fisher"]["kind"], five["settings"]["fisher"]["kind"]) == ("mc", "exact")
+  assert any("exact expectation" in t for t in five["settings_text"])

@@ -233,9 +233,9 @@ def test_measure_cli_writes_the_table(study, tmp_path, capsys):
   out = str(tmp_path / "m")
   code = cli.measure_main(["measure.py", "--workdir", run.workdir, "--checkpoint",
                            os.path.join(run.workdir, "init"), "--out", out,
-                           "--hessian-examples", "16", "--hessian-probes", "3",
-                           "--fisher-examples", "16", "--fisher-kind", "exact",
-                           "--jacobian-examples", "8", "--quiet"])
+                           "--config.hessian.num_examples=16", "--config.hessian.max_probes=3",
+                           "--config.fisher.num_examples=16", "--config.fisher.kind=exact",
+                           "--config.jacobian.num_examples=8", "--quiet"])
   assert code == 0
   with open(out + ".json") as f:
     saved = json.load(f)

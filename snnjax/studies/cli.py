@@ -6,6 +6,7 @@ Bad input prints one ``error: <message>`` line on stderr and returns 2, before a
   python scripts/study.py --config configs/study.py:quick --config.seeds=0,1 --workdir DIR
   python scripts/study.py --config configs/study.py:cifar10_cpu --workdir DIR --dry-run
   python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
+  python scripts/measure.py --workdir DIR --config configs/study.py:quick --config.fisher.kind=exact
 """
 
 from __future__ import annotations
@@ -98,76 +99,74 @@ class _Parser(argparse.ArgumentParser):
     raise UserError(message.splitlines()[0])
 
 
+def _settings_lines(node, prefix: str = "") -> list[str]:
+  """``  --config.a.b=value`` for every leaf of the measurement settings (the --help epilog)."""
+  lines = []
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      lines += _settings_lines(value, f"{prefix}{key}.")
+    else:
+      lines.append(f"  --config.{prefix}{key}={value}")
+  return lines
+
+
 def _measure_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="measure.py", description=(
-      "Measure trained solutions (train error, test accuracy, Tr(H), Tr(F), Jacobian norm) with "
-      "the study's protocol; every choice can be overridden."))
+  from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
+  p = _Parser(
+      prog="measure.py", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+      description=(
+          "Measure trained solutions (train error, test accuracy, Tr(H), Tr(F), Jacobian norm)\n"
+          "with the study's protocol; every setting can be overridden with --config.FIELD=VALUE."),
+      epilog="measurement settings (--config.FIELD=VALUE overrides; the defaults shown, "
+             "`--config.hessian.enabled=false` skips Tr(H)):\n"
+             + "\n".join(_settings_lines(measure_lib.default_settings())))
   p.add_argument("--workdir", action="append", default=[],
                  help="a training run's work dir (its final checkpoint), or a study directory "
                       "(every run under its runs/); repeatable")
   p.add_argument("--checkpoint", action="append", default=[],
                  help="WORKDIR/init, WORKDIR/checkpoints/<step>, ...; repeatable")
   p.add_argument("--config", default=None,
-                 help="a study config whose `measure` settings to use (configs/study.py:quick)")
+                 help="a study config whose `measure` settings to start from "
+                      "(configs/study.py:quick; default: the study's protocol)")
   p.add_argument("--out", default=None,
                  help="output prefix for .md and .json (default: measure next to the first input)")
-  p.add_argument("--subset-seed", type=int)
-  p.add_argument("--key-seed", type=int)
-  p.add_argument("--hessian-examples", type=int)
-  p.add_argument("--hessian-probes", type=int, help="maximum Hutchinson probes")
-  p.add_argument("--hessian-rtol", type=float, help="0 = always use every probe")
-  p.add_argument("--hessian-method", choices=("hutchinson", "hutchpp"))
-  p.add_argument("--hessian-params", choices=("all", "kernels"))
-  p.add_argument("--hessian-bn-mode", choices=("eval", "train"))
-  p.add_argument("--hessian-batch-size", type=int)
-  p.add_argument("--fisher-kind", choices=("mc", "exact", "empirical"))
-  p.add_argument("--fisher-examples", type=int)
-  p.add_argument("--fisher-samples", type=int)
-  p.add_argument("--fisher-params", choices=("all", "kernels"))
-  p.add_argument("--jacobian-examples", type=int)
-  p.add_argument("--jacobian-unsquared", action="store_true",
-                 help="mean of ||J||_F instead of the study's ||J||_F^2")
-  p.add_argument("--jacobian-projections", type=int, help="0 = exact")
-  p.add_argument("--skip", action="append", default=[], choices=("hessian", "fisher", "jacobian"))
   p.add_argument("--quiet", action="store_true", help="no progress lines")
   return p
 
 
-_FLAG_FIELDS = {
-    "subset_seed": ("subset_seed",), "key_seed": ("key_seed",),
-    "hessian_examples": ("hessian", "num_examples"), "hessian_probes": ("hessian", "max_probes"),
-    "hessian_rtol": ("hessian", "rtol"), "hessian_method": ("hessian", "method"),
-    "hessian_params": ("hessian", "params"), "hessian_bn_mode": ("hessian", "bn_mode"),
-    "hessian_batch_size": ("hessian", "batch_size"), "fisher_kind": ("fisher", "kind"),
-    "fisher_examples": ("fisher", "num_examples"), "fisher_samples": ("fisher", "num_samples"),
-    "fisher_params": ("fisher", "params"), "jacobian_examples": ("jacobian", "num_examples"),
-    "jacobian_projections": ("jacobian", "num_projections"),
-}
+def parse_measure(argv: list[str]):
+  """``(args, overrides)`` from ``argv`` (program name first): the flags, and the
+  ``--config.FIELD=VALUE`` overrides of the measurement settings (in order)."""
+  args, rest = _measure_parser().parse_known_args(argv[1:])
+  overrides = []
+  for arg in rest:
+    attaches = (overrides and not arg.startswith("-") and "=" not in overrides[-1]
+                and train_cli.is_override(overrides[-1]))
+    if train_cli.is_override(arg) or attaches:
+      overrides.append(arg)
+    else:
+      raise UserError(f"unrecognized argument {arg} (measurement settings are "
+                      "--config.FIELD=VALUE overrides, e.g. --config.fisher.kind=exact; see --help)")
+  return args, overrides
 
 
-def measure_settings_from_args(args):
-  """The measurement settings: the defaults (or ``--config``'s), then each flag given."""
+def measure_settings(config_spec: str | None, overrides: list[str]):
+  """The measurement settings: ``measure.default_settings()`` (or the ``measure`` field of the
+  study config ``config_spec``), then ``overrides`` (``--config.FIELD=VALUE``, fields relative to
+  the settings: ``--config.hessian.max_probes=20``); validated."""
   from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
-  if args.config:
-    study = config_io.load_config_spec(args.config)
+  if config_spec:
+    try:
+      study = config_io.load_config_spec(config_spec)
+    except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
+      raise UserError(f"cannot load config {config_spec}: {_first_line(e)}") from e
     if "measure" not in study:
-      raise UserError(f"{args.config} has no `measure` settings (use a study config)")
+      raise UserError(f"{config_spec} has no `measure` settings (use a study config)")
     settings = study.measure
   else:
     settings = measure_lib.default_settings()
-  for flag, path in _FLAG_FIELDS.items():
-    value = getattr(args, flag)
-    if value is None:
-      continue
-    node = settings
-    for key in path[:-1]:
-      node = node[key]
-    node[path[-1]] = value
-  if args.jacobian_unsquared:
-    settings.jacobian.squared = False
-  for name in args.skip:
-    settings[name].enabled = False
+  settings = train_cli.override_config(settings, overrides)
   measure_lib.validate_settings(settings)
   return settings
 
@@ -208,14 +207,14 @@ def measure_main(argv: list[str] | None = None) -> int:
   xla_cpu.tune()
   _quiet_libraries()
   try:
-    args = _measure_parser().parse_args(argv[1:])
+    args, overrides = parse_measure(argv)
+    settings = measure_settings(args.config, overrides)  # bad settings fail before any loading
     for p in list(args.workdir) + list(args.checkpoint):
       if not os.path.exists(p):
         raise UserError(f"no work dir or checkpoint at {p}")
     paths = [r for w in args.workdir for r in expand_workdir(w)] + list(args.checkpoint)
     if not paths:
       raise UserError("give at least one --workdir DIR or --checkpoint PATH")
-    settings = measure_settings_from_args(args)
     from snnjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
     from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel

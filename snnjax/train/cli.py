@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -60,6 +62,51 @@ def _caused_by_key_error(e: BaseException | None) -> bool:
   return False
 
 
+def override_error(e: BaseException) -> UserError:
+  """The one-line ``UserError`` for a failed ``--config.field=value`` parse (absl / ml_collections)."""
+  if _caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
+    return UserError(f"unknown config field in an override: {str(e).strip(chr(34))}")
+  text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
+  return UserError(text[:400] or type(e).__name__)
+
+
+def is_override(arg: str, name: str = "config") -> bool:
+  """Whether ``arg`` is a ``--name.field[=value]`` (or ``--noname.field``) override."""
+  return re.match(rf"^--?(no)?{re.escape(name)}\.", arg) is not None
+
+
+def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
+                    name: str = "config") -> ml_collections.ConfigDict:
+  """``config`` with ``overrides`` (``["--config.a.b=1", "--config.c", "2", ...]``) applied, parsed
+  as ``--config`` overrides are for a config file (ml_collections' parser: typed, nested fields).
+
+  For settings that do not come from a config file (``scripts/measure.py``); raises ``UserError``
+  (one line) for an unknown field, a badly typed value or anything else that is not an override.
+  """
+  for arg in overrides:
+    if not arg.startswith("-"):
+      continue
+    if not is_override(arg, name):
+      raise UserError(f"not a --{name}.FIELD=VALUE override: {arg}")
+    path = re.sub(rf"^--?(no)?{re.escape(name)}\.", "", arg).split("=", 1)[0]
+    node = config
+    for key in path.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        raise UserError(f"unknown config field in an override: {name}.{path}")
+      node = node[key]
+  argv = ["prog"] + list(overrides)
+  flag_values = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_dict(name, config, flag_values=flag_values, lock_config=False,
+                                    sys_argv=argv)
+    rest = flag_values(argv)
+  except (flags.Error, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+    raise override_error(e) from e
+  if len(rest) > 1:
+    raise UserError(f"unexpected argument {rest[1]!r} (overrides are --{name}.FIELD=VALUE)")
+  return flag_values[name].value
+
+
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
   spec = _config_file_arg(argv)
@@ -76,10 +123,7 @@ def parse(argv: list[str]):
     flag_values(argv)
     config = flag_values.config
   except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
-    if _caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
-      raise UserError(f"unknown config field in an override: {str(e).strip(chr(34))}") from e
-    text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
-    raise UserError(text[:400] or type(e).__name__) from e
+    raise override_error(e) from e
   return config, flag_values.workdir or default_workdir(spec)
 
 
