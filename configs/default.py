@@ -27,7 +27,7 @@ def get_config(preset: str = ""):
 def base_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # dense | finetune | scratch | lottery (see snnjax/train/regimes.py).
+  # dense | finetune | scratch | lottery (see snnjax/train/starting_point.py).
   config.regime = "dense"
   # Fraction of the prunable weights removed (0 for dense).
   config.sparsity = 0.0

@@ -35,7 +35,8 @@ from snnjax.errors import UserError
 from snnjax.studies import closing_gap as closing_gap_lib
 from snnjax.studies import solutions
 from snnjax.studies import stages
-from snnjax.train import loop, timing
+from snnjax.train import timing
+from snnjax.train.run_dir import RunDir
 
 PROBE_G = 1.1           # one Hutchinson probe, per example, in batched-gradient units
 SAMPLED_FISHER_G = 1.8  # one per-example gradient (MC / empirical Tr(F), cosines)
@@ -99,10 +100,10 @@ def _arch_key(config: ml_collections.ConfigDict, facts: DataFacts) -> str:
 
 def _progress(workdir: str) -> tuple[bool, int]:
   """(finished, epochs in the last checkpoint) of the run in ``workdir``."""
-  ckpt = os.path.join(workdir, "checkpoints")
-  if loop.finished_metrics(ckpt) is not None:
+  run = RunDir(workdir)
+  if run.final_metrics() is not None:
     return True, -1
-  return False, loop.trained_epochs(workdir)
+  return False, run.trained_epochs
 
 
 class _ResultIndex:

@@ -31,7 +31,8 @@ from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import subsets
 from snnjax import sparsity
-from snnjax.train import evaluate, regimes
+from snnjax.train import evaluate
+from snnjax.train import starting_point as regimes
 from snnjax.train.step import make_predict_fn
 
 PARAM_SUBSETS = ("all", "kernels")

@@ -27,7 +27,10 @@ PyTree = Any
 
 
 class CheckpointStore:
-  """A directory of step-numbered checkpoints, each holding ``state`` (a pytree) and ``meta`` (JSON)."""
+  """A directory of step-numbered checkpoints, each holding ``state`` (a pytree) and ``meta`` (JSON).
+
+  Close it when done (``close()``, or ``with CheckpointStore(...) as store:``).
+  """
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = None,
                read_only: bool = False):
@@ -86,6 +89,12 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+  def __enter__(self) -> "CheckpointStore":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 @contextlib.contextmanager
