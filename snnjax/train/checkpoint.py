@@ -3,6 +3,7 @@
 Layout of a work dir::
 
   WORKDIR/config.json          the run's config (written once, checked on resume)
+  WORKDIR/identity.json        its location-free identity (``config_io.identity_hash``), Sol-D's included
   WORKDIR/init/0/              the state before the first update (Init-S, Init-F, Sol-D's init)
   WORKDIR/checkpoints/<step>/  periodic checkpoints; the one at the last step is the solution
   WORKDIR/metrics.jsonl        one JSON record per epoch

@@ -161,16 +161,19 @@ def initialize_workdir(config: ml_collections.ConfigDict, run: RunDir, state: Tr
       init_store.save(0, state.to_dict(), init_meta)
 
 
-def restore_checkpoint(store: CheckpointStore, state: TrainState, workdir: str
-                       ) -> tuple[TrainState, int]:
-  """``(state, epochs done)`` from the latest checkpoint in ``store``; ``(state, 0)`` without one."""
+def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
+                       ) -> tuple[TrainState, int, list[dict]]:
+  """``(state, epochs done, their records)`` from the latest checkpoint in ``store`` (``(state, 0,
+  [])`` without one). metrics.jsonl is cut back to those epochs: later ones are trained again."""
   last = store.latest_step()
-  if last is None:
-    return state, 0
-  restored, meta = store.restore(last, state.to_dict())
-  start_epoch = int(meta["epoch"])
-  print(f"[snnjax] resuming {workdir} from epoch {start_epoch} (step {last})", file=sys.stderr)
-  return TrainState.from_dict(restored), start_epoch
+  start_epoch = 0
+  if last is not None:
+    restored, meta = store.restore(last, state.to_dict())
+    state, start_epoch = TrainState.from_dict(restored), int(meta["epoch"])
+    print(f"[snnjax] resuming {run.path} from epoch {start_epoch} (step {last})", file=sys.stderr)
+  records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
+  _write_metrics(run.metrics_path, records)
+  return state, start_epoch, records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,13 +367,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
-    state, start_epoch = restore_checkpoint(ckpt_store, state, run.path)
-    records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
-    _write_metrics(run.metrics_path, records)
-    best_store = None
-    if config.select_best_on_test:
-      best_store = stores.enter_context(
-          CheckpointStore(os.path.join(run.path, "best_on_test"), max_to_keep=1))
+    state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
+    best_store = stores.enter_context(CheckpointStore(
+        os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
     best_accuracy = max([r.get("test_accuracy", -1.0) for r in records], default=-1.0)
     ctx = RunContext(
         config=config, workdir=run.path, dataset=dataset, model=model,
