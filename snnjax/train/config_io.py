@@ -112,6 +112,8 @@ def _identity_hash(d: dict, dense_identity: str | None, depth: int) -> str:
 def _workdir_identity(workdir: str, depth: int) -> str | None:
   if depth > _MAX_DEPTH:
     raise UserError(f"{workdir}: dense_workdir references nest deeper than {_MAX_DEPTH} runs")
+  if not workdir:
+    return None
   stored = read_json(os.path.join(workdir, IDENTITY_FILE))
   if stored is not None and stored.get("identity"):
     return str(stored["identity"])
