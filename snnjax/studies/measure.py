@@ -31,7 +31,8 @@ from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import subsets
 from snnjax import sparsity
-from snnjax.train import evaluate, regimes
+from snnjax.train import evaluate
+from snnjax.train import starting_point
 from snnjax.train.step import make_predict_fn
 
 PARAM_SUBSETS = ("all", "kernels")
@@ -181,7 +182,7 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
   validate_settings(settings)
   log = log or (lambda message: None)
   out = accuracy_metrics(solution, dataset, batch_size=int(settings.eval_batch_size))
-  out.update(mask_density(solution.mask, regimes.prunable_tree(solution.config,
+  out.update(mask_density(solution.mask, starting_point.prunable_tree(solution.config,
                                                             solution.params)))
   params, mask = solution.params, solution.mask
   largest = max(int(settings[k].num_examples) for k in ("hessian", "fisher", "jacobian"))

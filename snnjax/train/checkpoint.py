@@ -3,6 +3,7 @@
 Layout of a work dir::
 
   WORKDIR/config.json          the run's config (written once, checked on resume)
+  WORKDIR/identity.json        its location-free identity (``config_io.identity_hash``), Sol-D's included
   WORKDIR/init/0/              the state before the first update (Init-S, Init-F, Sol-D's init)
   WORKDIR/checkpoints/<step>/  periodic checkpoints; the one at the last step is the solution
   WORKDIR/metrics.jsonl        one JSON record per epoch
@@ -27,7 +28,10 @@ PyTree = Any
 
 
 class CheckpointStore:
-  """A directory of step-numbered checkpoints, each holding ``state`` (a pytree) and ``meta`` (JSON)."""
+  """A directory of step-numbered checkpoints, each holding ``state`` (a pytree) and ``meta`` (JSON).
+
+  Close it when done (``close()``, or ``with CheckpointStore(...) as store:``).
+  """
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = None,
                read_only: bool = False):
@@ -86,6 +90,12 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+  def __enter__(self) -> "CheckpointStore":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 @contextlib.contextmanager

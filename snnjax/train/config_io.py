@@ -6,6 +6,7 @@ Config files are Python modules with ``get_config()`` or ``get_config(arg)`` (bi
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -21,6 +22,12 @@ MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
 RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
                   "distributed", "eval_batch_size")
+HASH_LENGTH = 12
+# WORKDIR/identity.json: the run's identity as resolved when it was first trained (its Sol-D's
+# identity included), so a run stays the same run after its Sol-D moves away.
+IDENTITY_FILE = "identity.json"
+UNRESOLVED = "unresolved:"  # prefix of a dense_workdir identity whose Sol-D run is not (yet) there
+_MAX_DEPTH = 8
 
 
 def load_config_spec(spec: str) -> ml_collections.ConfigDict:
@@ -47,6 +54,82 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
 def result_fields(d: dict) -> dict:
   """The part of a config dict that determines a run's numbers."""
   return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+
+
+def needs_dense_run(config) -> bool:
+  """Whether a run of ``config`` (a ConfigDict or its dict) starts from a Sol-D run."""
+  regime = config["regime"]
+  return regime in ("finetune", "lottery") or (
+      regime == "scratch" and config["mask"]["source"] == "prune_dense")
+
+
+def run_identity(d: dict, *, dense_identity: str | None = None) -> dict:
+  """The location-free identity of a run of config dict ``d``: its result fields, ``dense_workdir``
+  replaced by the identity hash of the Sol-D run it names ("" when the regime needs none).
+
+  That hash is read from ``DENSE/identity.json`` or computed from ``DENSE/config.json`` (itself
+  location-free). ``dense_identity`` gives it instead, for a caller that plans a run before its
+  Sol-D exists; without it a missing Sol-D leaves ``"unresolved:<absolute path>"``.
+  """
+  return _run_identity(d, dense_identity, 0)
+
+
+def identity_hash(config, *, dense_identity: str | None = None) -> str:
+  """12 hex digits: sha256 of the sorted JSON of ``run_identity`` of ``config`` (ConfigDict or dict)."""
+  d = config if isinstance(config, dict) else config_to_dict(config)
+  return _identity_hash(d, dense_identity, 0)
+
+
+def dense_run_identity(dense_workdir: str) -> str | None:
+  """The identity hash of the run in ``dense_workdir``; None when no run (config.json) is there."""
+  return _workdir_identity(dense_workdir, 0)
+
+
+def digest(value: Any) -> str:
+  text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def _run_identity(d: dict, dense_identity: str | None, depth: int) -> dict:
+  out = result_fields(d)
+  if "dense_workdir" not in out:
+    return out
+  if not needs_dense_run(d):
+    out["dense_workdir"] = ""
+  elif dense_identity is not None:
+    out["dense_workdir"] = dense_identity
+  else:
+    found = _workdir_identity(d["dense_workdir"], depth + 1)
+    out["dense_workdir"] = found if found is not None else (
+        UNRESOLVED + os.path.abspath(d["dense_workdir"]))
+  return out
+
+
+def _identity_hash(d: dict, dense_identity: str | None, depth: int) -> str:
+  return digest(_run_identity(d, dense_identity, depth))
+
+
+def _workdir_identity(workdir: str, depth: int) -> str | None:
+  if depth > _MAX_DEPTH:
+    raise UserError(f"{workdir}: dense_workdir references nest deeper than {_MAX_DEPTH} runs")
+  if not workdir:
+    return None
+  stored = read_json(os.path.join(workdir, IDENTITY_FILE))
+  if stored is not None and stored.get("identity"):
+    return str(stored["identity"])
+  d = read_json(os.path.join(workdir, "config.json"))
+  return None if d is None else _identity_hash(d, None, depth)
+
+
+def read_json(path: str) -> Any:
+  """The JSON in ``path``; None when there is no file; UserError when it is unreadable."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"{path} is unreadable ({e})") from e
 
 
 def _check(cond: bool, message: str) -> None:
@@ -76,8 +159,7 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   m = c.mask
   _check(m.source in MASK_SOURCES, f"config.mask.source must be one of {MASK_SOURCES}, got {m.source!r}")
   _check(m.scope in ("global", "layerwise"), f"config.mask.scope must be global or layerwise, got {m.scope!r}")
-  needs_dense = c.regime in ("finetune", "lottery") or (c.regime == "scratch" and m.source == "prune_dense")
-  _check(not needs_dense or bool(c.dense_workdir),
+  _check(not needs_dense_run(c) or bool(c.dense_workdir),
          f"the {c.regime} regime needs a Sol-D run: set --config.dense_workdir=DIR"
          + (" (or --config.mask.source=random|erk)" if c.regime == "scratch" else ""))
   _check(c.prerequisites in ("error", "train"),

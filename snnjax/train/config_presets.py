@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   ResNet-32: SGD 0.9, wd 2e-4, batch 128, lr 0.1 x0.1 at epochs 100 and 150, 200 epochs)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # dense | finetune | scratch | lottery (see snnjax/train/regimes.py).
+  # dense | finetune | scratch | lottery (see snnjax/train/starting_point.py).
   config.regime = "dense"
   # Fraction of the prunable weights removed (0 for dense).
   config.sparsity = 0.0

@@ -1,12 +1,21 @@
 """``train_and_evaluate(config, workdir)``: one run from its init (or last checkpoint) to its solution.
 
-Every random choice derives from ``config.seed``: the init (``regimes.init_key``), the epoch's shuffle
-(``pipeline.epoch_permutation(seed, epoch)``) and each step's augmentation (``fold_in(key, step)``),
-so a run resumed from a checkpoint ends with exactly the numbers of an uninterrupted run.
+Every random choice derives from ``config.seed``: the init (``starting_point.init_key``), the epoch's
+shuffle (``pipeline.epoch_permutation(seed, epoch)``) and each step's augmentation
+(``fold_in(starting_point.augment_key(config), step)``), so a run resumed from a checkpoint ends with
+exactly the numbers of an uninterrupted run.
+
+The pieces, in the order ``train_and_evaluate`` uses them: ``check_workdir`` and
+``ensure_prerequisites`` (nothing is written before they pass), ``create_train_state`` (the regime's
+starting point), ``initialize_workdir`` (config.json, identity.json, ``init/``), ``restore_checkpoint``
+(resume), ``make_step_fns`` (the jitted ``step.train_step``), then per epoch ``run_epoch``
+(``train_epoch``, ``evaluate_state``, the epoch hook) and ``save_checkpoints``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -22,9 +31,10 @@ from snnjax import data as data_lib
 from snnjax import models, sparsity
 from snnjax.data import pipeline
 from snnjax.errors import UserError
-from snnjax.train import config_io, curriculum, evaluate, parallel, regimes
+from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
+from snnjax.train.run_dir import RunDir
 from snnjax.train.solution import load_solution
 from snnjax.train.state import TrainState
 from snnjax.train.step import make_predict_fn, make_train_step
@@ -34,17 +44,26 @@ EpochHook = Callable[[int, TrainState, dict], dict | None]
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses a work dir that holds a different run (its config.json differs in a result field)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
+  """Refuses a work dir that holds a different run: its ``config_io.run_identity`` differs.
+
+  A sparse run's Sol-D counts by its identity, not by its path, so a study moved or copied elsewhere
+  holds the same runs. Where either side's Sol-D is not there to identify, the paths are compared.
+  """
+  run = RunDir(workdir)
   try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"{path} is unreadable ({e}); use a fresh --workdir") from e
+    old = run.config_dict()
+  except UserError as e:
+    raise UserError(f"{e}; use a fresh --workdir") from e
+  if old is None:
+    return
   new = config_io.config_to_dict(config)
-  old_r, new_r = config_io.result_fields(old), config_io.result_fields(new)
+  stored = run.stored_identity() or {}
+  old_r = config_io.run_identity(old, dense_identity=stored.get("dense_identity"))
+  new_r = config_io.run_identity(new)
+  if "dense_workdir" in old_r and "dense_workdir" in new_r and (
+      _unresolved(old_r["dense_workdir"]) or _unresolved(new_r["dense_workdir"])):
+    old_r["dense_workdir"], new_r["dense_workdir"] = (_abspath(old["dense_workdir"]),
+                                                      _abspath(new["dense_workdir"]))
   # Fields only one side has (added to or removed from snnjax's configs since the run) are ignored.
   diff = sorted(k for k in set(old_r) & set(new_r) if old_r[k] != new_r[k])
   if diff:
@@ -52,35 +71,31 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                     "use a new --workdir or the original config")
 
 
+def _unresolved(identity: str) -> bool:
+  return identity.startswith(config_io.UNRESOLVED)
+
+
+def _abspath(path: str) -> str:
+  return os.path.abspath(path) if path else ""
+
+
 def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
   """Checks (or, with ``config.prerequisites == "train"``, trains) the Sol-D run a regime needs."""
-  needs_dense = config.regime in ("finetune", "lottery") or (
-      config.regime == "scratch" and config.mask.source == "prune_dense")
-  if not needs_dense:
+  if not config_io.needs_dense_run(config):
     return
-  workdir = os.path.abspath(config.dense_workdir)
-  finished = _is_finished(workdir)
-  if finished:
+  dense = RunDir(config.dense_workdir)
+  if dense.finished:
     return
   if config.prerequisites != "train":
     raise UserError(
-        f"no finished Sol-D run at {workdir}: train it first with `python scripts/train.py "
+        f"no finished Sol-D run at {dense.path}: train it first with `python scripts/train.py "
         f"--config configs/dense.py --workdir {config.dense_workdir}` (or set "
         "--config.prerequisites=train with --config.dense_config=SPEC)")
   if not config.dense_config:
     raise UserError("config.prerequisites=train needs config.dense_config (e.g. configs/dense.py:quick)")
   dense_config = config_io.load_config_spec(config.dense_config)
-  print(f"[snnjax] training the prerequisite Sol-D run in {workdir}", file=sys.stderr)
-  train_and_evaluate(dense_config, workdir)
-
-
-def _is_finished(workdir: str) -> bool:
-  path = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(path):
-    return False
-  store = CheckpointStore(path, read_only=True)
-  step = store.latest_step()
-  return step is not None and bool(store.restore_meta(step).get("finished", False))
+  print(f"[snnjax] training the prerequisite Sol-D run in {dense.path}", file=sys.stderr)
+  train_and_evaluate(dense_config, dense.path)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -90,45 +105,131 @@ def _progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
-def finished_metrics(ckpt_dir: str) -> dict | None:
-  """The final metrics of a finished run in ``ckpt_dir``, or None (no run there, or unfinished)."""
-  if not os.path.isdir(ckpt_dir):
-    return None
-  store = CheckpointStore(ckpt_dir, read_only=True)
-  try:
-    last = store.latest_step()
-    meta = store.restore_meta(last) if last is not None else {}
-  finally:
-    store.close()
-  return meta["final_metrics"] if meta.get("finished") else None
-
-
-def trained_epochs(workdir: str) -> int:
-  """Epochs trained by the run in ``workdir`` as of its last checkpoint (0: none yet)."""
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    return 0
-  store = CheckpointStore(ckpt_dir, read_only=True)
-  try:
-    last = store.latest_step()
-    return int(store.restore_meta(last).get("epoch", 0)) if last is not None else 0
-  finally:
-    store.close()
-
-
-def _read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _write_metrics(path: str, records: list[dict]) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     for r in records:
       f.write(json.dumps(r) + "\n")
   os.replace(tmp, path)
+
+
+def _compute_dtype(config: ml_collections.ConfigDict):
+  return jnp.bfloat16 if config.precision == "bfloat16" else None
+
+
+def num_steps_per_epoch(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> int:
+  """Optimizer steps per epoch (whole batches; the remainder of the shuffled set is left out)."""
+  if config.batch_size % num_devices:
+    raise UserError(f"config.batch_size={config.batch_size} is not divisible by the "
+                    f"{num_devices} devices in use (set --config.num_devices)")
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} "
+                    "training examples")
+  return steps_per_epoch
+
+
+def curriculum_scores(config: ml_collections.ConfigDict, num_train: int) -> np.ndarray | None:
+  """The per-example scores of the run's curriculum (``config.curriculum``), or None without one."""
+  schedule_cfg = config.get("curriculum", None)
+  if schedule_cfg is None or schedule_cfg.kind == "none":
+    return None
+  return curriculum.load_scores(schedule_cfg.scores_path, num_train)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx
+                       ) -> tuple[TrainState, dict]:
+  """The regime's starting point (``starting_point.initial_variables``) as a fresh train state, and
+  the ``info`` record of where its weights and mask came from."""
+  params, batch_stats, mask, info = starting_point.initial_variables(
+      config, model, input_shape, load_solution)
+  sparsity.check_mask(params, mask)
+  return TrainState.create(params, batch_stats, mask, tx), info
+
+
+def initialize_workdir(config: ml_collections.ConfigDict, run: RunDir, state: TrainState,
+                       init_meta: dict) -> None:
+  """Writes what a new run's work dir holds before its first update (kept as it is on resume):
+  config.json, identity.json and the initial state in ``init/``."""
+  os.makedirs(run.path, exist_ok=True)
+  if not os.path.exists(run.config_path):
+    with open(run.config_path, "w") as f:
+      f.write(config_io.format_config(config))
+  run.write_identity(config)
+  with CheckpointStore(run.init_dir, max_to_keep=None) as init_store:
+    if init_store.latest_step() is None:
+      init_store.save(0, state.to_dict(), init_meta)
+
+
+def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
+                       ) -> tuple[TrainState, int, list[dict]]:
+  """``(state, epochs done, their records)`` from the latest checkpoint in ``store`` (``(state, 0,
+  [])`` without one). metrics.jsonl is cut back to those epochs: later ones are trained again."""
+  last = store.latest_step()
+  start_epoch = 0
+  if last is not None:
+    restored, meta = store.restore(last, state.to_dict())
+    state, start_epoch = TrainState.from_dict(restored), int(meta["epoch"])
+    print(f"[snnjax] resuming {run.path} from epoch {start_epoch} (step {last})", file=sys.stderr)
+  records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
+  _write_metrics(run.metrics_path, records)
+  return state, start_epoch, records
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFns:
+  """The jitted train steps of a run: ``plain`` and, with a Fisher penalty, ``penalized``."""
+
+  plain: Callable
+  penalized: Callable | None
+
+
+def make_step_fns(config: ml_collections.ConfigDict, model, tx, *, augment: bool, mesh) -> StepFns:
+  """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty)."""
+  batch_sharding = parallel.batch_sharded(mesh) if mesh.devices.size > 1 else None
+  plain = make_train_step(model.apply, tx, augment=augment, compute_dtype=_compute_dtype(config),
+                          batch_sharding=batch_sharding)
+  fisher_reg = config.get("fisher_reg", None)
+  penalized = None
+  if fisher_reg is not None and fisher_reg.weight:
+    penalized = make_train_step(model.apply, tx, augment=augment,
+                                compute_dtype=_compute_dtype(config),
+                                fisher_examples=int(fisher_reg.num_examples),
+                                batch_sharding=batch_sharding)
+  return StepFns(plain, penalized)
+
+
+def epoch_batches(config: ml_collections.ConfigDict, epoch: int, num_train: int,
+                  steps_per_epoch: int, scores: np.ndarray | None) -> list[np.ndarray]:
+  """The index batches of epoch ``epoch`` (0-based): the curriculum's while it lasts, else the
+  seeded shuffle's."""
+  schedule_cfg = config.get("curriculum", None)
+  if scores is not None and epoch < schedule_cfg.until_epoch:
+    return curriculum.pool_batches(
+        scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
+        batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
+  return pipeline.batch_indices(pipeline.epoch_permutation(config.seed, epoch, num_train),
+                                config.batch_size)
+
+
+def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callable,
+                aug_key: jax.Array, first_step: int, fisher_weight: float | None = None,
+                bar=None) -> tuple[TrainState, dict]:
+  """One pass of ``step_fn`` over ``batches``; returns the new state and the metrics averaged over
+  its steps (``loss``, ``accuracy`` and, with ``fisher_weight``, ``fisher_penalty``)."""
+  sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if fisher_weight is not None else {})}
+  num_steps = 0
+  for i, idx in enumerate(batches):
+    step_key = jax.random.fold_in(aug_key, first_step + i)
+    if fisher_weight is not None:
+      state, m = step_fn(state, train_data, jnp.asarray(idx), step_key, jnp.float32(fisher_weight))
+    else:
+      state, m = step_fn(state, train_data, jnp.asarray(idx), step_key)
+    sums = {k: sums[k] + m[k] for k in sums}
+    num_steps += 1
+    if bar is not None:
+      bar.update(1)
+  return state, {k: float(v) / num_steps for k, v in sums.items()}
 
 
 def evaluate_state(state: TrainState, dataset, predict, config, rng_seed: int = 0) -> dict:
@@ -158,6 +259,77 @@ def evaluate_state(state: TrainState, dataset, predict, config, rng_seed: int = 
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What every epoch of a run uses and none changes."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  dataset: Any
+  model: Any
+  train_data: dict
+  step_fns: StepFns
+  predict: Callable
+  schedule: Callable
+  scores: np.ndarray | None
+  steps_per_epoch: int
+  aug_key: jax.Array
+  meta_base: dict
+  info: dict
+
+
+def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
+              epoch_hook: EpochHook | None = None, bar=None) -> tuple[TrainState, dict]:
+  """Trains epoch ``epoch`` (0-based); returns the new state and the epoch's metrics record
+  (evaluated every ``config.eval_every_epochs`` epochs and at the last)."""
+  config, steps = ctx.config, ctx.steps_per_epoch
+  fisher_reg = config.get("fisher_reg", None)
+  penalized = ctx.step_fns.penalized is not None and (
+      not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
+  t0 = time.time()
+  state, means = train_epoch(
+      state, ctx.train_data, epoch_batches(config, epoch, ctx.dataset.num_train, steps, ctx.scores),
+      step_fn=ctx.step_fns.penalized if penalized else ctx.step_fns.plain, aug_key=ctx.aug_key,
+      first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar)
+  record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+            "lr": float(ctx.schedule((epoch + 1) * steps - 1)),
+            "batch_loss": means["loss"], "batch_accuracy": means["accuracy"],
+            "epoch_time_s": time.time() - t0}
+  if penalized:
+    record["fisher_penalty"] = means["fisher_penalty"]
+  if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+    record.update(evaluate_state(state, ctx.dataset, ctx.predict, config, rng_seed=config.seed))
+  if epoch_hook is not None:
+    record.update(epoch_hook(epoch + 1, state, {"config": config, "dataset": ctx.dataset,
+                                                "model": ctx.model, "workdir": ctx.workdir}) or {})
+  return state, record
+
+
+def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_store: CheckpointStore,
+                     best_store: CheckpointStore | None, best_accuracy: float) -> float:
+  """Saves the epoch's checkpoint (every ``config.checkpoint_every_epochs`` and the last, which is
+  marked finished with the final metrics) and, into ``best_store``, a new best test accuracy.
+  Returns the best test accuracy so far."""
+  epoch, last_epoch = record["epoch"], record["epoch"] == ctx.config.num_epochs
+  if best_store is not None and record.get("test_accuracy", -1.0) > best_accuracy:
+    best_accuracy = record["test_accuracy"]
+    best_store.save(record["step"], jax.device_get(state.to_dict()),
+                    {**ctx.meta_base, "epoch": epoch, "selection": "best test accuracy (on test data)"})
+  if epoch % ctx.config.checkpoint_every_epochs == 0 or last_epoch:
+    meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info}
+    if last_epoch:
+      meta["final_metrics"] = record
+    ckpt_store.save(record["step"], jax.device_get(state.to_dict()), meta)
+  return best_accuracy
+
+
+def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
+  shown = {k: round(v, 4) for k, v in record.items()
+           if k in ("batch_loss", "train_accuracy", "test_accuracy") and v is not None}
+  print(f"[snnjax] epoch {record['epoch']}/{config.num_epochs} {shown} "
+        f"({record['epoch_time_s']:.1f}s)", file=sys.stderr)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        epoch_hook: EpochHook | None = None, dataset=None) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
@@ -171,145 +343,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       corrupt checkpoint. Nothing is written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
-  workdir = os.path.abspath(workdir)
-  check_workdir(config, workdir)
+  run = RunDir(workdir)
+  check_workdir(config, run.path)
   parallel.maybe_initialize_distributed(bool(config.distributed))
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  final_metrics = finished_metrics(ckpt_dir)
+  final_metrics = run.final_metrics()
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
-    print(f"[snnjax] {workdir} is already finished; not retraining", file=sys.stderr)
+    print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
     return final_metrics
   ensure_prerequisites(config)
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset)
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
-
   mesh = parallel.make_mesh(config.num_devices)
-  num_devices = mesh.devices.size
-  if config.batch_size % num_devices:
-    raise UserError(f"config.batch_size={config.batch_size} is not divisible by the "
-                    f"{num_devices} devices in use (set --config.num_devices)")
-  steps_per_epoch = dataset.num_train // config.batch_size
-  if steps_per_epoch < 1:
-    raise UserError(f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} "
-                    "training examples")
-  total_steps = steps_per_epoch * config.num_epochs
-  schedule_cfg = config.get("curriculum", None)
-  scores = None
-  if schedule_cfg is not None and schedule_cfg.kind != "none":
-    scores = curriculum.load_scores(schedule_cfg.scores_path, dataset.num_train)
+  steps_per_epoch = num_steps_per_epoch(config, dataset.num_train, mesh.devices.size)
+  scores = curriculum_scores(config, dataset.num_train)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-
+  state, info = create_train_state(config, model, dataset.input_shape, tx)
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
                "steps_per_epoch": steps_per_epoch, "dataset": dataset.name}
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
 
-  params, batch_stats, mask, info = regimes.initial_variables(
-      config, model, dataset.input_shape, load_solution)
-  sparsity.check_mask(params, mask)
-  state = TrainState.create(params, batch_stats, mask, tx)
+  # Only now, with every check passed, the work dir is written to; every store is closed on exit.
+  with contextlib.ExitStack() as stores:
+    ckpt_store = stores.enter_context(
+        CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
+    initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
+    state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
+    best_store = stores.enter_context(CheckpointStore(
+        os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
+    best_accuracy = max([r.get("test_accuracy", -1.0) for r in records], default=-1.0)
+    ctx = RunContext(
+        config=config, workdir=run.path, dataset=dataset, model=model,
+        train_data=parallel.replicate({"x": jnp.asarray(dataset.x_train),
+                                       "y": jnp.asarray(dataset.y_train)}, mesh),
+        step_fns=make_step_fns(config, model, tx, mesh=mesh,
+                               augment=bool(config.dataset.augment and dataset.is_image)),
+        predict=make_predict_fn(model.apply, compute_dtype=_compute_dtype(config)),
+        schedule=schedule, scores=scores, steps_per_epoch=steps_per_epoch,
+        aug_key=starting_point.augment_key(config), meta_base=meta_base, info=info)
+    state = parallel.replicate(state, mesh)
+    bar = stores.enter_context(_closing(
+        _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
+                      config.progress)))
+    record = records[-1] if records else {}
+    t_start = time.time()
+    for epoch in range(start_epoch, config.num_epochs):
+      state, record = run_epoch(ctx, state, epoch, epoch_hook=epoch_hook, bar=bar)
+      records.append(record)
+      _write_metrics(run.metrics_path, records)
+      best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)
+      if bar is None and config.progress:
+        _log_epoch(config, record)
+  return {**record, "wall_time_s": time.time() - t_start}
 
-  # Only now, with every check passed, the work dir is written to.
-  ckpt_store = CheckpointStore(ckpt_dir, max_to_keep=config.checkpoint_keep)
-  last = ckpt_store.latest_step()
-  os.makedirs(workdir, exist_ok=True)
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config_io.format_config(config))
-  init_store = CheckpointStore(os.path.join(workdir, "init"), max_to_keep=None)
-  if init_store.latest_step() is None:
-    init_store.save(0, state.to_dict(), {**meta_base, "epoch": 0, "info": info})
-  init_store.close()
 
-  start_epoch = 0
-  if last is not None:
-    restored, meta = ckpt_store.restore(last, state.to_dict())
-    state = TrainState.from_dict(restored)
-    start_epoch = int(meta["epoch"])
-    print(f"[snnjax] resuming {workdir} from epoch {start_epoch} (step {last})", file=sys.stderr)
-  records = [r for r in _read_metrics(metrics_path) if r["epoch"] <= start_epoch]
-  _write_metrics(metrics_path, records)
-
-  state = parallel.replicate(state, mesh)
-  train_data = parallel.replicate({"x": jnp.asarray(dataset.x_train),
-                                   "y": jnp.asarray(dataset.y_train)}, mesh)
-  compute_dtype = jnp.bfloat16 if config.precision == "bfloat16" else None
-  step_fn = make_train_step(model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
-                            compute_dtype=compute_dtype,
-                            batch_sharding=parallel.batch_sharded(mesh) if num_devices > 1 else None)
-  fisher_reg = config.get("fisher_reg", None)
-  penalty_step_fn = None
-  if fisher_reg is not None and fisher_reg.weight:
-    penalty_step_fn = make_train_step(
-        model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
-        compute_dtype=compute_dtype, fisher_examples=int(fisher_reg.num_examples),
-        batch_sharding=parallel.batch_sharded(mesh) if num_devices > 1 else None)
-  predict = make_predict_fn(model.apply, compute_dtype=compute_dtype)
-  aug_key = jax.random.fold_in(jax.random.key(config.seed), 1000 + regimes._STREAM[config.regime])
-  best = {"test_accuracy": -1.0}
-  if config.select_best_on_test:
-    best_store = CheckpointStore(os.path.join(workdir, "best_on_test"), max_to_keep=1)
-    if records:
-      best = max(records, key=lambda r: r.get("test_accuracy", -1.0))
-
-  bar = _progress_bar(total_steps, start_epoch * steps_per_epoch, config.progress)
-  record = records[-1] if records else {}
-  t_start = time.time()
-  for epoch in range(start_epoch, config.num_epochs):
-    t0 = time.time()
-    perm = pipeline.epoch_permutation(config.seed, epoch, dataset.num_train)
-    penalized = penalty_step_fn is not None and (
-        not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
-    sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if penalized else {})}
-    if scores is not None and epoch < schedule_cfg.until_epoch:
-      epoch_batches = curriculum.pool_batches(
-          scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
-          batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
-    else:
-      epoch_batches = pipeline.batch_indices(perm, config.batch_size)
-    for i, idx in enumerate(epoch_batches):
-      step_key = jax.random.fold_in(aug_key, epoch * steps_per_epoch + i)
-      if penalized:
-        state, m = penalty_step_fn(state, train_data, jnp.asarray(idx), step_key,
-                                   jnp.float32(fisher_reg.weight))
-      else:
-        state, m = step_fn(state, train_data, jnp.asarray(idx), step_key)
-      sums = {k: sums[k] + m[k] for k in sums}
-      if bar is not None:
-        bar.update(1)
-    train_time = time.time() - t0
-    record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-              "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
-              "batch_loss": float(sums["loss"]) / steps_per_epoch,
-              "batch_accuracy": float(sums["accuracy"]) / steps_per_epoch,
-              "epoch_time_s": train_time}
-    if penalized:
-      record["fisher_penalty"] = float(sums["fisher_penalty"]) / steps_per_epoch
-    last_epoch = epoch + 1 == config.num_epochs
-    if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch:
-      record.update(evaluate_state(state, dataset, predict, config, rng_seed=config.seed))
-    if epoch_hook is not None:
-      record.update(epoch_hook(epoch + 1, state, {"config": config, "dataset": dataset,
-                                                  "model": model, "workdir": workdir}) or {})
-    records.append(record)
-    _write_metrics(metrics_path, records)
-    if config.select_best_on_test and record.get("test_accuracy", -1.0) > best["test_accuracy"]:
-      best = record
-      best_store.save(record["step"], jax.device_get(state.to_dict()),
-                      {**meta_base, "epoch": epoch + 1, "selection": "best test accuracy (on test data)"})
-    if (epoch + 1) % config.checkpoint_every_epochs == 0 or last_epoch:
-      meta = {**meta_base, "epoch": epoch + 1, "finished": last_epoch, "info": info}
-      if last_epoch:
-        meta["final_metrics"] = record
-      ckpt_store.save(record["step"], jax.device_get(state.to_dict()), meta)
-    if bar is None and config.progress:
-      shown = {k: round(v, 4) for k, v in record.items()
-               if k in ("batch_loss", "train_accuracy", "test_accuracy") and v is not None}
-      print(f"[snnjax] epoch {epoch + 1}/{config.num_epochs} {shown} ({train_time:.1f}s)",
-            file=sys.stderr)
-  if bar is not None:
-    bar.close()
-  ckpt_store.close()
-  record = dict(record)
-  record["wall_time_s"] = time.time() - t_start
-  return record
+@contextlib.contextmanager
+def _closing(bar):
+  try:
+    yield bar
+  finally:
+    if bar is not None:
+      bar.close()

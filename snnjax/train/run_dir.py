@@ -1,50 +1,174 @@
-"""Provisional RunDir (replaced by the train-layer seams branch)."""
+"""``RunDir(workdir)``: what a run's work dir holds, read in one place.
+
+The only reader of ``metrics.jsonl`` and of the checkpoint listings (see ``checkpoint`` for the
+layout). Nothing is cached: a run being trained is read as it is now.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
+import ml_collections
+
+from snnjax.errors import UserError
+from snnjax.train import config_io
 from snnjax.train.checkpoint import CheckpointStore
-from snnjax.train.solution import load_solution
+from snnjax.train.solution import Solution, load_solution
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class RunDir:
+  """The work dir of one training run (it need not exist yet)."""
 
-  def __init__(self, path: str):
-    self.path = os.path.abspath(path)
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.path.abspath(os.fspath(path))
+
+  def __repr__(self) -> str:
+    return f"RunDir({self.path!r})"
+
+  @property
+  def exists(self) -> bool:
+    return os.path.isdir(self.path)
+
+  @property
+  def config_path(self) -> str:
+    return os.path.join(self.path, "config.json")
+
+  @property
+  def metrics_path(self) -> str:
+    return os.path.join(self.path, METRICS_FILE)
+
+  @property
+  def checkpoints_dir(self) -> str:
+    return os.path.join(self.path, "checkpoints")
+
+  @property
+  def init_dir(self) -> str:
+    return os.path.join(self.path, "init")
+
+  @property
+  def identity_path(self) -> str:
+    return os.path.join(self.path, config_io.IDENTITY_FILE)
+
+  def config_dict(self) -> dict | None:
+    """The stored config.json as a dict; None if absent. Raises UserError when unreadable."""
+    return config_io.read_json(self.config_path)
+
+  @property
+  def config(self) -> ml_collections.ConfigDict | None:
+    d = self.config_dict()
+    return None if d is None else config_io.config_from_dict(d)
 
   def records(self) -> list[dict]:
-    path = os.path.join(self.path, "metrics.jsonl")
-    if not os.path.exists(path):
+    """Every record of metrics.jsonl, in order; a partial last line (a write cut short) is left out."""
+    if not os.path.exists(self.metrics_path):
       return []
-    with open(path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+    with open(self.metrics_path) as f:
+      lines = [line for line in f.read().split("\n") if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        if i == len(lines) - 1:
+          break
+        raise UserError(f"{self.metrics_path}: line {i + 1} is not JSON ({e})") from e
+    return out
 
   def epoch_records(self) -> list[dict]:
-    return [r for r in self.records() if "epoch" in r]
+    """The per-epoch records (``epoch``, ``step``, ``lr``, ``batch_loss``, ..., ``epoch_time_s`` and,
+    on evaluated epochs, the train/test metrics)."""
+    return [r for r in self.records() if isinstance(r, dict) and "epoch" in r and "step" in r]
 
   @property
   def train_seconds(self) -> float:
-    return float(sum(r.get("epoch_time_s", 0.0) for r in self.records()))
+    """Seconds the recorded epochs took to train (evaluation excluded)."""
+    return float(sum(r.get("epoch_time_s", 0.0) for r in self.epoch_records()))
 
   def checkpoint_steps(self) -> list[int]:
-    return CheckpointStore(os.path.join(self.path, "checkpoints"), read_only=True).steps()
+    """Steps of the checkpoints kept in ``checkpoints/``, ascending ([] before the first)."""
+    return self._steps(self.checkpoints_dir)
 
-  def solution(self, step=None):
-    if step is None:
-      return load_solution(self.path)
-    return load_solution(os.path.join(self.path, "checkpoints"), step=step)
+  def _steps(self, directory: str) -> list[int]:
+    if not os.path.isdir(directory):
+      return []
+    store = CheckpointStore(directory, read_only=True)
+    try:
+      return store.steps()
+    finally:
+      store.close()
 
-  def init_solution(self):
-    return load_solution(os.path.join(self.path, "init"))
+  def latest_meta(self) -> dict:
+    """The meta record of the latest checkpoint ({} before the first)."""
+    if not os.path.isdir(self.checkpoints_dir):
+      return {}
+    store = CheckpointStore(self.checkpoints_dir, read_only=True)
+    try:
+      last = store.latest_step()
+      return store.restore_meta(last) if last is not None else {}
+    finally:
+      store.close()
 
   @property
   def finished(self) -> bool:
-    from snnjax.train import loop
-    return loop.finished_metrics(os.path.join(self.path, "checkpoints")) is not None
+    """Whether the latest checkpoint is the run's last epoch's (the run is done)."""
+    return bool(self.latest_meta().get("finished", False))
+
+  def final_metrics(self) -> dict | None:
+    """The last epoch's record of a finished run; None if the run is unfinished or absent."""
+    meta = self.latest_meta()
+    return meta["final_metrics"] if meta.get("finished") else None
 
   @property
   def trained_epochs(self) -> int:
-    from snnjax.train import loop
-    return loop.trained_epochs(self.path)
+    """Epochs trained as of the latest checkpoint (0: none yet)."""
+    return int(self.latest_meta().get("epoch", 0))
+
+  def solution(self, step: int | None = None) -> Solution:
+    """The solution (the latest checkpoint) or, with ``step``, the kept checkpoint at that step."""
+    return load_solution(self.path, step=step)
+
+  def init_solution(self) -> Solution:
+    """The state before the first update (Init-S, Init-F, Sol-D's init)."""
+    return load_solution(self.init_dir)
+
+  def stored_identity(self) -> dict | None:
+    """identity.json (``{"identity", "dense_identity"}``, written when the run first trained)."""
+    return config_io.read_json(self.identity_path)
+
+  @property
+  def identity(self) -> str:
+    """The run's location-free identity hash (``config_io.identity_hash`` of its config)."""
+    stored = self.stored_identity()
+    if stored is not None and stored.get("identity"):
+      return str(stored["identity"])
+    d = self.config_dict()
+    if d is None:
+      raise UserError(f"no run at {self.path} (no config.json)")
+    return config_io.identity_hash(d)
+
+  @property
+  def dense_identity(self) -> str:
+    """The identity hash of the Sol-D run this run started from ("" for a run that needs none)."""
+    stored = self.stored_identity()
+    if stored is not None and "dense_identity" in stored:
+      return str(stored["dense_identity"])
+    d = self.config_dict()
+    if d is None:
+      raise UserError(f"no run at {self.path} (no config.json)")
+    return str(config_io.run_identity(d).get("dense_workdir", ""))
+
+  def write_identity(self, config: ml_collections.ConfigDict) -> None:
+    """Writes identity.json for a run of ``config`` (its Sol-D resolved now), unless present."""
+    if os.path.exists(self.identity_path):
+      return
+    fields = config_io.run_identity(config_io.config_to_dict(config))
+    if str(fields.get("dense_workdir", "")).startswith(config_io.UNRESOLVED):
+      return  # no Sol-D to name (yet): computed from config.json when asked
+    record = {"identity": config_io.digest(fields), "dense_identity": fields.get("dense_workdir", "")}
+    tmp = self.identity_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(record, f, indent=2, sort_keys=True)
+    os.replace(tmp, self.identity_path)

@@ -1,5 +1,8 @@
 """Loading a trained solution (or an init) for analysis: ``load_solution(path)``.
 
+A ``Solution`` predicts and evaluates itself (``predict``, ``evaluate``) with one jitted function
+per architecture, shared by every solution of it: one compilation per architecture and batch shape.
+
 ``path`` may be a work dir (its last checkpoint: the solution), ``WORKDIR/init`` (the state before the
 first update: Init-S, Init-F or Sol-D's init), ``WORKDIR/checkpoints`` (its last checkpoint) or one
 step directory ``WORKDIR/checkpoints/<step>``.
@@ -7,6 +10,7 @@ step directory ``WORKDIR/checkpoints/<step>``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -15,11 +19,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from snnjax import models
 from snnjax.errors import UserError
 from snnjax.sparsity import check_mask, dense_mask
 from snnjax.train import config_io
+from snnjax.train import evaluate as evaluate_lib
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.state import TrainState
@@ -71,6 +77,49 @@ class Solution:
   @property
   def loss_fn(self) -> Callable:
     return self.functions()[1]
+
+  @property
+  def architecture(self) -> str:
+    """The model's identity by config (name, kwargs, classes): equal for equal architectures."""
+    return json.dumps({"module": type(self.model).__name__, "name": self.config.model.name,
+                       "kwargs": config_io.config_to_dict(self.config.model).get("kwargs", {}),
+                       "num_classes": self.meta.get("num_classes")}, sort_keys=True)
+
+  def predict(self, x, *, batch_size: int = 500, params: PyTree | None = None,
+              batch_stats: PyTree | None = None) -> np.ndarray:
+    """Eval-mode logits (N, classes) float32 of every row of ``x`` (N, ...), in batches of
+    ``batch_size`` (the last one padded). ``params``/``batch_stats`` replace this solution's
+    (same structure: e.g. a point along an interpolation line)."""
+    return evaluate_lib.predict_logits(
+        _predict_fn(self.architecture, self.model), self.params if params is None else params,
+        self.batch_stats if batch_stats is None else batch_stats, np.asarray(x), batch_size)
+
+  def evaluate(self, x, y, *, batch_size: int = 500, params: PyTree | None = None,
+               batch_stats: PyTree | None = None) -> dict:
+    """``{"accuracy", "loss"}`` (mean cross-entropy) of the eval-mode predictions on ``(x, y)``."""
+    logits = self.predict(x, batch_size=batch_size, params=params, batch_stats=batch_stats)
+    return evaluate_lib.loss_and_accuracy(logits, np.asarray(y))
+
+
+# One jitted eval-mode forward per architecture (``Solution.architecture``), and how many times
+# each was traced: jit traces once per new argument shape, right before compiling for it.
+_PREDICT_FNS: dict[str, Callable] = {}
+_PREDICT_TRACES: collections.Counter = collections.Counter()
+
+
+def _predict_fn(architecture: str, model) -> Callable:
+  fn = _PREDICT_FNS.get(architecture)
+  if fn is None:
+    def predict(params, batch_stats, x):
+      _PREDICT_TRACES[architecture] += 1
+      return forward(model.apply, params, batch_stats, x, train=False)[0]
+    fn = _PREDICT_FNS[architecture] = jax.jit(predict)
+  return fn
+
+
+def predict_compilations() -> dict[str, int]:
+  """``{architecture: programs compiled}`` of ``Solution.predict`` so far, in this process."""
+  return dict(_PREDICT_TRACES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,16 +190,16 @@ def load_solution(path: str, *, step: int | None = None) -> Solution:
   """
   workdir, ckpt_dir, path_step = _resolve(path)
   config = read_run_config(workdir)
-  store = CheckpointStore(ckpt_dir, read_only=True)
-  steps = store.steps()
-  if not steps:
-    raise UserError(f"no checkpoint in {ckpt_dir} (has the run started?)")
-  step = step if step is not None else (path_step if path_step is not None else steps[-1])
-  if step not in steps:
-    raise UserError(f"no checkpoint at step {step} in {ckpt_dir}; steps: {steps}")
-  meta = store.restore_meta(step)
-  target = abstract_train_state(config, meta["input_shape"], meta["num_classes"])
-  state_dict, meta = store.restore(step, target.to_dict())
+  with CheckpointStore(ckpt_dir, read_only=True) as store:
+    steps = store.steps()
+    if not steps:
+      raise UserError(f"no checkpoint in {ckpt_dir} (has the run started?)")
+    step = step if step is not None else (path_step if path_step is not None else steps[-1])
+    if step not in steps:
+      raise UserError(f"no checkpoint at step {step} in {ckpt_dir}; steps: {steps}")
+    meta = store.restore_meta(step)
+    target = abstract_train_state(config, meta["input_shape"], meta["num_classes"])
+    state_dict, meta = store.restore(step, target.to_dict())
   state = TrainState.from_dict(state_dict)
   check_mask(state.params, state.mask)
   model = models.create_model(config.model.name, meta["num_classes"], **dict(config.model.kwargs))

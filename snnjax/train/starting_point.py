@@ -29,6 +29,11 @@ def init_key(config: ml_collections.ConfigDict) -> jax.Array:
   return jax.random.fold_in(jax.random.key(config.seed), _STREAM[config.regime])
 
 
+def augment_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The key of the run's augmentation stream (each step folds in its global step index)."""
+  return jax.random.fold_in(jax.random.key(config.seed), 1000 + _STREAM[config.regime])
+
+
 def prunable_tree(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
   return sparsity.prunable(params, include_first=bool(config.mask.include_first),
                            include_last=bool(config.mask.include_last))
