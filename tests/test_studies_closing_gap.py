@@ -19,7 +19,6 @@ from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax.errors import UserError
 from snnjax.studies import cache as cache_lib
-from snnjax.studies import runs as runs_lib
 from snnjax.studies import study as study_lib
 from snnjax.studies.stages import closing_gap
 from snnjax.studies.study import run_study, validate

@@ -11,7 +11,6 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
-import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
 COLORS = {"dense": "#444444", "finetune": "#1f77b4", "scratch": "#d62728"}
 NAMES = {"dense": "Sol-D (dense)", "finetune": "Sol-F (pruned + finetuned)",

@@ -31,9 +31,7 @@ from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import subsets
 from snnjax import sparsity
-from snnjax.train import evaluate
 from snnjax.train import starting_point
-from snnjax.train.step import make_predict_fn
 
 PARAM_SUBSETS = ("all", "kernels")
 
@@ -140,14 +138,9 @@ def estimator_mask(params: Any, mask: Any, include: str) -> Any:
 def accuracy_metrics(solution, dataset, *, batch_size: int = 500) -> dict:
   """Eval-mode loss/accuracy of ``solution`` on the whole train split (labels trained on; also
   the true labels) and the test split."""
-  predict = make_predict_fn(solution.apply_fn)
   out = {}
-  train_logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
-                                         dataset.x_train, batch_size)
-  test_logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
-                                        dataset.x_test, batch_size)
-  train = evaluate.loss_and_accuracy(train_logits, dataset.y_train)
-  test = evaluate.loss_and_accuracy(test_logits, dataset.y_test)
+  train = solution.evaluate(dataset.x_train, dataset.y_train, batch_size=batch_size)
+  test = solution.evaluate(dataset.x_test, dataset.y_test, batch_size=batch_size)
   out["train_loss"], out["train_accuracy"] = train["loss"], train["accuracy"]
   out["train_error"] = 1.0 - train["accuracy"]
   out["test_loss"], out["test_accuracy"] = test["loss"], test["accuracy"]

@@ -21,9 +21,7 @@ from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
-from snnjax.train import evaluate
 from snnjax.train.run_dir import RunDir
-from snnjax.train.step import make_predict_fn
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -90,12 +88,6 @@ def compare(preds_scratch: np.ndarray, preds_finetune: np.ndarray, labels: np.nd
   return out
 
 
-def predictions(solution, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  predict = make_predict_fn(solution.apply_fn)
-  return evaluate.predict_logits(predict, solution.params, solution.batch_stats, x,
-                                 batch_size).argmax(1)
-
-
 def tail_share(counts, sizes) -> dict:
   """Share of the disagreements that falls in the smaller half of the classes (by size) beside
   that half's share of the examples; > 1 ratio = disagreements concentrate on the tail."""
@@ -116,7 +108,7 @@ def analyze_pair(scratch_run, finetune_run, dataset) -> dict:
   out = {}
   for split, x, y in (("train", dataset.x_train, dataset.y_train_true),
                       ("test", dataset.x_test, dataset.y_test)):
-    result = compare(predictions(s, x), predictions(f, x), y, dataset.num_classes)
+    result = compare(s.predict(x).argmax(1), f.predict(x).argmax(1), y, dataset.num_classes)
     result.update(tail_share(result["class_counts"], result["class_sizes"]))
     out[split] = result
   out["class_names"] = list(dataset.class_names) if dataset.class_names else None

@@ -34,10 +34,9 @@ from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
-from snnjax.train import evaluate
 from snnjax.train.batchnorm import recompute_batch_stats
 from snnjax.train.run_dir import RunDir
-from snnjax.train.step import cross_entropy, forward, make_predict_fn
+from snnjax.train.step import cross_entropy, forward
 
 PyTree = Any
 
@@ -185,7 +184,6 @@ def evaluate_line(start, end, dataset, settings, *, log=None) -> dict:
   log = log or (lambda m: None)
   mask = end.mask
   apply_fn = end.apply_fn
-  predict = make_predict_fn(apply_fn)
   bn_x = dataset.x_train[_subset(dataset.num_train, int(settings.bn_examples),
                                  int(settings.subset_seed))]
   eval_idx = _subset(dataset.num_train, int(settings.eval_examples), int(settings.subset_seed) + 1)
@@ -199,10 +197,8 @@ def evaluate_line(start, end, dataset, settings, *, log=None) -> dict:
          "test_accuracy": [], "cosines": {}}
 
   def metrics(params, stats):
-    tr = evaluate.loss_and_accuracy(
-        evaluate.predict_logits(predict, params, stats, x_eval, 500), y_eval)
-    te = evaluate.loss_and_accuracy(
-        evaluate.predict_logits(predict, params, stats, dataset.x_test, 500), dataset.y_test)
+    tr = end.evaluate(x_eval, y_eval, params=params, batch_stats=stats)
+    te = end.evaluate(dataset.x_test, dataset.y_test, params=params, batch_stats=stats)
     return tr, te
 
   for alpha in alphas:

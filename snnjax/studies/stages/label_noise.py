@@ -24,7 +24,6 @@ from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
 from snnjax.train import evaluate
 from snnjax.train.run_dir import RunDir
-from snnjax.train.step import make_predict_fn
 
 CURVE_KEYS = ("train_accuracy", "test_accuracy", "train_clean_accuracy", "train_noisy_correct",
               "train_noisy_memorized", "train_noisy_other")
@@ -73,18 +72,14 @@ def read_curves(workdir: str) -> dict:
 
 def final_breakdown(solution, dataset, *, batch_size: int = 500) -> dict:
   """The memorization breakdown of ``solution`` over the whole (noisy) training set."""
-  predict = make_predict_fn(solution.apply_fn)
-  logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
-                                   dataset.x_train, batch_size)
-  preds = logits.argmax(1)
+  preds = solution.predict(dataset.x_train, batch_size=batch_size).argmax(1)
   out = evaluate.label_noise_breakdown(preds, dataset.y_train, dataset.y_train_true,
                                        dataset.noisy)
   out["train_accuracy"] = float(np.mean(preds == dataset.y_train))
   out["num_train"] = int(dataset.num_train)
   out["effective_noise_rate"] = float(np.mean(dataset.noisy))
-  test_logits = evaluate.predict_logits(predict, solution.params, solution.batch_stats,
-                                        dataset.x_test, batch_size)
-  out["test_accuracy"] = float(np.mean(test_logits.argmax(1) == dataset.y_test))
+  out["test_accuracy"] = solution.evaluate(dataset.x_test, dataset.y_test,
+                                           batch_size=batch_size)["accuracy"]
   return out
 
 

@@ -20,7 +20,6 @@ from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.studies import measure as measure_lib
-from snnjax.studies import cache as cache_lib
 from snnjax.studies.stage import Stage
 from snnjax.train.run_dir import RunDir
 
