@@ -235,5 +235,5 @@ def test_verdicts(v_acc, status, fraction):
 def test_verdict_without_a_gap():
   v = closing_gap.verdicts(_rows(0.93, 0.92, 0.95), num_test=100)["fisher_penalty"]
   assert v["status"] == "no gap" and v["fraction_closed"] is None
-  [finding] = closing_gap.findings({"verdicts": {"fisher_penalty": v}})
+  [finding] = closing_gap.findings(None, {"verdicts": {"fisher_penalty": v}})
   assert finding["status"] == "not measured" and "no gap" in finding["ours"]

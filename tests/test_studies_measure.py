@@ -70,8 +70,8 @@ def tiny_run(tmp_path_factory):
 
 
 def _measure_cli(workdir, out, *overrides):
-  from snnjax.studies import cli  # pylint: disable=import-outside-toplevel
-  assert cli.measure_main(["measure.py", "--workdir", workdir, "--out", out, "--quiet",
+  from snnjax.studies import commands  # pylint: disable=import-outside-toplevel
+  assert commands.measure_main(["measure.py", "--workdir", workdir, "--out", out, "--quiet",
                            "--config.hessian.num_examples=16", "--config.hessian.min_probes=2",
                            "--config.hessian.rtol=0", "--config.fisher.num_examples=16",
                            "--config.jacobian.enabled=false", *overrides]) == 0

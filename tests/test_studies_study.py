@@ -15,7 +15,7 @@ import pytest
 
 from _study_configs import tiny_study
 from snnjax import data as data_lib
-from snnjax.studies import cli
+from snnjax.studies import commands
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import study as study_lib
 from snnjax.studies.study import run_study
@@ -231,7 +231,7 @@ def test_an_interrupted_stage_is_recomputed(study):
 def test_measure_cli_writes_the_table(study, tmp_path, capsys):
   run = _run(study, "clean", "finetune", 0.9)
   out = str(tmp_path / "m")
-  code = cli.measure_main(["measure.py", "--workdir", run.workdir, "--checkpoint",
+  code = commands.measure_main(["measure.py", "--workdir", run.workdir, "--checkpoint",
                            os.path.join(run.workdir, "init"), "--out", out,
                            "--config.hessian.num_examples=16", "--config.hessian.max_probes=3",
                            "--config.fisher.num_examples=16", "--config.fisher.kind=exact",
@@ -245,7 +245,7 @@ def test_measure_cli_writes_the_table(study, tmp_path, capsys):
   with open(out + ".md") as f:
     assert "| solution |" in f.read()
   # a study directory stands for every run under it
-  assert cli.expand_workdir(study["workdir"]) == sorted(r.workdir for r in study["runs"].values())
+  assert commands.expand_workdir(study["workdir"]) == sorted(r.workdir for r in study["runs"].values())
 
 
 def test_findings_have_a_status(study):
