@@ -13,3 +13,9 @@ class UserError(ValueError):
 
 class MaskMismatchError(UserError):
   """A mask whose tree structure or leaf shapes differ from the params it is applied to."""
+
+
+def check(condition, message: str) -> None:
+  """Raises :class:`UserError` with ``message`` unless ``condition`` holds (for validators)."""
+  if not condition:
+    raise UserError(message)

@@ -14,7 +14,7 @@ import time
 
 import ml_collections
 
-from snnjax.errors import UserError
+from snnjax.errors import UserError, check
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import report as report_lib
 from snnjax.studies import runs as runs_lib
@@ -53,9 +53,6 @@ def default_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` naming the first invalid study setting (the study's own, then each
   stage's)."""
-  def check(cond, message):
-    if not cond:
-      raise UserError(message)
   check(len(config.seeds) >= 1, "study seeds must name at least one seed")
   check(all(int(s) >= 0 for s in config.seeds), "study seeds must be >= 0")
   check(len(config.sparsities) >= 1, "study sparsities must name at least one sparsity")

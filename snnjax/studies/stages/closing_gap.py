@@ -33,7 +33,7 @@ import os
 import ml_collections
 import numpy as np
 
-from snnjax.errors import UserError
+from snnjax.errors import UserError, check
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import figures
 from snnjax.studies import fisher_scores as scores_lib
@@ -75,10 +75,6 @@ def default_settings() -> ml_collections.ConfigDict:
 def validate(study: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` naming the first invalid ``closing_gap`` setting."""
   g = study.closing_gap
-
-  def check(cond, message):
-    if not cond:
-      raise UserError(message)
   check(float(g.sparsity) == 0.0 or 0.0 < float(g.sparsity) < 1.0,
         "study closing_gap.sparsity must lie in (0, 1) (or 0: the middle of sparsities)")
   variants = tuple(g.variants)

@@ -182,7 +182,6 @@ def disagreement_figure(results: dict, path: str) -> str:
   return figures.save(fig, path)
 
 
-
 def report(rc, result) -> list[str]:
   if not result:
     return []

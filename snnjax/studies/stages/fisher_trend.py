@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from snnjax.errors import UserError
+from snnjax.errors import check
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import figures
@@ -42,10 +42,6 @@ def default_settings() -> ml_collections.ConfigDict:
 
 def validate(config) -> None:
   t = config.fisher_trend
-
-  def check(cond, message):
-    if not cond:
-      raise UserError(message)
   check(all(0.0 < float(s) < 1.0 for s in t.sparsities),
         "study fisher_trend.sparsities must lie in (0, 1)")
   check(int(t.every_epochs) >= 1, "study fisher_trend.every_epochs must be >= 1")
@@ -156,7 +152,6 @@ def fisher_trend_figure(trend: dict, labels: dict, path: str) -> str:
   ax.grid(alpha=0.3)
   ax.legend(loc="best")
   return figures.save(fig, path)
-
 
 
 def report(rc, result) -> list[str]:

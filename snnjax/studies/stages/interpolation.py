@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnjax.errors import UserError
+from snnjax.errors import check
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
@@ -60,10 +60,6 @@ def default_settings() -> ml_collections.ConfigDict:
 
 def validate(config) -> None:
   it = config.interpolation
-
-  def check(cond, message):
-    if not cond:
-      raise UserError(message)
   check(0.0 < float(it.sparsity) < 1.0, "study interpolation.sparsity must lie in (0, 1)")
   check(len(it.alphas) >= 2, "study interpolation.alphas needs >= 2 values")
   check(all(0.0 < float(a) < 1.0 for a in it.cosine_alphas),
@@ -310,7 +306,6 @@ def interpolation_figure(lines: dict, path: str) -> str:
   return figures.save(fig, path)
 
 
-
 def cosine_figure(lines: dict, num_classes: int, path: str) -> str:
   """Violins of cos(-g_i, Sol-F - init) per alpha (one panel per line) and the class distribution
   of the top cosines at each alpha."""
@@ -347,7 +342,6 @@ def cosine_figure(lines: dict, num_classes: int, path: str) -> str:
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
   return figures.save(fig, path)
-
 
 
 def report(rc, result) -> list[str]:

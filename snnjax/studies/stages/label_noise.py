@@ -16,7 +16,7 @@ import os
 import ml_collections
 import numpy as np
 
-from snnjax.errors import UserError
+from snnjax.errors import check
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
@@ -41,10 +41,6 @@ def default_settings() -> ml_collections.ConfigDict:
 
 def validate(config) -> None:
   ln = config.label_noise
-
-  def check(cond, message):
-    if not cond:
-      raise UserError(message)
   check(0.0 < float(ln.sparsity) < 1.0, "study label_noise.sparsity must lie in (0, 1)")
   check(0.0 < float(ln.rate) < 1.0, "study label_noise.rate must lie in (0, 1)")
   check(ln.kind in ("uniform", "flip"), "study label_noise.kind must be uniform or flip")
@@ -126,7 +122,6 @@ def label_noise_figure(results: dict, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
   return figures.save(fig, path)
-
 
 
 def report(rc, result) -> list[str]:

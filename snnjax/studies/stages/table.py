@@ -175,7 +175,6 @@ def table_figure(rows: list[dict], path: str) -> str:
   return figures.save(fig, path)
 
 
-
 def report(rc, result) -> list[str]:
   rows = result["rows"]
   path = table_figure(rows, os.path.join(rc.outdir, "table.png"))
