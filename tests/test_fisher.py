@@ -10,7 +10,7 @@ import pytest
 import _tiny_models as tm
 from snnjax.errors import MaskMismatchError, UserError
 from snnjax.estimators import fisher
-from snnjax.estimators.subsets import combine_masks, param_subset_mask
+from snnjax.estimators.param_subsets import combine_masks, param_subset_mask
 
 RTOL = 2e-5
 

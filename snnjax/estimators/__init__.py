@@ -10,7 +10,7 @@ from snnjax.estimators.fisher import fisher_trace, ggn_trace, per_example_grad_n
 from snnjax.estimators.hessian import hessian_trace, hvp, hvp_over_data
 from snnjax.estimators.jacobian import jacobian_norm
 from snnjax.estimators.lanczos import power_iteration, spectral_density, top_eigenvalues
-from snnjax.estimators.subsets import combine_masks, param_subset_mask
+from snnjax.estimators.param_subsets import combine_masks, param_subset_mask
 
 __all__ = [
     "Estimate", "combine_masks", "fisher_trace", "ggn_trace", "hessian_trace", "hvp", "hvp_over_data",

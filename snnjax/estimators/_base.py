@@ -62,8 +62,14 @@ def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
     yield from data
 
 
-def check_mask(params: PyTree, mask: PyTree | None) -> PyTree | None:
-  """Returns ``mask`` as float32 leaves matching ``params``, or None; raises on a mismatch."""
+def check_mask_matches_params(params: PyTree, mask: PyTree | None) -> PyTree | None:
+  """Checks that ``mask`` has the tree structure and leaf shapes of ``params``; returns it cast.
+
+  Returns None for None, else ``mask`` with each leaf cast to its param's dtype (0/1 values),
+  ready to multiply gradients. Raises :class:`MaskMismatchError` on a structure or shape
+  mismatch. (``snnjax.sparsity.check_mask`` makes the same check on training masks but returns
+  nothing and accepts no None.)
+  """
   if mask is None:
     return None
   p_def = jax.tree.structure(params)

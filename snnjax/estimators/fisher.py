@@ -28,7 +28,7 @@ Conventions shared by every function here:
 * a ``mask`` (the params' structure, bool or 0/1 leaves) restricts the gradient to its active
   coordinates (g * mask). It does not change the network: pass params whose pruned coordinates are
   already zero, as masked training leaves them. Combine a sparsity mask with a parameter subset
-  (``snnjax.estimators.subsets``) to measure e.g. kernels only;
+  (``snnjax.estimators.param_subsets``) to measure e.g. kernels only;
 * sampled labels use the key ``fold_in(key, i)`` for the i-th example of ``data`` (counting over
   all its batches), so results do not depend on ``chunk_size`` or ``devices``;
 * examples run in chunks of ``chunk_size`` (default 32), one jitted vmapped call per chunk, sharded
@@ -51,7 +51,7 @@ from snnjax.errors import UserError
 from snnjax.estimators import _convs, _sharding
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_batches,
                                      as_pytree_fn,
-                                     check_mask, mean_and_stderr)
+                                     check_mask_matches_params, mean_and_stderr)
 
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
 Devices = None | str | Sequence[jax.Device]
@@ -280,7 +280,7 @@ def per_example_grads(
     A pytree of the params' structure whose leaves have a leading axis n: leaf[i] is the gradient
     for example i (the gradient of the cross-entropy, pointing uphill in the loss).
   """
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   if labels is None or isinstance(labels, str):
     label_key = "y" if labels is None else labels
     data = batch
@@ -319,7 +319,7 @@ def per_example_grad_norms(
   Returns:
     float64 numpy array (N,), N the number of examples in ``data``, in data order.
   """
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   if labels == "data":
     num_samples, key = 0, jnp.zeros((), jnp.uint32)
   elif labels == "sampled":
@@ -350,7 +350,7 @@ def fisher_trace(
       (dataset labels under ``label_key``: the empirical Fisher, not the model's Fisher).
     key: PRNG key, needed for ``kind="mc"``.
     mask: restricts the gradients to the active coordinates (e.g. a sparsity mask combined with
-      ``subsets.param_subset_mask(params, "kernels")``); None for all params.
+      ``param_subsets.param_subset_mask(params, "kernels")``); None for all params.
     num_samples: sampled labels per example for ``kind="mc"`` (must be 1 otherwise).
     chunk_size: examples per jitted vmapped call (default 32). Memory per call is about
       chunk_size x (classes per call) x num_params floats.
@@ -376,7 +376,7 @@ def fisher_trace(
   num_samples = _check_positive(num_samples, "num_samples")
   if kind != "mc" and num_samples != 1:
     raise UserError(f"num_samples applies to kind='mc' only (got kind={kind!r})")
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   common = dict(logits_fn=logits_fn, params=params, chunk_size=chunk_size, devices=devices)
   extra: dict = {"estimator": "fisher_trace", "kind": kind,
                  "num_active_params": active_count(params, mask)}
@@ -443,7 +443,7 @@ def ggn_trace(
     An Estimate (``stderr`` None: exact for the given examples), with ``extra`` as for
     ``fisher_trace(kind="exact")``.
   """
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   fn = _sharding.chunk_fn(_ggn_chunk)
   per_example, n, num_classes = _over_data(
       fn, (params, mask), data, logits_fn=logits_fn, params=params, label_key=None,

@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 
 from snnjax.errors import UserError
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
-                                     check_mask)
+                                     check_mask_matches_params)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -73,7 +73,7 @@ def hvp(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree, *,
   Returns:
     H v, a pytree like ``params`` (``jax.jvp`` of ``jax.grad``). Jit-compatible.
   """
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   v = apply_mask(v, mask)
   _, hv = jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))
   return apply_mask(hv, mask)
@@ -243,7 +243,7 @@ class HessianOperator:
     self.batches = [jax.device_put(b) for b in self.batches]
     self.num_examples = int(sum(counts))
     self.weights = [c / self.num_examples for c in counts]
-    mask = check_mask(params, mask)
+    mask = check_mask_matches_params(params, mask)
     size = sum(int(np.size(p)) for p in jax.tree.leaves(params))
     if size == 0:
       raise UserError("params hold no coordinates")

@@ -29,7 +29,7 @@ from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
-from snnjax.estimators import subsets
+from snnjax.estimators import param_subsets as subsets
 from snnjax import sparsity
 from snnjax.train import evaluate, regimes
 from snnjax.train.step import make_predict_fn

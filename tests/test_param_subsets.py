@@ -1,4 +1,4 @@
-"""Tests for snnjax.estimators.subsets (tests/test_subsets.py tests snnjax.data.subsets)."""
+"""Tests for snnjax.estimators.param_subsets (tests/test_subsets.py tests snnjax.data.subsets)."""
 
 import jax
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import _tiny_models as tm
 from snnjax.errors import MaskMismatchError, UserError
-from snnjax.estimators.subsets import combine_masks, leaf_path, param_subset_mask
+from snnjax.estimators.param_subsets import combine_masks, leaf_path, param_subset_mask
 
 
 def _params():
