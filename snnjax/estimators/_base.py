@@ -62,13 +62,15 @@ def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
     yield from data
 
 
-def check_mask_matches_params(params: PyTree, mask: PyTree | None) -> PyTree | None:
+def check_mask_matches_params(params: PyTree, mask: PyTree | None, *,
+                              what: str = "mask") -> PyTree | None:
   """Checks that ``mask`` has the tree structure and leaf shapes of ``params``; returns it cast.
 
-  Returns None for None, else ``mask`` with each leaf cast to its param's dtype (0/1 values),
-  ready to multiply gradients. Raises :class:`MaskMismatchError` on a structure or shape
-  mismatch. (``snnjax.sparsity.check_mask`` makes the same check on training masks but returns
-  nothing and accepts no None.)
+  Returns None for None, else ``mask`` with each leaf cast to its param's dtype, ready to
+  multiply gradients. Raises :class:`MaskMismatchError` on a structure or shape mismatch;
+  ``what`` names the tree in the message (the check also serves other param-shaped trees, e.g.
+  a direction). ``snnjax.sparsity.check_mask`` makes the same check on training masks but
+  returns nothing and takes no None.
   """
   if mask is None:
     return None
@@ -76,12 +78,12 @@ def check_mask_matches_params(params: PyTree, mask: PyTree | None) -> PyTree | N
   m_def = jax.tree.structure(mask)
   if p_def != m_def:
     raise MaskMismatchError(
-        f"mask tree structure does not match the params: {m_def} vs {p_def}")
+        f"{what} tree structure does not match the params: {m_def} vs {p_def}")
   for path_p, (p, m) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                             zip(jax.tree.leaves(params), jax.tree.leaves(mask))):
     if np.shape(p) != np.shape(m):
       raise MaskMismatchError(
-          f"mask leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
+          f"{what} leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
           f"param has {np.shape(p)}")
   return jax.tree.map(lambda m, p: jnp.asarray(m).astype(jnp.result_type(p)), mask, params)
 
