@@ -26,7 +26,9 @@ Batch = Mapping[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-  """The result of an estimator.
+  """The result of a mean or stochastic estimator (traces, norms): a value and its error.
+
+  Eigenvalues are :class:`EigenResult`, spectral densities ``lanczos.SpectralDensity``.
 
   Attributes:
     value: the estimate (a float), an average over examples unless the estimator says otherwise.
@@ -34,7 +36,7 @@ class Estimate:
     num_examples: how many examples the value averages over.
     num_probes: random probes (Hutchinson vectors, sampled labels, projections) per example or per
       batch, as the estimator documents; 0 where exact.
-    extra: estimator-specific details (e.g. per-probe samples, eigenvectors, the method used).
+    extra: estimator-specific details (e.g. per-probe samples, per-example values, the method).
   """
 
   value: float
@@ -52,6 +54,51 @@ class Estimate:
       if isinstance(v, (int, float, str, bool)) or v is None:
         out[k] = v
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EigenResult:
+  """Eigenvalues of the Hessian (of the mean loss over ``num_examples`` examples) and vectors.
+
+  Attributes:
+    eigenvalues: (k,) float64, descending (power iteration: k = 1, the dominant one).
+    eigenvectors: k unit-norm param pytrees, zero on inactive coordinates.
+    residuals: (k,) float64 residual norms ||H u - lambda u|| (an eigenvalue of H lies within
+      that distance of each value; not a standard error).
+    num_examples: examples the loss averages over.
+    num_iters: iterations run (Lanczos steps or power iterations).
+    num_matvecs: Hessian-vector products computed.
+    dim: active coordinates (the operator's size).
+    method: ``"lanczos"`` or ``"power_iteration"``.
+    converged: power iteration: whether the tolerance was met; None for Lanczos.
+  """
+
+  eigenvalues: np.ndarray
+  eigenvectors: list
+  residuals: np.ndarray
+  num_examples: int
+  num_iters: int
+  num_matvecs: int
+  dim: int
+  method: str
+  converged: bool | None = None
+
+  @property
+  def value(self) -> float:
+    """The largest eigenvalue found (the first of ``eigenvalues``)."""
+    return float(self.eigenvalues[0])
+
+  @property
+  def residual(self) -> float:
+    """The residual norm of ``value``."""
+    return float(self.residuals[0])
+
+  def as_dict(self) -> dict:
+    """JSON-friendly view (no eigenvectors)."""
+    return {"value": self.value, "eigenvalues": [float(e) for e in self.eigenvalues],
+            "residuals": [float(r) for r in self.residuals], "num_examples": int(self.num_examples),
+            "num_iters": int(self.num_iters), "num_matvecs": int(self.num_matvecs),
+            "dim": int(self.dim), "method": self.method, "converged": self.converged}
 
 
 def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
