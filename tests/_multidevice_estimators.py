@@ -123,26 +123,27 @@ def main():
   _close(one.value, many.value, "hessian_trace")
   _close(one.extra["samples"], many.extra["samples"], "hessian_trace samples")
   checks.append("hessian_trace")
-  # Products: with devices the batch is two pieces, so every product below shares the
-  # compilations of one fresh HVP per piece.
-  v = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+  # Products (the MLP: fewer compilations): with devices its batch of 10 is two pieces, so every
+  # product below shares the compilations of one fresh HVP per piece.
+  mlp_loss, mlp_params = mlp.loss_fn, mlp.params
+  v = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), mlp_params)
   jax.tree.map(lambda a, b: _close(a, b, "hvp_over_data"),
-               hvp_over_data(model.loss_fn, params, batch, v),
-               hvp_over_data(model.loss_fn, params, batch, v, devices=ALL))
+               hvp_over_data(mlp_loss, mlp_params, mlp_batch, v),
+               hvp_over_data(mlp_loss, mlp_params, mlp_batch, v, devices=ALL))
   checks.append("hvp_over_data")
-  one = lanczos.top_eigenvalues(model.loss_fn, params, batch, k=2, key=key, num_iters=6)
-  many = lanczos.top_eigenvalues(model.loss_fn, params, batch, k=2, key=key, num_iters=6,
+  one = lanczos.top_eigenvalues(mlp_loss, mlp_params, mlp_batch, k=2, key=key, num_iters=6)
+  many = lanczos.top_eigenvalues(mlp_loss, mlp_params, mlp_batch, k=2, key=key, num_iters=6,
                                  devices=ALL)
   np.testing.assert_allclose(one.eigenvalues, many.eigenvalues, rtol=1e-4, err_msg="lanczos")
   checks.append("top_eigenvalues")
-  one = lanczos.power_iteration(model.loss_fn, params, batch, key=key, num_iters=3)
-  many = lanczos.power_iteration(model.loss_fn, params, batch, key=key, num_iters=3,
+  one = lanczos.power_iteration(mlp_loss, mlp_params, mlp_batch, key=key, num_iters=3)
+  many = lanczos.power_iteration(mlp_loss, mlp_params, mlp_batch, key=key, num_iters=3,
                                  devices=ALL)
   np.testing.assert_allclose(one.value, many.value, rtol=1e-4, err_msg="power_iteration")
   checks.append("power_iteration")
-  one = lanczos.spectral_density(model.loss_fn, params, batch, key=key, num_probes=1,
+  one = lanczos.spectral_density(mlp_loss, mlp_params, mlp_batch, key=key, num_probes=1,
                                  num_iters=4)
-  many = lanczos.spectral_density(model.loss_fn, params, batch, key=key, num_probes=1,
+  many = lanczos.spectral_density(mlp_loss, mlp_params, mlp_batch, key=key, num_probes=1,
                                   num_iters=4, devices=ALL)
   np.testing.assert_allclose(one.nodes, many.nodes, rtol=1e-4, atol=1e-6, err_msg="slq")
   checks.append("spectral_density")
