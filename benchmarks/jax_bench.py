@@ -294,9 +294,10 @@ def bench_estimators(setup: Setup, seed: int = 0) -> dict:
     cost (T(k) - T(1)) / (k - 1), ``setup_s`` the rest of T(1) (operator setup).
   * ``gflop``: XLA's cost analysis (``compiled.cost_analysis()["flops"]``) of the gradient, the
     HVP and one Hutchinson quadratic form: the arithmetic floor the time ratios are compared with.
-  * ``fisher_mc``: ``fisher_trace(kind="mc")``, one sampled label per example (per-example gradient
-    norms of the whole batch); ``per_example_grad_norms``: the same with the data's labels.
-  * ``fisher_exact``: ``fisher_trace(kind="exact")`` on ``exact_fisher_examples`` examples; its
+  * ``fisher_mc``: ``fisher_trace(labels="sampled")``, one sampled label per example (per-example
+    gradient norms of the whole batch); ``per_example_grad_norms``: the same with the data's
+    labels.
+  * ``fisher_exact``: ``fisher_trace(labels="exact")`` on ``exact_fisher_examples`` examples; its
     ``per_example_over_gradient`` is the time per example over the gradient time per example.
   * ``jacobian_exact``: ``jacobian_norm`` (exact, C VJPs per example) over the forward pass.
   """
@@ -340,7 +341,7 @@ def bench_estimators(setup: Setup, seed: int = 0) -> dict:
                        "per_probe_over_gradient": per_probe / g["s"],
                        "total_over_gradient_per_probe": tk / k / g["s"]}
 
-  mc = _time_call(lambda: estimators.fisher_trace(logits_fn, params, batch, kind="mc",
+  mc = _time_call(lambda: estimators.fisher_trace(logits_fn, params, batch, labels="sampled",
                                                   key=key).value, setup)
   out["fisher_mc"] = {"s": mc["s"], "over_gradient": mc["s"] / g["s"], "examples": n,
                       "num_samples": 1}
@@ -350,7 +351,7 @@ def bench_estimators(setup: Setup, seed: int = 0) -> dict:
 
   ne = min(setup.exact_fisher_examples, n)
   small = {"x": batch["x"][:ne], "y": batch["y"][:ne]}
-  ex = _time_call(lambda: estimators.fisher_trace(logits_fn, params, small, kind="exact").value,
+  ex = _time_call(lambda: estimators.fisher_trace(logits_fn, params, small, labels="exact").value,
                   setup)
   out["fisher_exact"] = {"s": ex["s"], "examples": ne, "classes": setup.num_classes,
                          "per_example_over_gradient": (ex["s"] / ne) / (g["s"] / n)}

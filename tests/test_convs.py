@@ -1,5 +1,6 @@
 """Tests of snnjax.estimators._convs: grouped convolutions as sliced batched dots."""
 
+import functools
 import re
 
 import chex
@@ -68,19 +69,34 @@ def _tiny_net(params, x):
   return jnp.mean(h, axis=(1, 2)) @ params["dense"]
 
 
+def _loss(p, xi, yi):
+  return -jax.nn.log_softmax(_tiny_net(p, xi[None])[0])[yi]
+
+
 def _per_example_grads(params, x, y):
-  def loss(p, xi, yi):
-    return -jax.nn.log_softmax(_tiny_net(p, xi[None])[0])[yi]
-  return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)
+  return jax.vmap(jax.grad(_loss), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _grad_params():
+  params = {"w1": _rand((3, 3, 3, 8), 2) * 0.3, "w2": _rand((3, 3, 8, 8), 3) * 0.2,
+            "dense": _rand((8, 5), 4)}
+  return params, _rand((6, 12, 12, 3), 5), jnp.arange(6) % 5
+
+
+@functools.cache
+def _loop_grads():
+  """Exact reference: one jitted gradient call per example, stacked (computed once)."""
+  params, x, y = _grad_params()
+  grad = jax.jit(jax.grad(_loss))
+  loop = [grad(params, x[i], y[i]) for i in range(x.shape[0])]
+  return jax.tree.map(lambda *a: np.stack(a), *loop)
 
 
 class PerExampleGradientsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_rewrite_keeps_per_example_gradients(self):
-    params = {"w1": _rand((3, 3, 3, 8), 2) * 0.3, "w2": _rand((3, 3, 8, 8), 3) * 0.2,
-              "dense": _rand((8, 5), 4)}
-    x, y = _rand((6, 12, 12, 3), 5), jnp.arange(6) % 5
+    params, x, y = _grad_params()
     jaxpr = jax.make_jaxpr(_per_example_grads)(params, x, y)
     grouped = [e for e in jaxpr.eqns if e.primitive is lax.conv_general_dilated_p
                and e.params["feature_group_count"] > 1]
@@ -88,10 +104,7 @@ class PerExampleGradientsTest(chex.TestCase):
     assert grouped and nested  # both paths of the interpreter are exercised
     rewritten = self.variant(_convs.grouped_convs_as_dots(_per_example_grads))
     got = rewritten(params, x, y)
-    loop = [jax.grad(lambda p, i=i: -jax.nn.log_softmax(_tiny_net(p, x[i:i + 1])[0])[y[i]])(
-        params) for i in range(6)]
-    chex.assert_trees_all_close(got, jax.tree.map(lambda *a: jnp.stack(a), *loop),
-                                rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(got, _loop_grads(), rtol=1e-4, atol=1e-5)
 
   def test_rewritten_program_has_no_grouped_convolution(self):
     params = {"w1": _rand((3, 3, 3, 8), 2), "w2": _rand((3, 3, 8, 8), 3), "dense": _rand((8, 5), 4)}

@@ -25,7 +25,7 @@ def _traces(sol, n, probes, key=0):
   logits_fn, loss_fn = sol.functions()
   tr_h = est.hessian_trace(loss_fn, sol.params, batch, key=jax.random.key(key), num_probes=probes,
                            mask=sol.mask)
-  tr_f = est.fisher_trace(logits_fn, sol.params, batch, kind="exact", mask=sol.mask)
+  tr_f = est.fisher_trace(logits_fn, sol.params, batch, labels="exact", mask=sol.mask)
   return tr_h, tr_f
 
 

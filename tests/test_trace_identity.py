@@ -8,34 +8,27 @@ almost everywhere, so Tr(H) = Tr(J^T H_ce J) = Tr(true Fisher, exact over classe
 and hence for the mean. A tanh network has curvature in each parameter and the two differ.
 """
 
-import jax
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
-import _tiny_models as tm
+import _tiny as tiny
 from snnjax.estimators.fisher import fisher_trace
 
 
-def _hessian_trace_exact(model, batch):
-  flat, unravel = ravel_pytree(model.params)
-  hess = jax.jit(jax.hessian(lambda f: model.loss_fn(unravel(f), batch)))(flat)
-  return float(np.trace(np.asarray(hess, np.float64)))
+def _hessian_trace_exact(name):
+  return float(np.trace(tiny.hessian(name, fixture="classifier")))
 
 
 @pytest.mark.parametrize("name", ["relu_mlp", "relu_cnn"])
 def test_piecewise_linear_networks_have_tr_h_equal_tr_f(name):
-  model = tm.mlp(4, activation="relu") if name == "relu_mlp" else tm.cnn(5, activation="relu")
-  batch = tm.make_batch(6, model, 8)
-  tr_h = _hessian_trace_exact(model, batch)
-  tr_f = fisher_trace(model.logits_fn, model.params, batch, kind="exact").value
-  assert tr_f > 0
+  model, batch = tiny.classifier(name)
+  tr_h = _hessian_trace_exact(name)
+  tr_f = fisher_trace(model.logits_fn, model.params, batch, labels="exact").value
   np.testing.assert_allclose(tr_h, tr_f, rtol=1e-4)
 
 
 def test_tanh_network_has_tr_h_different_from_tr_f():
-  model = tm.mlp(4, activation="tanh")
-  batch = tm.make_batch(6, model, 8)
-  tr_h = _hessian_trace_exact(model, batch)
-  tr_f = fisher_trace(model.logits_fn, model.params, batch, kind="exact").value
+  model, batch = tiny.classifier("tanh_mlp")
+  tr_h = _hessian_trace_exact("tanh_mlp")
+  tr_f = fisher_trace(model.logits_fn, model.params, batch, labels="exact").value
   assert abs(tr_h - tr_f) > 0.02 * abs(tr_f), (tr_h, tr_f)

@@ -26,7 +26,9 @@ Batch = Mapping[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-  """The result of an estimator.
+  """The result of a mean or stochastic estimator (traces, norms): a value and its error.
+
+  Eigenvalues are :class:`EigenResult`, spectral densities ``lanczos.SpectralDensity``.
 
   Attributes:
     value: the estimate (a float), an average over examples unless the estimator says otherwise.
@@ -34,7 +36,7 @@ class Estimate:
     num_examples: how many examples the value averages over.
     num_probes: random probes (Hutchinson vectors, sampled labels, projections) per example or per
       batch, as the estimator documents; 0 where exact.
-    extra: estimator-specific details (e.g. per-probe samples, eigenvectors, the method used).
+    extra: estimator-specific details (e.g. per-probe samples, per-example values, the method).
   """
 
   value: float
@@ -54,6 +56,51 @@ class Estimate:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class EigenResult:
+  """Eigenvalues of the Hessian (of the mean loss over ``num_examples`` examples) and vectors.
+
+  Attributes:
+    eigenvalues: (k,) float64, descending (power iteration: k = 1, the dominant one).
+    eigenvectors: k unit-norm param pytrees, zero on inactive coordinates.
+    residuals: (k,) float64 residual norms ||H u - lambda u|| (an eigenvalue of H lies within
+      that distance of each value; not a standard error).
+    num_examples: examples the loss averages over.
+    num_iters: iterations run (Lanczos steps or power iterations).
+    num_matvecs: Hessian-vector products computed.
+    dim: active coordinates (the operator's size).
+    method: ``"lanczos"`` or ``"power_iteration"``.
+    converged: power iteration: whether the tolerance was met; None for Lanczos.
+  """
+
+  eigenvalues: np.ndarray
+  eigenvectors: list
+  residuals: np.ndarray
+  num_examples: int
+  num_iters: int
+  num_matvecs: int
+  dim: int
+  method: str
+  converged: bool | None = None
+
+  @property
+  def value(self) -> float:
+    """The largest eigenvalue found (the first of ``eigenvalues``)."""
+    return float(self.eigenvalues[0])
+
+  @property
+  def residual(self) -> float:
+    """The residual norm of ``value``."""
+    return float(self.residuals[0])
+
+  def as_dict(self) -> dict:
+    """JSON-friendly view (no eigenvectors)."""
+    return {"value": self.value, "eigenvalues": [float(e) for e in self.eigenvalues],
+            "residuals": [float(r) for r in self.residuals], "num_examples": int(self.num_examples),
+            "num_iters": int(self.num_iters), "num_matvecs": int(self.num_matvecs),
+            "dim": int(self.dim), "method": self.method, "converged": self.converged}
+
+
 def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
   """Yields the batches of ``data`` (one batch dict, or an iterable of them)."""
   if isinstance(data, Mapping):
@@ -62,20 +109,28 @@ def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
     yield from data
 
 
-def check_mask(params: PyTree, mask: PyTree | None) -> PyTree | None:
-  """Returns ``mask`` as float32 leaves matching ``params``, or None; raises on a mismatch."""
+def check_mask_matches_params(params: PyTree, mask: PyTree | None, *,
+                              what: str = "mask") -> PyTree | None:
+  """Checks that ``mask`` has the tree structure and leaf shapes of ``params``; returns it cast.
+
+  Returns None for None, else ``mask`` with each leaf cast to its param's dtype, ready to
+  multiply gradients. Raises :class:`MaskMismatchError` on a structure or shape mismatch;
+  ``what`` names the tree in the message (the check also serves other param-shaped trees, e.g.
+  a direction). ``snnjax.sparsity.check_mask`` makes the same check on training masks but
+  returns nothing and takes no None.
+  """
   if mask is None:
     return None
   p_def = jax.tree.structure(params)
   m_def = jax.tree.structure(mask)
   if p_def != m_def:
     raise MaskMismatchError(
-        f"mask tree structure does not match the params: {m_def} vs {p_def}")
+        f"{what} tree structure does not match the params: {m_def} vs {p_def}")
   for path_p, (p, m) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                             zip(jax.tree.leaves(params), jax.tree.leaves(mask))):
     if np.shape(p) != np.shape(m):
       raise MaskMismatchError(
-          f"mask leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
+          f"{what} leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
           f"param has {np.shape(p)}")
   return jax.tree.map(lambda m, p: jnp.asarray(m).astype(jnp.result_type(p)), mask, params)
 

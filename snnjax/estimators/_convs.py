@@ -16,6 +16,13 @@ grouped or depthwise forward convolution). Everything else in the jaxpr, ungroup
 included, is bound unchanged. The result is the same function (tested against ``lax``
 convolutions for every layout, stride, dilation, padding and group kind); it is meant for the
 final, not further differentiated, computations of the per-example estimators.
+
+Where it applies: every per-example function of ``snnjax.estimators.fisher`` (per-example
+gradients, their norms and dot products, Tr(F) of every label kind, the GGN trace) wraps its
+vmapped per-chunk computation with :func:`grouped_convs_as_dots` when ``cpu_rewrites`` (their
+keyword, see :func:`resolve_cpu_rewrites`) is on: by default on the CPU backend only. Nothing else
+in snnjax uses it (the Hessian and Jacobian estimators have no per-example kernel gradients).
+Switching it off (``cpu_rewrites=False``) gives the same numbers to float rounding.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
+
+from snnjax.errors import UserError
 
 MAX_SLICES = 64  # grouped convolutions that would need more slices are left alone
 _CALL_PRIMITIVES = ("pjit", "jit", "closed_call", "core_call")
@@ -169,6 +178,15 @@ def _eval_jaxpr(jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
     for v, val in zip(eqn.outvars, outvals):
       write(v, val)
   return [read(v) for v in jaxpr.outvars]
+
+
+def resolve_cpu_rewrites(cpu_rewrites: bool | None) -> bool:
+  """Whether to apply :func:`grouped_convs_as_dots`: None = on for the CPU backend only."""
+  if cpu_rewrites is None:
+    return jax.default_backend() == "cpu"
+  if not isinstance(cpu_rewrites, (bool, np.bool_)):
+    raise UserError(f"cpu_rewrites must be None, True or False, got {cpu_rewrites!r}")
+  return bool(cpu_rewrites)
 
 
 def grouped_convs_as_dots(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -31,6 +31,11 @@ padded examples' results are dropped. Every chunk of a batch therefore has one s
 compilation). :func:`shard_batch`, meant for estimators that average a loss over a whole batch
 (where padding would change the result), pads nothing and requires the batch size to be a multiple
 of the device count.
+
+The same ``devices`` keyword, with the same values, is on every estimator that loops over data:
+the per-example ones above (``fisher``, ``jacobian``) and the Hessian-based ones (``hessian``,
+``lanczos``), which shard each batch with :func:`shard_batch` (a batch that is not a multiple of
+the device count is split, see ``snnjax.estimators.hessian``) and replicate the params.
 """
 
 from __future__ import annotations

@@ -6,20 +6,30 @@ J = dz/dparams (C, P), the gradient of the log-likelihood of class c is
   grad_params log p_c(x) = J^T (e_c - p),
 
 one VJP of the per-example logits function with the cotangent e_c - p (the negative of the
-cross-entropy gradient; the sign does not matter for norms). Traces, per-example means over the
-examples of ``data``:
+cross-entropy gradient; the sign does not matter for norms).
 
-* ``kind="exact"``: the true Fisher, expectation over the model's own labels computed exactly,
-  Tr(F) = mean_i sum_c p_c(x_i) ||grad log p_c(x_i)||^2 (C VJPs per example, vmapped over the
-  classes, optionally in chunks of classes);
-* ``kind="mc"``: the true Fisher by Monte Carlo, ``num_samples`` labels per example sampled from
-  softmax(z): mean_i mean_s ||grad log p_{y_is}(x_i)||^2 (the study: 1000 examples x 5 samples);
-* ``kind="empirical"``: the "empirical Fisher" with the dataset labels, mean_i ||grad log
-  p_{y_i}(x_i)||^2. It is the mean squared per-example gradient norm, not the Fisher of the model.
+**Labels: one vocabulary.** Every function here takes ``labels=``, which says which labels the
+gradients are taken for:
+
+* ``"exact"``: the expectation over the model's own labels, computed exactly over the C classes
+  (C VJPs per example, vmapped over the classes, optionally in chunks of classes). Traces only
+  (:func:`fisher_trace`, :func:`ggn_trace`): a per-example gradient needs one label;
+* ``"sampled"``: labels drawn from softmax(z), ``num_samples`` per example for
+  :func:`fisher_trace` (the study: 1000 examples x 5 samples), one per example elsewhere; example
+  i of ``data`` uses the key ``fold_in(key, i)``;
+* ``"data"``: the dataset labels, the batch entry named by ``label_key`` (default ``"y"``; e.g.
+  ``"y_true"`` for the clean labels under label noise).
+
+Traces, per-example means over the examples of ``data``: ``labels="exact"`` is the true Fisher,
+Tr(F) = mean_i sum_c p_c(x_i) ||grad log p_c(x_i)||^2; ``"sampled"`` is the true Fisher by Monte
+Carlo, mean_i mean_s ||grad log p_{y_is}(x_i)||^2; ``"data"`` is the "empirical Fisher", mean_i
+||grad log p_{y_i}(x_i)||^2: the mean squared per-example gradient norm, not the Fisher of the
+model. The study configs name these ``fisher.kind = "exact" | "mc" | "empirical"``;
+:func:`labels_for_kind` maps those names (kept: cached results are keyed by them).
 
 :func:`ggn_trace` computes Tr(J^T H J) with H = diag(p) - p p^T, the Hessian of the cross-entropy
 in the logits, through the per-example Gram matrix J J^T; for softmax cross-entropy it equals the
-exact Fisher trace (a cross-check that shares no formula with ``kind="exact"``).
+exact Fisher trace (a cross-check that shares no formula with ``labels="exact"``).
 
 Conventions shared by every function here:
 
@@ -28,20 +38,22 @@ Conventions shared by every function here:
 * a ``mask`` (the params' structure, bool or 0/1 leaves) restricts the gradient to its active
   coordinates (g * mask). It does not change the network: pass params whose pruned coordinates are
   already zero, as masked training leaves them. Combine a sparsity mask with a parameter subset
-  (``snnjax.estimators.subsets``) to measure e.g. kernels only;
+  (``snnjax.estimators.param_subsets``) to measure e.g. kernels only;
 * sampled labels use the key ``fold_in(key, i)`` for the i-th example of ``data`` (counting over
   all its batches), so results do not depend on ``chunk_size`` or ``devices``;
 * examples run in chunks of ``chunk_size`` (default 32), one jitted vmapped call per chunk, sharded
-  over ``devices`` (see ``snnjax.estimators._sharding``); averages are taken on the host in
-  float64. On CPU the chunk's grouped convolutions (the per-example kernel gradients that
-  ``vmap`` makes) are computed as batched dots (``snnjax.estimators._convs``): same values,
-  ~1.45x faster per-example gradients for a ResNet.
+  over ``devices`` (None, ``"all"`` or a sequence of ``jax.Device``; see
+  ``snnjax.estimators._sharding``); averages are taken on the host in float64;
+* ``cpu_rewrites`` (None = on for the CPU backend only): compute the chunk's grouped convolutions
+  (the per-example kernel gradients that ``vmap`` makes) as batched dots
+  (``snnjax.estimators._convs``): same values to float rounding, ~1.45x faster per-example
+  gradients for a ResNet on CPU. ``False`` runs the plain vmapped program.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,12 +62,20 @@ import numpy as np
 from snnjax.errors import UserError
 from snnjax.estimators import _convs, _sharding
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_batches,
-                                     as_pytree_fn,
-                                     check_mask, mean_and_stderr)
+                                     as_pytree_fn, check_mask_matches_params, mean_and_stderr)
 
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
 Devices = None | str | Sequence[jax.Device]
-FISHER_KINDS = ("exact", "mc", "empirical")
+LABELS = ("exact", "sampled", "data")  # ``labels=`` of the traces
+PER_EXAMPLE_LABELS = ("sampled", "data")  # ``labels=`` of the per-example functions
+FISHER_KINDS = ("exact", "mc", "empirical")  # the study configs' ``fisher.kind`` names
+_LABELS_OF_KIND = dict(zip(FISHER_KINDS, LABELS))
+
+
+class GradDots(NamedTuple):
+  """Per-example results of :func:`per_example_grad_dots`, float64 (N,) each."""
+  dots: np.ndarray  # <mask * g_i, direction>
+  norms: np.ndarray  # ||mask * g_i||
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,14 +87,18 @@ def _example_logits(logits_fn: LogitsFn, params: PyTree, x: jax.Array) -> jax.Ar
   return logits_fn(params, x[None])[0]
 
 
+def _masked_leaves(grads: PyTree, mask: PyTree | None) -> list:
+  """The leaves (k, ...) of k stacked gradients, mask applied."""
+  leaves = jax.tree.leaves(grads)
+  if mask is None:
+    return leaves
+  return [g * m for g, m in zip(leaves, jax.tree.leaves(mask))]
+
+
 def _masked_sqnorms(grads: PyTree, mask: PyTree | None) -> jax.Array:
   """Squared norms (k,) of a pytree of k stacked gradients (leaves (k, ...)), mask applied."""
   total = 0.0
-  leaves = jax.tree.leaves(grads)
-  mask_leaves = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)
-  for g, m in zip(leaves, mask_leaves):
-    if m is not None:
-      g = g * m
+  for g in _masked_leaves(grads, mask):
     total = total + jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1)
   return total
 
@@ -97,18 +121,25 @@ def _label_cotangents(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32) - p[None, :]
 
 
-def _vmap_examples(one: Callable) -> Callable:
-  """``jax.vmap(one)``; on CPU with its grouped convolutions as batched dots (see ``_convs``)."""
+def _example_labels(logits: jax.Array, y: jax.Array, k: jax.Array, num_samples: int):
+  """Labels (max(num_samples, 1),): ``y`` when ``num_samples`` is 0, else drawn with key k."""
+  if num_samples:
+    return jax.random.categorical(k, logits.astype(jnp.float32), shape=(num_samples,))
+  return y[None]
+
+
+def _vmap_examples(one: Callable, cpu_rewrites: bool) -> Callable:
+  """``jax.vmap(one)``; with ``cpu_rewrites``, its grouped convolutions as batched dots."""
   batched = jax.vmap(one)
-  return _convs.grouped_convs_as_dots(batched) if jax.default_backend() == "cpu" else batched
+  return _convs.grouped_convs_as_dots(batched) if cpu_rewrites else batched
 
 
 def _example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
 
 
-@jax.jit
-def _exact_fisher_chunk(replicated, chunk):
+@functools.partial(jax.jit, static_argnames=("cpu_rewrites",))
+def _exact_fisher_chunk(replicated, chunk, *, cpu_rewrites):
   """Per-example sum over the classes ``classes`` of p_c ||mask * grad log p_c||^2: (c,)."""
   logits_fn, params, mask, classes = replicated
 
@@ -119,11 +150,11 @@ def _exact_fisher_chunk(replicated, chunk):
     grads, weights = _cotangent_grads(logits_fn, params, x, make)
     return jnp.sum(weights * _masked_sqnorms(grads, mask))
 
-  return _vmap_examples(one)(chunk["x"])
+  return _vmap_examples(one, cpu_rewrites)(chunk["x"])
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples",))
-def _label_sqnorms_chunk(replicated, chunk, *, num_samples):
+@functools.partial(jax.jit, static_argnames=("num_samples", "cpu_rewrites"))
+def _label_sqnorms_chunk(replicated, chunk, *, num_samples, cpu_rewrites):
   """||mask * grad log p_y||^2 per example and label: (c, k).
 
   Labels are ``chunk["y"]`` (c,) when ``num_samples`` is 0, else ``num_samples`` labels per
@@ -133,53 +164,76 @@ def _label_sqnorms_chunk(replicated, chunk, *, num_samples):
 
   def one(x, y, k):
     def make(logits):
-      if num_samples:
-        labels = jax.random.categorical(k, logits.astype(jnp.float32), shape=(num_samples,))
-      else:
-        labels = y[None]
-      return _label_cotangents(logits, labels), None
+      return _label_cotangents(logits, _example_labels(logits, y, k, num_samples)), None
     grads, _ = _cotangent_grads(logits_fn, params, x, make)
     return _masked_sqnorms(grads, mask)
 
   keys = _example_keys(key, chunk["index"]) if num_samples else chunk["index"]
-  return _vmap_examples(one)(chunk["x"], chunk["y"], keys)
+  return _vmap_examples(one, cpu_rewrites)(chunk["x"], chunk["y"], keys)
 
 
-@jax.jit
-def _ggn_chunk(replicated, chunk):
+@functools.partial(jax.jit, static_argnames=("num_samples", "cpu_rewrites"))
+def _label_dots_chunk(replicated, chunk, *, num_samples, cpu_rewrites):
+  """(<mask * g_i, v>, ||mask * g_i||^2) per example, g_i the cross-entropy gradient: (c,), (c,).
+
+  One label per example: ``chunk["y"]`` (``num_samples`` 0) or sampled as in
+  :func:`_label_sqnorms_chunk` (``num_samples`` 1).
+  """
+  logits_fn, params, mask, key, direction = replicated
+
+  def one(x, y, k):
+    def make(logits):
+      return _label_cotangents(logits, _example_labels(logits, y, k, num_samples)), None
+    grads, _ = _cotangent_grads(logits_fn, params, x, make)  # grad log p_y = -g_i: (1, ...)
+    dot = 0.0
+    for g, v in zip(_masked_leaves(grads, mask), jax.tree.leaves(direction)):
+      dot = dot + jnp.sum(g.reshape(g.shape[0], -1) * v.reshape(1, -1).astype(g.dtype), axis=1)
+    return -dot[0], _masked_sqnorms(grads, mask)[0]
+
+  keys = _example_keys(key, chunk["index"]) if num_samples else chunk["index"]
+  return _vmap_examples(one, cpu_rewrites)(chunk["x"], chunk["y"], keys)
+
+
+@functools.partial(jax.jit, static_argnames=("cpu_rewrites",))
+def _ggn_chunk(replicated, chunk, *, cpu_rewrites):
   """Per-example Tr(H_ce J J^T) with H_ce = diag(p) - p p^T, J masked: (c,)."""
   logits_fn, params, mask = replicated
 
   def one(x):
     grads, logits = _cotangent_grads(
         logits_fn, params, x, lambda z: (jnp.eye(z.shape[-1], dtype=jnp.float32), z))
-    leaves = jax.tree.leaves(grads)
-    mask_leaves = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)
     gram = 0.0
-    for g, m in zip(leaves, mask_leaves):
-      if m is not None:
-        g = g * m
+    for g in _masked_leaves(grads, mask):
       g = g.reshape(g.shape[0], -1)
       gram = gram + g @ g.T
     p = jax.nn.softmax(logits.astype(jnp.float32))
     h = jnp.diag(p) - jnp.outer(p, p)
     return jnp.sum(h * gram)
 
-  return _vmap_examples(one)(chunk["x"])
+  return _vmap_examples(one, cpu_rewrites)(chunk["x"])
 
 
-@jax.jit
-def _grads_chunk(replicated, chunk):
-  """Per-example gradients of -log softmax(logits)[y] (cross-entropy), masked: leaves (c, ...)."""
-  logits_fn, params, mask = replicated
+@functools.partial(jax.jit, static_argnames=("sampled", "cpu_rewrites"))
+def _grads_chunk(replicated, chunk, *, sampled, cpu_rewrites):
+  """Per-example gradients of -log softmax(logits)[y] (cross-entropy), masked: leaves (c, ...).
 
-  def one(x, y):
+  Labels ``chunk["y"]``, or with ``sampled`` one label per example drawn as in
+  :func:`_label_sqnorms_chunk`.
+  """
+  logits_fn, params, mask, key = replicated
+
+  def one(x, y, k):
+    if sampled:
+      logits = jax.lax.stop_gradient(_example_logits(logits_fn, params, x))
+      y = _example_labels(logits, y, k, 1)[0]
+
     def loss(p):
       return -jax.nn.log_softmax(_example_logits(logits_fn, p, x).astype(jnp.float32))[y]
     g = jax.grad(loss)(params)
     return g if mask is None else jax.tree.map(lambda a, m: a * m, g, mask)
 
-  return _vmap_examples(one)(chunk["x"], chunk["y"])
+  keys = _example_keys(key, chunk["index"]) if sampled else chunk["index"]
+  return _vmap_examples(one, cpu_rewrites)(chunk["x"], chunk["y"], keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,87 +311,150 @@ def _over_data(fn, replicated, data, *, logits_fn, params, label_key, chunk_size
 
 
 # ----------------------------------------------------------------------------------------------
+# Label handling shared by the public functions.
+
+
+def labels_for_kind(kind: str) -> str:
+  """The ``labels`` word for a study config's ``fisher.kind`` (``"exact" | "mc" | "empirical"``).
+
+  ``"exact"`` -> ``"exact"``, ``"mc"`` -> ``"sampled"``, ``"empirical"`` -> ``"data"``.
+  """
+  if kind not in _LABELS_OF_KIND:
+    raise UserError(f"kind must be one of {FISHER_KINDS}, got {kind!r}")
+  return _LABELS_OF_KIND[kind]
+
+
+def _check_labels(labels: Any, allowed: tuple[str, ...], what: str) -> str:
+  if not isinstance(labels, str) or labels not in allowed:
+    hint = (" (one label per example; labels='exact' is for the traces)"
+            if labels == "exact" else "")
+    raise UserError(f"{what}: labels must be one of {allowed}, got {labels!r}{hint}")
+  return labels
+
+
+def _label_setup(labels: str, key: Any, label_key: str, what: str):
+  """(the key replicated to the chunks, the batch entry holding the labels or None)."""
+  if labels == "sampled":
+    return _check_key(key, f"{what} with labels='sampled'"), None
+  return jnp.zeros((), jnp.uint32), (label_key if labels == "data" else None)
+
+
+def _labels_extra(labels: str, label_key: str) -> dict:
+  out = {"labels": labels}
+  if labels == "data":
+    out["label_key"] = label_key
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Public API.
 
 
 def per_example_grads(
-    logits_fn: LogitsFn, params: PyTree, batch: Batch, *, labels: Any = None,
+    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
+    labels: str = "data", label_key: str = "y", key: jax.Array | None = None,
     mask: PyTree | None = None, chunk_size: int | None = None, devices: Devices = None,
+    cpu_rewrites: bool | None = None,
 ) -> PyTree:
-  """Per-example gradients of the cross-entropy -log softmax(logits_fn(params, x_i))[y_i].
+  """Per-example gradients g_i of the cross-entropy -log softmax(logits_fn(params, x_i))[y_i].
 
   Args:
     logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
     params: the params pytree.
-    batch: a batch dict with ``"x"`` (n, ...) and, unless ``labels`` is given, ``"y"`` (n,).
-    labels: None (``batch["y"]``), the name of another label entry of the batch (e.g.
-      ``"y_true"``), or an integer array (n,).
+    data: one batch dict with ``"x"`` (n, ...) (and the labels) or an iterable of them.
+    labels: ``"data"`` (y_i = the batch entry ``label_key``) or ``"sampled"`` (one y_i per
+      example drawn from softmax(logits), key ``fold_in(key, i)``).
+    label_key: the batch entry holding the labels for ``labels="data"`` (e.g. ``"y_true"``).
+    key: PRNG key, needed for ``labels="sampled"``.
     mask: restricts each gradient to the active coordinates (g * mask); None for dense.
     chunk_size: examples per jitted vmapped call (default 32).
     devices: None, ``"all"`` or a sequence of devices to shard the examples over.
+    cpu_rewrites: grouped convolutions as batched dots (None: on CPU only; module doc).
 
   Returns:
-    A pytree of the params' structure whose leaves have a leading axis n: leaf[i] is the gradient
-    for example i (the gradient of the cross-entropy, pointing uphill in the loss).
+    A pytree of the params' structure whose leaves have a leading axis N (the examples of
+    ``data``, in order): leaf[i] is g_i, pointing uphill in the loss. Jax arrays.
   """
-  mask = check_mask(params, mask)
-  if labels is None or isinstance(labels, str):
-    label_key = "y" if labels is None else labels
-    data = batch
-  else:
-    if "x" not in batch:
-      raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
-    data, label_key = {"x": batch["x"], "_labels": labels}, "_labels"
-  fn = _sharding.chunk_fn(_grads_chunk)
-  grads, _, _ = _over_data(fn, (params, mask), data, logits_fn=logits_fn, params=params,
-                           label_key=label_key, chunk_size=chunk_size, devices=devices,
+  labels = _check_labels(labels, PER_EXAMPLE_LABELS, "per_example_grads")
+  mask = check_mask_matches_params(params, mask)
+  key, source = _label_setup(labels, key, label_key, "per_example_grads")
+  fn = _sharding.chunk_fn(_grads_chunk, sampled=labels == "sampled",
+                          cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
+  grads, _, _ = _over_data(fn, (params, mask, key), data, logits_fn=logits_fn, params=params,
+                           label_key=source, chunk_size=chunk_size, devices=devices,
                            to_host=False)
   return grads
 
 
 def per_example_grad_norms(
     logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
-    labels: str = "data", key: jax.Array | None = None, mask: PyTree | None = None,
-    chunk_size: int | None = None, squared: bool = True, label_key: str = "y",
-    devices: Devices = None,
+    labels: str = "data", label_key: str = "y", key: jax.Array | None = None,
+    mask: PyTree | None = None, chunk_size: int | None = None, squared: bool = True,
+    devices: Devices = None, cpu_rewrites: bool | None = None,
 ) -> np.ndarray:
-  """Per-example norms of grad_params log p_y(x_i), i.e. of the cross-entropy gradient.
+  """Per-example norms ||g_i|| of the cross-entropy gradient (= of grad_params log p_y(x_i)).
 
   Args:
-    logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
-    params: the params pytree.
-    data: one batch or an iterable of batches.
-    labels: ``"data"`` (the batch's labels under ``label_key``) or ``"sampled"`` (one label per
-      example from softmax(logits), key ``fold_in(key, i)`` for the i-th example of ``data``).
-    key: PRNG key, needed for ``labels="sampled"``.
-    mask: restricts the gradients to the active coordinates; None for dense.
-    chunk_size: examples per jitted vmapped call (default 32).
+    logits_fn, params, data, labels, label_key, key, mask, chunk_size, devices, cpu_rewrites:
+      as in :func:`per_example_grads`.
     squared: return ||g_i||^2 (True) or ||g_i||.
-    label_key: the batch entry holding the labels for ``labels="data"`` (e.g. ``"y_true"``).
-    devices: None, ``"all"`` or a sequence of devices to shard the examples over.
 
   Returns:
     float64 numpy array (N,), N the number of examples in ``data``, in data order.
   """
-  mask = check_mask(params, mask)
-  if labels == "data":
-    num_samples, key = 0, jnp.zeros((), jnp.uint32)
-  elif labels == "sampled":
-    num_samples, key, label_key = 1, _check_key(key, "labels='sampled'"), None
-  else:
-    raise UserError(f"labels must be 'data' or 'sampled', got {labels!r}")
-  fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=num_samples)
+  labels = _check_labels(labels, PER_EXAMPLE_LABELS, "per_example_grad_norms")
+  mask = check_mask_matches_params(params, mask)
+  key, source = _label_setup(labels, key, label_key, "per_example_grad_norms")
+  fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=int(labels == "sampled"),
+                          cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
   sq, _, _ = _over_data(fn, (params, mask, key), data, logits_fn=logits_fn, params=params,
-                        label_key=label_key, chunk_size=chunk_size, devices=devices)
+                        label_key=source, chunk_size=chunk_size, devices=devices)
   sq = sq[:, 0].astype(np.float64)
   return sq if squared else np.sqrt(sq)
 
 
+def per_example_grad_dots(
+    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], direction: PyTree, *,
+    labels: str = "data", label_key: str = "y", key: jax.Array | None = None,
+    mask: PyTree | None = None, chunk_size: int | None = None, devices: Devices = None,
+    cpu_rewrites: bool | None = None,
+) -> GradDots:
+  """Per-example <g_i, direction> and ||g_i||, g_i the (masked) cross-entropy gradient.
+
+  The same per-example machinery as :func:`per_example_grad_norms` (its ``norms`` are the square
+  roots of that function's values), without materializing the gradients: each example's
+  gradient is contracted with ``direction`` inside the jitted chunk.
+
+  Args:
+    logits_fn, params, data, labels, label_key, key, mask, chunk_size, devices, cpu_rewrites:
+      as in :func:`per_example_grads`.
+    direction: a pytree like ``params`` (v). With a mask, <mask * g_i, v> is taken, so masking v
+      as well changes nothing.
+
+  Returns:
+    ``GradDots(dots, norms)``: float64 numpy arrays (N,) of <mask * g_i, v> and ||mask * g_i||,
+    in data order (g_i points uphill in the loss: <-g_i, v> = -dots).
+  """
+  labels = _check_labels(labels, PER_EXAMPLE_LABELS, "per_example_grad_dots")
+  mask = check_mask_matches_params(params, mask)
+  if direction is None:
+    raise UserError("per_example_grad_dots needs a direction (a pytree like params)")
+  direction = check_mask_matches_params(params, direction, what="direction")
+  key, source = _label_setup(labels, key, label_key, "per_example_grad_dots")
+  fn = _sharding.chunk_fn(_label_dots_chunk, num_samples=int(labels == "sampled"),
+                          cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
+  (dots, sq), _, _ = _over_data(fn, (params, mask, key, direction), data, logits_fn=logits_fn,
+                                params=params, label_key=source, chunk_size=chunk_size,
+                                devices=devices)
+  return GradDots(np.asarray(dots, np.float64), np.sqrt(np.asarray(sq, np.float64)))
+
+
 def fisher_trace(
-    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *, kind: str = "exact",
-    key: jax.Array | None = None, mask: PyTree | None = None, num_samples: int = 1,
-    chunk_size: int | None = None, class_chunk_size: int | None = None, label_key: str = "y",
-    devices: Devices = None, return_per_example: bool = False,
+    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
+    labels: str = "exact", key: jax.Array | None = None, mask: PyTree | None = None,
+    num_samples: int = 1, chunk_size: int | None = None, class_chunk_size: int | None = None,
+    label_key: str = "y", devices: Devices = None, cpu_rewrites: bool | None = None,
+    return_per_example: bool = False,
 ) -> Estimate:
   """Trace of the Fisher information, a per-example mean over the examples of ``data``.
 
@@ -345,45 +462,46 @@ def fisher_trace(
     logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
     params: the params pytree.
     data: one batch or an iterable of batches.
-    kind: ``"exact"`` (true Fisher, exact expectation over the C classes), ``"mc"`` (true
-      Fisher, ``num_samples`` labels per example sampled from the model) or ``"empirical"``
-      (dataset labels under ``label_key``: the empirical Fisher, not the model's Fisher).
-    key: PRNG key, needed for ``kind="mc"``.
+    labels: ``"exact"`` (true Fisher, exact expectation over the C classes), ``"sampled"`` (true
+      Fisher, ``num_samples`` labels per example sampled from the model) or ``"data"`` (dataset
+      labels under ``label_key``: the empirical Fisher, not the model's Fisher). A study config's
+      ``fisher.kind`` maps to these with :func:`labels_for_kind`.
+    key: PRNG key, needed for ``labels="sampled"``.
     mask: restricts the gradients to the active coordinates (e.g. a sparsity mask combined with
-      ``subsets.param_subset_mask(params, "kernels")``); None for all params.
-    num_samples: sampled labels per example for ``kind="mc"`` (must be 1 otherwise).
+      ``param_subsets.param_subset_mask(params, "kernels")``); None for all params.
+    num_samples: sampled labels per example for ``labels="sampled"`` (must be 1 otherwise).
     chunk_size: examples per jitted vmapped call (default 32). Memory per call is about
       chunk_size x (classes per call) x num_params floats.
-    class_chunk_size: for ``kind="exact"``, classes per call (default: all C at once); smaller
+    class_chunk_size: for ``labels="exact"``, classes per call (default: all C at once); smaller
       values bound memory at the cost of recomputing the forward pass once per class chunk.
-    label_key: the batch entry holding the labels for ``kind="empirical"``.
+    label_key: the batch entry holding the labels for ``labels="data"``.
     devices: None, ``"all"`` or a sequence of devices to shard the examples over.
+    cpu_rewrites: grouped convolutions as batched dots (None: on CPU only; module doc).
     return_per_example: also return the per-example traces as ``extra["per_example"]``.
 
   Returns:
     An Estimate: ``value`` the mean over examples of the per-example trace. ``stderr``: None for
-    ``"exact"`` and ``"empirical"`` (exact for the given examples); for ``"mc"`` the standard
+    ``"exact"`` and ``"data"`` (exact for the given examples); for ``"sampled"`` the standard
     error std_i(v_i) / sqrt(N) of the per-example values v_i (each a mean over its samples),
-    which covers the label sampling and the sampling of the examples. ``extra``: ``kind``,
-    ``labels`` (how the labels were obtained), ``num_classes``, ``num_active_params`` (measured
-    coordinates), ``example_std`` (std of the per-example values), for ``"mc"`` with
-    num_samples >= 2 ``sampling_stderr`` (the standard error from the label sampling alone,
-    sqrt(sum_i var_s / S) / N, the error against the exact trace of the same examples), and
-    ``per_example`` when asked.
+    which covers the label sampling and the sampling of the examples. ``extra``: ``estimator``,
+    ``labels`` (the word above; ``label_key`` with ``"data"``), ``num_classes``,
+    ``num_active_params`` (measured coordinates), ``example_std`` (std of the per-example
+    values), for ``"sampled"`` with num_samples >= 2 ``sampling_stderr`` (the standard error from
+    the label sampling alone, sqrt(sum_i var_s / S) / N, the error against the exact trace of the
+    same examples), and ``per_example`` when asked.
   """
-  if kind not in FISHER_KINDS:
-    raise UserError(f"kind must be one of {FISHER_KINDS}, got {kind!r}")
+  labels = _check_labels(labels, LABELS, "fisher_trace")
   num_samples = _check_positive(num_samples, "num_samples")
-  if kind != "mc" and num_samples != 1:
-    raise UserError(f"num_samples applies to kind='mc' only (got kind={kind!r})")
-  mask = check_mask(params, mask)
+  if labels != "sampled" and num_samples != 1:
+    raise UserError(f"num_samples applies to labels='sampled' only (got labels={labels!r})")
+  mask = check_mask_matches_params(params, mask)
+  rewrites = _convs.resolve_cpu_rewrites(cpu_rewrites)
   common = dict(logits_fn=logits_fn, params=params, chunk_size=chunk_size, devices=devices)
-  extra: dict = {"estimator": "fisher_trace", "kind": kind,
+  extra: dict = {"estimator": "fisher_trace", **_labels_extra(labels, label_key),
                  "num_active_params": active_count(params, mask)}
   stderr, num_probes = None, 0
 
-  if kind == "exact":
-    extra["labels"] = "exact expectation over the model's softmax"
+  if labels == "exact":
     data = list(as_batches(data))
     num_classes = None
     for batch in data:
@@ -394,30 +512,26 @@ def fisher_trace(
       raise UserError("data holds no examples")
     step = num_classes if class_chunk_size is None else _check_positive(
         class_chunk_size, "class_chunk_size")
-    fn = _sharding.chunk_fn(_exact_fisher_chunk)
+    fn = _sharding.chunk_fn(_exact_fisher_chunk, cpu_rewrites=rewrites)
     per_example, n = 0.0, 0
     for start in range(0, num_classes, step):
       classes = jnp.arange(start, min(start + step, num_classes), dtype=jnp.int32)
       part, n, _ = _over_data(fn, (params, mask, classes), data, label_key=None, **common)
       per_example = per_example + part.astype(np.float64)
-  elif kind == "mc":
-    extra["labels"] = "sampled from the model's softmax"
-    key = _check_key(key, "kind='mc'")
-    fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=num_samples)
-    samples, n, num_classes = _over_data(fn, (params, mask, key), data, label_key=None, **common)
+  else:
+    key, source = _label_setup(labels, key, label_key, "fisher_trace")
+    fn = _sharding.chunk_fn(_label_sqnorms_chunk, cpu_rewrites=rewrites,
+                            num_samples=num_samples if labels == "sampled" else 0)
+    samples, n, num_classes = _over_data(fn, (params, mask, key), data, label_key=source,
+                                         **common)
     samples = samples.astype(np.float64)
     per_example = samples.mean(axis=1)
-    _, stderr = mean_and_stderr(per_example)
-    num_probes = num_samples
-    if num_samples >= 2:
-      extra["sampling_stderr"] = float(
-          np.sqrt(np.sum(samples.var(axis=1, ddof=1) / num_samples)) / n)
-  else:
-    extra["labels"] = f"dataset labels {label_key!r} (empirical Fisher)"
-    fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=0)
-    samples, n, num_classes = _over_data(fn, (params, mask, jnp.zeros((), jnp.uint32)), data,
-                                         label_key=label_key, **common)
-    per_example = samples[:, 0].astype(np.float64)
+    if labels == "sampled":
+      _, stderr = mean_and_stderr(per_example)
+      num_probes = num_samples
+      if num_samples >= 2:
+        extra["sampling_stderr"] = float(
+            np.sqrt(np.sum(samples.var(axis=1, ddof=1) / num_samples)) / n)
 
   value, _ = mean_and_stderr(per_example)
   extra["num_classes"] = num_classes
@@ -429,27 +543,30 @@ def fisher_trace(
 
 def ggn_trace(
     logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
-    mask: PyTree | None = None, chunk_size: int | None = None, devices: Devices = None,
-    return_per_example: bool = False,
+    labels: str = "exact", mask: PyTree | None = None, chunk_size: int | None = None,
+    devices: Devices = None, cpu_rewrites: bool | None = None, return_per_example: bool = False,
 ) -> Estimate:
   """Trace of the Gauss-Newton matrix of the softmax cross-entropy, per-example mean.
 
   Per example, Tr(J^T H J) = Tr(H J J^T) with H = diag(p) - p p^T and J the (masked) Jacobian of
   the logits in the params, via the C x C Gram matrix of the rows J^T e_c. For softmax
-  cross-entropy this equals ``fisher_trace(kind="exact")``; it is computed through a different
-  formula as a cross-check. Arguments as in :func:`fisher_trace`.
+  cross-entropy this equals ``fisher_trace(labels="exact")``; it is computed through a different
+  formula as a cross-check. H does not depend on the labels: ``labels`` accepts ``"exact"`` only
+  (the GGN is the exact expectation over the model's labels) and is there for the shared
+  vocabulary. Other arguments as in :func:`fisher_trace`.
 
   Returns:
     An Estimate (``stderr`` None: exact for the given examples), with ``extra`` as for
-    ``fisher_trace(kind="exact")``.
+    ``fisher_trace(labels="exact")``.
   """
-  mask = check_mask(params, mask)
-  fn = _sharding.chunk_fn(_ggn_chunk)
+  _check_labels(labels, ("exact",), "ggn_trace")
+  mask = check_mask_matches_params(params, mask)
+  fn = _sharding.chunk_fn(_ggn_chunk, cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
   per_example, n, num_classes = _over_data(
       fn, (params, mask), data, logits_fn=logits_fn, params=params, label_key=None,
       chunk_size=chunk_size, devices=devices)
   per_example = per_example.astype(np.float64)
-  extra = {"estimator": "ggn_trace", "num_classes": num_classes,
+  extra = {"estimator": "ggn_trace", "labels": "exact", "num_classes": num_classes,
            "num_active_params": active_count(params, mask),
            "example_std": float(per_example.std(ddof=1)) if n > 1 else None}
   if return_per_example:

@@ -25,12 +25,20 @@ and batches are Python loops over jitted functions (never a conv model inside
 (``_base.as_pytree_fn``): a ``jax.tree_util.Partial`` (what ``snnjax.train.Solution`` gives)
 shares compilations across its bound arguments; pass any other function as the same object
 across calls to reuse the compilations.
+
+``devices`` (every function that loops over ``data``; None, ``"all"`` or a sequence of
+``jax.Device``, as for the per-example estimators, see ``snnjax.estimators._sharding``): each
+batch's examples are sharded over the devices along a 1-D ``"data"`` mesh and the params are
+replicated; every product and quadratic form then runs as one jitted (GSPMD) program over the
+devices. A batch whose size is not a multiple of the device count is split into its largest
+multiple (sharded) and the remaining examples (replicated), weighted by their example counts, so
+the operator, and every estimate, is the same as on one device up to float32 rounding.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +46,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from snnjax.errors import UserError
+from snnjax.estimators import _sharding
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
-                                     check_mask)
+                                     check_mask_matches_params)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
+Devices = None | str | Sequence[jax.Device]
 
 METHODS = ("hutchinson", "hutchpp")
 _Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -73,20 +83,21 @@ def hvp(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree, *,
   Returns:
     H v, a pytree like ``params`` (``jax.jvp`` of ``jax.grad``). Jit-compatible.
   """
-  mask = check_mask(params, mask)
+  mask = check_mask_matches_params(params, mask)
   v = apply_mask(v, mask)
   _, hv = jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))
   return apply_mask(hv, mask)
 
 
 def hvp_over_data(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], v: PyTree, *,
-                  mask: PyTree | None = None) -> PyTree:
+                  mask: PyTree | None = None, devices: Devices = None) -> PyTree:
   """Hessian-vector product of the mean loss over all examples of ``data``.
 
   Returns sum_b (n_b / N) H_b v (a pytree like ``params``), computed one batch at a time with a
   jitted :func:`hvp`; with ``mask``, the product with H[active, active] embedded in the full space.
+  ``devices``: shard each batch's examples over devices (module doc).
   """
-  op = HessianOperator(loss_fn, params, data, mask)
+  op = HessianOperator(loss_fn, params, data, mask, devices=devices)
   return op.to_tree(op.matvec(op.to_active(v)))
 
 
@@ -206,6 +217,30 @@ def _num_examples(batch: Batch) -> int:
   return n
 
 
+def _place(batches: list, counts: list[int], devices: Devices):
+  """``batches`` on the default device, or sharded over ``devices`` (module doc).
+
+  Returns (placed batches, their example counts): with devices, a batch whose size is not a
+  multiple of the device count becomes two, its largest multiple (sharded along axis 0) and the
+  rest (replicated).
+  """
+  devs = _sharding.resolve_devices(devices)
+  if devs is None:
+    return [jax.device_put(b) for b in batches], counts
+  placed, sizes = [], []
+  for batch, n in zip(batches, counts):
+    whole = n - n % len(devs)
+    parts = [(0, whole, True), (whole, n, False)]
+    for start, stop, shard in parts:
+      if stop == start:
+        continue
+      part = batch if stop - start == n else jax.tree.map(lambda a: a[start:stop], batch)
+      placed.append(_sharding.shard_batch(part, devs) if shard
+                    else _sharding.replicate(part, devs))
+      sizes.append(stop - start)
+  return placed, sizes
+
+
 def _check_batch_probes(batch_probes: int | None) -> int:
   if batch_probes is None:
     return default_batch_probes()
@@ -221,7 +256,8 @@ class HessianOperator:
   mask), in ``ravel_pytree`` order; :meth:`to_tree` / :meth:`to_active` convert to and from param
   pytrees. For products with a single batch its linearization is computed once and kept (memory ~
   that batch's residuals); with several batches each call linearizes batch by batch. Quadratic
-  forms (:meth:`quad_forms`) need no linearization.
+  forms (:meth:`quad_forms`) need no linearization. ``devices`` shards each batch's examples over
+  devices (module doc).
 
   Attributes:
     num_examples: N, the examples over all batches.
@@ -232,18 +268,19 @@ class HessianOperator:
   """
 
   def __init__(self, loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch],
-               mask: PyTree | None = None, *, batch_probes: int | None = None):
+               mask: PyTree | None = None, *, batch_probes: int | None = None,
+               devices: Devices = None):
     self.loss_fn = as_pytree_fn(loss_fn)  # an ordinary jit argument (see ``as_pytree_fn``)
-    self.params = params
+    self.params = _sharding.replicate(params, devices)
     self.batches = list(as_batches(data))
     if not self.batches:
       raise UserError("data holds no batches")
     counts = [_num_examples(b) for b in self.batches]
-    # On the device once: every product and probe reads every batch again.
-    self.batches = [jax.device_put(b) for b in self.batches]
+    # On the device(s) once: every product and probe reads every batch again.
+    self.batches, counts = _place(self.batches, counts, devices)
     self.num_examples = int(sum(counts))
     self.weights = [c / self.num_examples for c in counts]
-    mask = check_mask(params, mask)
+    mask = check_mask_matches_params(params, mask)
     size = sum(int(np.size(p)) for p in jax.tree.leaves(params))
     if size == 0:
       raise UserError("params hold no coordinates")
@@ -399,7 +436,8 @@ def _run_probes(op: HessianOperator, key: jax.Array, max_probes: int, *, rtol: f
 def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,
                   key: jax.Array, num_probes: int, mask: PyTree | None = None,
                   method: str = "hutchinson", rtol: float | None = None, min_probes: int = 10,
-                  batch_probes: int | None = None, check_every: int | None = None) -> Estimate:
+                  batch_probes: int | None = None, check_every: int | None = None,
+                  devices: Devices = None) -> Estimate:
   """Stochastic estimate of Tr(H), the Hessian of the mean loss over all examples of ``data``.
 
   Methods:
@@ -427,6 +465,8 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     min_probes: probes before the first early-stop check (>= 2).
     batch_probes: probes per vmapped group; None = 1 on CPU (sequential), 8 on GPU/TPU.
     check_every: probes between early-stop checks. Default: ``batch_probes``.
+    devices: None, ``"all"`` or a sequence of devices to shard each batch's examples over
+      (module doc); the probes and the estimate do not depend on it beyond float32 rounding.
 
   Returns:
     ``Estimate`` with ``value`` = Tr(H) (a sum over the active coordinates of the example-mean
@@ -447,7 +487,7 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
   if check_every is not None and (not isinstance(check_every, (int, np.integer))
                                   or check_every < 1):
     raise UserError(f"check_every must be None or a positive int, got {check_every!r}")
-  op = HessianOperator(loss_fn, params, data, mask, batch_probes=batch_probes)
+  op = HessianOperator(loss_fn, params, data, mask, batch_probes=batch_probes, devices=devices)
   if check_every is None:
     check_every = op.batch_probes
   extra = {"method": method, "dim": op.dim, "batch_probes": op.batch_probes}

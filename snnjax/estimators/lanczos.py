@@ -8,6 +8,10 @@ of size ``dim``). The Lanczos vectors live on the host as flat float64 arrays of
 (memory ``num_iters * dim * 8`` bytes; products are taken with their float32 rounding, and the basis
 is returned as float32); the tridiagonal matrix and the Ritz values are float64.
 With one batch the gradient's linearization is computed once and reused for every product.
+``devices`` shards each batch's examples over devices (``snnjax.estimators.hessian``, module doc).
+
+Results: :func:`top_eigenvalues` and :func:`power_iteration` return ``EigenResult``
+(eigenvalues, eigenvectors, residual norms), :func:`spectral_density` a :class:`SpectralDensity`.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import jax
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.estimators._base import Batch, Estimate
-from snnjax.estimators.hessian import HessianOperator, LossFn
+from snnjax.estimators._base import Batch, EigenResult
+from snnjax.estimators.hessian import Devices, HessianOperator, LossFn
 
 PyTree = Any
 MatVec = Callable[[np.ndarray], np.ndarray]
@@ -101,8 +105,8 @@ def _tridiag(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *, k: int,
-                    key: jax.Array, mask: PyTree | None = None,
-                    num_iters: int | None = None) -> Estimate:
+                    key: jax.Array, mask: PyTree | None = None, num_iters: int | None = None,
+                    devices: Devices = None) -> EigenResult:
   """The k largest (algebraic) eigenvalues of the Hessian by Lanczos with full reorthogonalization.
 
   Args:
@@ -114,15 +118,15 @@ def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
     mask: optional mask pytree; eigenvalues are then those of H[active, active].
     num_iters: Lanczos steps (= Hessian-vector products), k <= num_iters; default
       ``min(dim, max(2 * k + 20, 30))``. ``num_iters = dim`` gives the whole spectrum.
+    devices: None, ``"all"`` or a sequence of devices to shard each batch's examples over.
 
   Returns:
-    ``Estimate`` with ``value`` = the largest eigenvalue, ``stderr`` = its Ritz residual norm
-    ||H u - lambda u|| (an eigenvalue of H lies within it; not a standard error), ``num_probes`` = 1
-    (one random start), ``num_examples`` = N, and ``extra``: ``eigenvalues`` (k,) descending,
-    ``eigenvectors`` (list of k unit-norm param pytrees, zero on inactive coordinates),
-    ``residuals`` (k,) Ritz residual norms, ``num_iters``, ``num_matvecs``, ``dim``, ``method``.
+    ``EigenResult``: ``eigenvalues`` (k,) descending (``value`` the largest), ``eigenvectors``
+    (k unit-norm param pytrees, zero on inactive coordinates), ``residuals`` (k,) Ritz residual
+    norms ||H u - lambda u||, ``num_examples`` = N, ``num_iters``, ``num_matvecs``, ``dim``,
+    ``method="lanczos"``.
   """
-  op = HessianOperator(loss_fn, params, data, mask)
+  op = HessianOperator(loss_fn, params, data, mask, devices=devices)
   k = _check_int("k", k, 1)
   if k > op.dim:
     raise UserError(f"k={k} exceeds the number of active coordinates ({op.dim})")
@@ -140,38 +144,34 @@ def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
   vectors = evecs[:, order].T @ basis.astype(np.float64)  # (k, dim)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
   eigenvectors = [op.to_tree(u) for u in vectors]
-  return Estimate(
-      value=float(eigenvalues[0]), stderr=float(residuals[0]), num_examples=op.num_examples,
-      num_probes=1,
-      extra={"method": "lanczos", "eigenvalues": eigenvalues, "eigenvectors": eigenvectors,
-             "residuals": residuals, "num_iters": int(alpha.size),
-             "num_matvecs": op.num_matvecs, "dim": op.dim})
+  return EigenResult(eigenvalues=eigenvalues, eigenvectors=eigenvectors, residuals=residuals,
+                     num_examples=op.num_examples, num_iters=int(alpha.size),
+                     num_matvecs=op.num_matvecs, dim=op.dim, method="lanczos")
 
 
 def power_iteration(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,
                     key: jax.Array, num_iters: int, mask: PyTree | None = None,
-                    tol: float = 1e-5) -> Estimate:
+                    tol: float = 1e-5, devices: Devices = None) -> EigenResult:
   """The dominant eigenvalue of the Hessian (largest in magnitude) by power iteration.
 
   A check on :func:`top_eigenvalues` (which returns the largest algebraic ones): they agree when
   the largest eigenvalue dominates the most negative one in magnitude.
 
   Args:
-    loss_fn, params, data, mask: as in :func:`top_eigenvalues`.
+    loss_fn, params, data, mask, devices: as in :func:`top_eigenvalues`.
     key: PRNG key of the Gaussian start vector.
     num_iters: the most Hessian-vector products.
     tol: stop when the Rayleigh quotient changes by less than ``tol * |lambda|``.
 
   Returns:
-    ``Estimate`` with ``value`` = the Rayleigh quotient u^T H u of the last unit vector u,
-    ``stderr`` = the residual norm ||H u - lambda u|| (not a standard error), ``num_probes`` = 1,
-    and ``extra``: ``eigenvector`` (param pytree), ``num_iters``, ``converged``, ``dim``,
-    ``method``.
+    ``EigenResult`` with one eigenvalue: ``value`` = the Rayleigh quotient u^T H u of the last
+    unit vector u, ``eigenvectors`` = [u] (a param pytree), ``residual`` = ||H u - lambda u||,
+    ``num_iters``, ``num_matvecs``, ``converged``, ``dim``, ``method="power_iteration"``.
   """
   num_iters = _check_int("num_iters", num_iters, 1)
   if not tol > 0:
     raise UserError(f"tol must be > 0, got {tol!r}")
-  op = HessianOperator(loss_fn, params, data, mask)
+  op = HessianOperator(loss_fn, params, data, mask, devices=devices)
   matvec = _host_matvec(op)
   v = np.asarray(jax.random.normal(key, (op.dim,)), np.float64)
   v /= np.linalg.norm(v)
@@ -192,10 +192,10 @@ def power_iteration(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
       break
     v = w / norm
     lam_prev = lam
-  return Estimate(
-      value=lam, stderr=residual, num_examples=op.num_examples, num_probes=1,
-      extra={"method": "power_iteration", "eigenvector": op.to_tree(v), "num_iters": it,
-             "converged": converged, "dim": op.dim})
+  return EigenResult(eigenvalues=np.array([lam]), eigenvectors=[op.to_tree(v)],
+                     residuals=np.array([residual]), num_examples=op.num_examples, num_iters=it,
+                     num_matvecs=op.num_matvecs, dim=op.dim, method="power_iteration",
+                     converged=converged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,15 +237,26 @@ class SpectralDensity:
     """Tr(H) estimated from the quadrature (mean of :attr:`trace_samples`)."""
     return float(np.mean(self.trace_samples))
 
+  @property
+  def num_probes(self) -> int:
+    return int(self.nodes.shape[0])
+
+  def as_dict(self) -> dict:
+    """JSON-friendly view: the grid and density as lists, the trace estimate, sizes."""
+    return {"grid": self.grid.tolist(), "density": self.density.tolist(),
+            "sigma": float(self.sigma), "trace": self.trace, "dim": int(self.dim),
+            "num_examples": int(self.num_examples), "num_probes": self.num_probes,
+            "num_iters": int(self.nodes.shape[1])}
+
 
 def spectral_density(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,
                      key: jax.Array, num_probes: int, num_iters: int, mask: PyTree | None = None,
                      grid: np.ndarray | None = None, sigma: float | None = None,
-                     num_grid: int = 1000) -> SpectralDensity:
+                     num_grid: int = 1000, devices: Devices = None) -> SpectralDensity:
   """Hessian eigenvalue density by stochastic Lanczos quadrature.
 
   Args:
-    loss_fn, params, data, mask: as in :func:`top_eigenvalues`.
+    loss_fn, params, data, mask, devices: as in :func:`top_eigenvalues`.
     key: PRNG key; probe p starts from ``rademacher(fold_in(key, p), (dim,)) / sqrt(dim)``.
     num_probes: independent Lanczos runs.
     num_iters: Lanczos steps per run (capped at dim); num_probes * num_iters Hessian-vector
@@ -264,7 +275,7 @@ def spectral_density(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Bat
   num_grid = _check_int("num_grid", num_grid, 2)
   if sigma is not None and not sigma > 0:
     raise UserError(f"sigma must be None or > 0, got {sigma!r}")
-  op = HessianOperator(loss_fn, params, data, mask)
+  op = HessianOperator(loss_fn, params, data, mask, devices=devices)
   matvec = _host_matvec(op)
   m = min(num_iters, op.dim)
   nodes = np.zeros((num_probes, m))

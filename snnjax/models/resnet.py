@@ -96,8 +96,12 @@ class ResNet(nn.Module):
       ``stage_channels``; the stem has the first stage's width.
     shortcut: ``"A"`` or ``"B"`` (module doc).
     stage_channels: base channels of the three stages.
-    materialize: keep block activations materialized (``materialize``); None = on for the CPU
-      backend only (where it makes a train step ~1.4x faster; other backends were not measured).
+    materialize: keep block activations materialized (``materialize``): applied to the stem's
+      output, each block's ``relu(bn1(conv1(x)))`` and each block's output (the residual stream).
+      None = on for the CPU backend only (where it makes a train step ~1.4x faster; other
+      backends were not measured); False switches it off (``registry.create_model(...,
+      materialize=False)``): the same function and gradients to float rounding
+      (tests/test_resnet.py).
   """
 
   num_classes: int

@@ -74,7 +74,7 @@ def fisher_scores(solution, x: np.ndarray, settings: ml_collections.ConfigDict) 
   # Labels are never read (exact / mc): zeros keep the batch in the estimators' contract.
   batch = {"x": x, "y": np.zeros((len(x),), np.int32)}
   est = fisher_lib.fisher_trace(
-      logits_fn, params, batch, kind=settings.kind,
+      logits_fn, params, batch, labels=fisher_lib.labels_for_kind(settings.kind),
       key=jax.random.key(int(settings.key_seed)) if mc else None,
       mask=measure_lib.estimator_mask(params, solution.mask, settings.params),
       num_samples=int(settings.num_samples) if mc else 1, chunk_size=int(settings.chunk_size),

@@ -29,7 +29,7 @@ from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
-from snnjax.estimators import subsets
+from snnjax.estimators import param_subsets as subsets
 from snnjax import sparsity
 from snnjax.train import starting_point
 
@@ -200,7 +200,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
     sel = idx[:int(f.num_examples)]
     log(f"Tr(F) on {len(sel)} examples")
     est = fisher_lib.fisher_trace(
-        logits_fn, params, {"x": dataset.x_train[sel], "y": dataset.y_train[sel]}, kind=f.kind,
+        logits_fn, params, {"x": dataset.x_train[sel], "y": dataset.y_train[sel]},
+        labels=fisher_lib.labels_for_kind(f.kind),
         key=jax.random.fold_in(key, 1), mask=estimator_mask(params, mask, f.params),
         num_samples=int(f.num_samples) if f.kind == "mc" else 1, chunk_size=int(f.chunk_size))
     out["tr_f"] = est.as_dict()

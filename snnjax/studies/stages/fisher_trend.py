@@ -82,7 +82,8 @@ def fisher_at(solution, dataset, settings: ml_collections.ConfigDict) -> dict:
   logits_fn, _ = solution.functions(bn_mode="eval")
   est = fisher_lib.fisher_trace(
       logits_fn, solution.params, {"x": dataset.x_train[idx], "y": dataset.y_train[idx]},
-      kind=settings.kind, key=jax.random.key(int(settings.subset_seed)),
+      labels=fisher_lib.labels_for_kind(settings.kind),
+      key=jax.random.key(int(settings.subset_seed)),
       mask=measure_lib.estimator_mask(solution.params, solution.mask, settings.params),
       num_samples=int(settings.num_samples) if settings.kind == "mc" else 1)
   return est.as_dict()

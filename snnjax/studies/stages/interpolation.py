@@ -19,6 +19,7 @@ Settings: ``config.interpolation``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from snnjax.errors import check
+from snnjax.estimators import fisher
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
@@ -36,7 +38,7 @@ from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
 from snnjax.train.batchnorm import recompute_batch_stats
 from snnjax.train.run_dir import RunDir
-from snnjax.train.step import cross_entropy, forward
+from snnjax.train.step import forward
 
 PyTree = Any
 
@@ -87,29 +89,38 @@ def tree_sub(a: PyTree, b: PyTree) -> PyTree:
   return jax.tree.map(jnp.subtract, a, b)
 
 
-def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+@dataclasses.dataclass(frozen=True)
+class _EvalLogits:
+  """``f(batch_stats, params, x) -> logits`` in eval mode; equal for equal ``apply_fn``s, so a
+  ``jax.tree_util.Partial`` of it over the statistics keys one compilation for every alpha."""
+
+  apply_fn: Callable
+
+  def __call__(self, batch_stats: PyTree, params: PyTree, x: jax.Array) -> jax.Array:
+    return forward(self.apply_fn, params, batch_stats, x, train=False)[0]
 
 
-def make_cosine_fn(apply_fn: Callable) -> Callable:
-  """Jitted ``f(params, batch_stats, direction, mask, x, y) -> (dots, grad_norms)`` per example.
+@dataclasses.dataclass(frozen=True)
+class CosineFn:
+  """``f(params, batch_stats, direction, mask, x, y) -> (dots, grad_norms)`` per example.
 
   ``dots[i] = <-g_i, direction>`` and ``grad_norms[i] = ||g_i||`` for g_i the gradient of the
-  cross-entropy of example i (label y[i]) in eval mode, restricted to ``mask``.
+  cross-entropy of example i (label y[i]) in eval mode, restricted to ``mask``; computed by
+  ``snnjax.estimators.fisher.per_example_grad_dots`` (float64 numpy, (n,) each).
   """
 
-  def one(params, batch_stats, direction, mask, x, y):
-    def loss(p):
-      logits, _ = forward(apply_fn, p, batch_stats, x[None], train=False)
-      return cross_entropy(logits, y[None])[0]
-    g = jax.tree.map(lambda gl, m: gl * m.astype(gl.dtype), jax.grad(loss)(params), mask)
-    return -_tree_vdot(g, direction), jnp.sqrt(_tree_vdot(g, g))
+  logits: _EvalLogits
 
-  def chunk(params, batch_stats, direction, mask, x, y):
-    return jax.vmap(one, in_axes=(None, None, None, None, 0, 0))(
-        params, batch_stats, direction, mask, x, y)
+  def __call__(self, params, batch_stats, direction, mask, x, y, *, chunk_size: int = 32):
+    logits_fn = jax.tree_util.Partial(self.logits, batch_stats)
+    out = fisher.per_example_grad_dots(logits_fn, params, {"x": x, "y": y}, direction,
+                                       mask=mask, chunk_size=chunk_size)
+    return -out.dots, out.norms
 
-  return jax.jit(chunk)
+
+def make_cosine_fn(apply_fn: Callable) -> CosineFn:
+  """The per-example ``(dots, grad_norms)`` function of ``apply_fn`` (see :class:`CosineFn`)."""
+  return CosineFn(_EvalLogits(apply_fn))
 
 
 def gradient_cosines(cosine_fn: Callable, params: PyTree, batch_stats: PyTree,
@@ -117,25 +128,16 @@ def gradient_cosines(cosine_fn: Callable, params: PyTree, batch_stats: PyTree,
                      chunk_size: int = 32) -> np.ndarray:
   """cos(-g_i, direction) for the N examples of ``x`` (N, ...), labels ``y`` (N,) -> (N,) float64.
 
-  Runs in fixed-size chunks (the last one padded) from a Python loop, one jitted vmapped call each
-  (a conv inside lax.map is very slow on CPU). NaN where g_i = 0.
+  ``cosine_fn`` from :func:`make_cosine_fn`. The per-example gradients run in the estimators'
+  per-example machinery (``fisher.per_example_grad_dots``: chunks of ``chunk_size``, the last one
+  padded, one jitted vmapped call each). NaN where g_i = 0.
   """
   direction = jax.tree.map(lambda d, m: d * jnp.asarray(m, d.dtype), direction, mask)
   d_norm = float(np.sqrt(sum(np.vdot(np.asarray(d, np.float64), np.asarray(d, np.float64))
                              for d in jax.tree.leaves(direction))))
-  n = len(x)
-  dots, norms = [], []
-  for start in range(0, n, chunk_size):
-    xb, yb = x[start:start + chunk_size], y[start:start + chunk_size]
-    real = len(xb)
-    if real < chunk_size:
-      pad = chunk_size - real
-      xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-      yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
-    d_b, n_b = cosine_fn(params, batch_stats, direction, mask, jnp.asarray(xb), jnp.asarray(yb))
-    dots.append(np.asarray(d_b, np.float64)[:real])
-    norms.append(np.asarray(n_b, np.float64)[:real])
-  dots, norms = np.concatenate(dots), np.concatenate(norms)
+  dots, norms = cosine_fn(params, batch_stats, direction, mask, np.asarray(x), np.asarray(y),
+                          chunk_size=chunk_size)
+  dots, norms = np.asarray(dots, np.float64), np.asarray(norms, np.float64)
   denom = norms * d_norm
   with np.errstate(invalid="ignore", divide="ignore"):
     cos = np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.nan)

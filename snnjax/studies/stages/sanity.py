@@ -48,7 +48,7 @@ def check_solution(solution, dataset, *, num_examples: int, max_probes: int, see
   mask = measure_lib.estimator_mask(solution.params, solution.mask, "all")
   tr_h = hessian_lib.hessian_trace(loss_fn, solution.params, batch, key=jax.random.key(seed),
                                    num_probes=int(max_probes), mask=mask, rtol=None)
-  tr_f = fisher_lib.fisher_trace(logits_fn, solution.params, batch, kind="exact", mask=mask)
+  tr_f = fisher_lib.fisher_trace(logits_fn, solution.params, batch, labels="exact", mask=mask)
   diff = tr_h.value - tr_f.value
   z = diff / tr_h.stderr if tr_h.stderr else float("inf")
   return {"tr_h": tr_h.as_dict(), "tr_f_exact": tr_f.as_dict(), "difference": diff,

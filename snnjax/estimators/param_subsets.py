@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.estimators._base import check_mask
+from snnjax.estimators._base import check_mask_matches_params
 
 PyTree = Any
 SubsetFn = Callable[[tuple[str, ...], Any], bool]
@@ -84,5 +84,5 @@ def combine_masks(a: PyTree | None, b: PyTree | None) -> PyTree | None:
     return b
   if b is None:
     return a
-  check_mask(a, b)
+  check_mask_matches_params(a, b)
   return jax.tree.map(lambda x, y: np.logical_and(np.asarray(x) != 0, np.asarray(y) != 0), a, b)

@@ -1,16 +1,16 @@
-"""Tests for snnjax.estimators.subsets (tests/test_subsets.py tests snnjax.data.subsets)."""
+"""Tests for snnjax.estimators.param_subsets (tests/test_subsets.py tests snnjax.data.subsets)."""
 
 import jax
 import numpy as np
 import pytest
 
-import _tiny_models as tm
+import _tiny as tiny
 from snnjax.errors import MaskMismatchError, UserError
-from snnjax.estimators.subsets import combine_masks, leaf_path, param_subset_mask
+from snnjax.estimators.param_subsets import combine_masks, leaf_path, param_subset_mask
 
 
 def _params():
-  return tm.cnn(0).params  # stem/conv1 (conv), bn0/bn1 (scale, bias), head (dense)
+  return tiny.classifier("cnn")[0].params  # stem/conv1 (conv), bn0/bn1 (scale, bias), head (dense)
 
 
 def test_kernels_are_conv_and_dense_weights_only():
