@@ -46,7 +46,8 @@ def profile(config_spec: str, workdir: str) -> dict:
   t0 = time.time()
   run_study(config, workdir)
   wall = time.time() - t0
-  return {"config": config_spec, "wall_s": wall, **counts,
+  import snnjax  # pylint: disable=import-outside-toplevel
+  return {"config": config_spec, "wall_s": wall, **counts, "snnjax": os.path.dirname(snnjax.__file__),
           "backend_compile_s": seconds["backend_compiles"], "lowering_s": seconds["lowered"],
           "jax": jax.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

@@ -28,8 +28,9 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
 
 def tiny_cifar10_cpu_study():
   """The ``cifar10_cpu`` study on real CIFAR-10 pixels shrunk to a smoke run: two seeds, every
-  stage at one sparsity (0.95), two-epoch runs on 400 training images, small measurement
-  subsets."""
+  stage at one sparsity (0.95), two-epoch runs on 400 training images, small measurement subsets;
+  disagreement on the balanced set only and one closing-the-gap variant (the long-tailed runs and
+  the scheduled variants are tested on digits)."""
   c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":cifar10_cpu")
   c.sparsities = (0.95,)
   c.fisher_trend.sparsities = (0.95,)
@@ -51,4 +52,6 @@ def tiny_cifar10_cpu_study():
   c.interpolation.num_examples = 16
   c.interpolation.eval_examples = 200
   c.interpolation.bn_examples = 200
+  c.disagreement.long_tailed = False
+  c.closing_gap.variants = ("fisher_penalty",)
   return c

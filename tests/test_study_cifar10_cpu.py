@@ -101,7 +101,7 @@ def test_real_data_smoke_run_produces_every_artifact(smoke_study):
   assert all(c["separated"] is not None for c in acc["comparisons"])
   assert set(results["label_noise"]) == {"noisy-dense-seed0", "noisy-finetune-0.95-seed0",
                                          "noisy-scratch-0.95-seed0"}  # one seed here
-  assert set(results["disagreement"]) == {"clean-seed0", "clean-seed1", "longtail-seed0"}
+  assert set(results["disagreement"]) == {"clean-seed0", "clean-seed1"}
   assert set(results["interpolation"]) == {"seed0"}
   assert set(results["closing_gap"]["per_seed"]) == {"seed0"}
   # Real pixels: the train set is the npz's, 400 images, 10 classes.
@@ -113,7 +113,7 @@ def test_dry_run_of_a_finished_study_has_no_training_left(smoke_study):
   config, workdir, _ = smoke_study
   plan = dry_run.plan_study(config, workdir, log=lambda m: None)
   assert all(r["finished"] for r in plan["runs"])
-  assert len(plan["runs"]) == 6 + 3 + 3 + 3   # clean (2 seeds) + noisy + longtail + gap variants
+  assert len(plan["runs"]) == 6 + 3 + 1   # clean (2 seeds) + noisy + the gap variant
   assert plan["training_s"] == 0.0
   assert all(v == 0.0 for k, v in plan["stages"].items()), plan["stages"]
 
