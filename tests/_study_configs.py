@@ -26,11 +26,21 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   return c
 
 
-def tiny_cifar10_cpu_study():
-  """The ``cifar10_cpu`` study on real CIFAR-10 pixels shrunk to a smoke run: two seeds, every
-  stage at one sparsity (0.95), two-epoch runs on 400 training images, small measurement subsets;
-  disagreement on the balanced set only and one closing-the-gap variant (the long-tailed runs and
-  the scheduled variants are tested on digits)."""
+def small_cifar10_npz(path: str, num_train: int = 2000, num_test: int = 1000) -> str:
+  """The first ``num_train`` / ``num_test`` images of the real CIFAR-10 npz, written to ``path``
+  (real pixels; a smaller test split keeps the smoke study's evaluations short)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  with np.load(CIFAR10_NPZ) as d:
+    np.savez(path, x_train=d["x_train"][:num_train], y_train=d["y_train"][:num_train],
+             x_test=d["x_test"][:num_test], y_test=d["y_test"][:num_test])
+  return path
+
+
+def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ):
+  """The ``cifar10_cpu`` study on real CIFAR-10 pixels (``npz_path``) shrunk to a smoke run: two
+  seeds, every stage at one sparsity (0.95), two-epoch runs on 400 training images, small
+  measurement subsets; disagreement on the balanced set only and one closing-the-gap variant (the
+  long-tailed runs and the scheduled variants are tested on digits)."""
   c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":cifar10_cpu")
   c.sparsities = (0.95,)
   c.fisher_trend.sparsities = (0.95,)
@@ -39,7 +49,7 @@ def tiny_cifar10_cpu_study():
   c.fisher_trend.num_examples = 16
   c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
                        "train_eval_size": 200, "eval_batch_size": 500,
-                       "dataset": {"train_size": 400, "npz_path": CIFAR10_NPZ}}
+                       "dataset": {"train_size": 400, "npz_path": npz_path}}
   c.measure.hessian.num_examples = 32
   c.measure.hessian.max_probes = 3
   c.measure.hessian.min_probes = 2

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from _study_configs import CIFAR10_NPZ, ROOT, tiny_cifar10_cpu_study
+from _study_configs import CIFAR10_NPZ, ROOT, small_cifar10_npz, tiny_cifar10_cpu_study
 from snnjax.studies import commands, dry_run, findings, study
 from snnjax.train import config_io
 
@@ -71,8 +71,9 @@ def test_dry_run_cli_on_the_full_preset_points_to_the_laptop_preset(tmp_path, ca
 def smoke_study(tmp_path_factory):
   if not os.path.isfile(CIFAR10_NPZ):
     pytest.skip(f"the real CIFAR-10 subset is not at {CIFAR10_NPZ}")
-  config = tiny_cifar10_cpu_study()
-  workdir = str(tmp_path_factory.mktemp("cifar10_cpu") / "study")
+  root = tmp_path_factory.mktemp("cifar10_cpu")
+  config = tiny_cifar10_cpu_study(small_cifar10_npz(str(root / "cifar10-small.npz")))
+  workdir = str(root / "study")
   results = study.run_study(config, workdir)
   return config, workdir, results
 
