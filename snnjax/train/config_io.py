@@ -26,7 +26,7 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 IDENTITY_DEFAULTS = {"nan_policy": "stop"}
-NAN_POLICIES = ("stop", "skip_step")
+NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 MAX_LR = 10.0
 MAX_FISHER_WEIGHT = 1e3
 HASH_LENGTH = 12

@@ -375,7 +375,8 @@ def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_stor
   marked finished with the final metrics) and, into ``best_store``, a new best test accuracy.
   Returns the best test accuracy so far."""
   epoch, last_epoch = record["epoch"], record["epoch"] == ctx.config.num_epochs
-  best = best_store is not None and (record.get("test_accuracy") or -1.0) > best_accuracy
+  accuracy = record.get("test_accuracy")
+  best = best_store is not None and accuracy is not None and accuracy > best_accuracy
   due = epoch % ctx.config.checkpoint_every_epochs == 0 or last_epoch
   if not (best or due):
     return best_accuracy
@@ -451,7 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
     best_store = stores.enter_context(CheckpointStore(
         os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
-    best_accuracy = max([r.get("test_accuracy", -1.0) for r in records], default=-1.0)
+    best_accuracy = max([r["test_accuracy"] for r in records if r.get("test_accuracy") is not None],
+                        default=-1.0)
     ctx = RunContext(
         config=config, workdir=run.path, dataset=dataset, model=model,
         train_data=parallel.replicate({"x": jnp.asarray(dataset.x_train),
