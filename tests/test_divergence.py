@@ -134,7 +134,8 @@ def test_stop_raises_naming_the_step_and_keeps_the_finite_checkpoints(tmp_path, 
   steps = loop.num_steps_per_epoch(config, n, 1)
   index = [i for i, b in enumerate(loop.epoch_batches(config, 2, n, steps, None)) if late[0] in b][0]
   workdir = str(tmp_path / "stop")
-  with pytest.raises(UserError, match=rf"epoch 3, step {2 * steps + index + 1}: non-finite (loss|leaf params/\S+) "
+  bad_step = 2 * steps + index + 1
+  with pytest.raises(UserError, match=rf"epoch 3, step {bad_step}: non-finite (loss|leaf params/\S+) "
                                       rf".*last checkpoint \(step {2 * steps}\) is kept"):
     train_and_evaluate(config, workdir, dataset=data)
   run = RunDir(workdir)
@@ -143,14 +144,6 @@ def test_stop_raises_naming_the_step_and_keeps_the_finite_checkpoints(tmp_path, 
   assert all(_leaves_finite((s.params, s.batch_stats)) for s in kept)
   records = _strict_records(run.metrics_path)
   assert [r["epoch"] for r in records] == [1, 2]
-  # Resuming diverges again at the same step and leaves the kept checkpoints as they were.
-  with pytest.raises(UserError, match=rf"step {2 * steps + index + 1}"):
-    train_and_evaluate(config, workdir, dataset=data)
-  assert run.checkpoint_steps() == [steps, 2 * steps]
-  again = load_solution(workdir)
-  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(kept[-1].params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
 
 def test_skip_step_skips_the_non_finite_steps_and_finishes(tmp_path, digits):
   config = _config(2, nan_policy="skip_step")
@@ -177,7 +170,8 @@ def clean_runs(tmp_path_factory, digits):
 
 def test_skip_step_is_bit_identical_to_the_default_when_nothing_diverges(clean_runs):
   a, b = load_solution(clean_runs["stop"]), load_solution(clean_runs["skip_step"])
-  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))):
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats)),
+                  jax.tree.leaves((b.params, b.batch_stats))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   ra, rb = (_strict_records(RunDir(w).metrics_path)[-1] for w in clean_runs.values())
   assert rb.pop("skipped_steps") == 0 and "skipped_steps" not in ra
