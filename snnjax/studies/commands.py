@@ -219,6 +219,8 @@ def measure_main(argv: list[str] | None = None) -> int:
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
     from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel
     solutions = [load_solution(p) for p in paths]  # all load (or fail) before measuring
+    for sol in solutions:  # a diverged run (NaN params) is refused before anything is written
+      measure_lib.check_finite_solution(sol)
     out = args.out or os.path.join(os.path.abspath(paths[0]), "measure")
     if os.path.dirname(out):
       os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -19,6 +19,7 @@ permutation, so the Tr(H) examples include the Tr(F) examples when their sizes a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -156,6 +157,37 @@ def mask_density(mask: Any, prunable_tree: Any) -> dict:
           "measured_sparsity": sparsity.sparsity_of(mask, prunable_tree)}
 
 
+def nonfinite_leaf(tree: Any) -> str | None:
+  """The path of the first floating leaf of ``tree`` holding NaN or inf; None when all are finite."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+      return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  return None
+
+
+def check_finite_solution(solution) -> None:
+  """Raises ``UserError`` when the params or BatchNorm statistics of ``solution`` hold NaN or inf
+  (a diverged run: every estimate of it would be meaningless)."""
+  for name, tree in (("params", solution.params), ("batch stats", solution.batch_stats)):
+    bad = nonfinite_leaf(tree)
+    if bad is not None:
+      raise UserError(f"{name} of {solution.path} are not finite (leaf {bad}); the run diverged: "
+                      "retrain it (lower config.optim.lr) instead of measuring it")
+
+
+def _check_finite_value(solution, what: str, value) -> None:
+  if value is not None and not math.isfinite(float(value)):
+    raise UserError(f"{what} of {solution.path} came out non-finite ({value}); not reported")
+
+
+def _checked_estimate(solution, what: str, est) -> dict:
+  d = est.as_dict()
+  _check_finite_value(solution, what, d.get("value"))
+  _check_finite_value(solution, f"{what} (its standard error)", d.get("stderr"))
+  return d
+
+
 def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
                      log=None) -> dict:
   """The table's numbers for one solution (see the module doc for the protocol).
@@ -171,10 +203,17 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
     labels trained on), ``test_accuracy``, ``test_loss`` (whole test split), ``tr_h``, ``tr_f``,
     ``jacobian`` (``Estimate.as_dict()``: ``value``, ``stderr``, ``num_examples``,
     ``num_probes`` and details; None when disabled) and the mask's measured sparsity.
+
+  Raises:
+    UserError: params or BatchNorm statistics that are not finite (``check_finite_solution``), or
+      a metric or estimate that comes out non-finite.
   """
   validate_settings(settings)
+  check_finite_solution(solution)
   log = log or (lambda message: None)
   out = accuracy_metrics(solution, dataset, batch_size=int(settings.eval_batch_size))
+  for k in ("train_loss", "test_loss"):
+    _check_finite_value(solution, k, out[k])
   out.update(mask_density(solution.mask, starting_point.prunable_tree(solution.config,
                                                             solution.params)))
   params, mask = solution.params, solution.mask
@@ -194,7 +233,7 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
         key=jax.random.fold_in(key, 0), num_probes=int(h.max_probes),
         mask=estimator_mask(params, mask, h.params), method=h.method,
         rtol=float(h.rtol) if h.rtol > 0 else None, min_probes=int(h.min_probes))
-    out["tr_h"] = est.as_dict()
+    out["tr_h"] = _checked_estimate(solution, "Tr(H)", est)
   if settings.fisher.enabled:
     f = settings.fisher
     sel = idx[:int(f.num_examples)]
@@ -204,7 +243,7 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
         labels=fisher_lib.labels_for_kind(f.kind),
         key=jax.random.fold_in(key, 1), mask=estimator_mask(params, mask, f.params),
         num_samples=int(f.num_samples) if f.kind == "mc" else 1, chunk_size=int(f.chunk_size))
-    out["tr_f"] = est.as_dict()
+    out["tr_f"] = _checked_estimate(solution, "Tr(F)", est)
   if settings.jacobian.enabled:
     j = settings.jacobian
     sel = idx[:int(j.num_examples)]
@@ -214,5 +253,5 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
         logits_fn, params, {"x": dataset.x_train[sel]}, squared=bool(j.squared),
         num_projections=projections, key=jax.random.fold_in(key, 2) if projections else None,
         chunk_size=int(j.chunk_size))
-    out["jacobian"] = est.as_dict()
+    out["jacobian"] = _checked_estimate(solution, "the Jacobian norm", est)
   return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 from typing import Any
 
@@ -22,6 +23,12 @@ MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
 RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
                   "distributed", "eval_batch_size")
+# Fields left out of a run's identity while they hold these values (their defaults, which give the
+# numbers of runs made before the field existed), so that adding them kept every run's identity.
+IDENTITY_DEFAULTS = {"nan_policy": "stop"}
+NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
+MAX_LR = 10.0
+MAX_FISHER_WEIGHT = 1e3
 HASH_LENGTH = 12
 # WORKDIR/identity.json: the run's identity as resolved when it was first trained (its Sol-D's
 # identity included), so a run stays the same run after its Sol-D moves away.
@@ -52,8 +59,10 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
 
 
 def result_fields(d: dict) -> dict:
-  """The part of a config dict that determines a run's numbers."""
-  return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+  """The part of a config dict that determines a run's numbers (``IDENTITY_DEFAULTS`` at their
+  default values left out)."""
+  return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS
+          and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
 
 
 def needs_dense_run(config) -> bool:
@@ -137,6 +146,22 @@ def _check(cond: bool, message: str) -> None:
     raise UserError(message)
 
 
+def _finite(value) -> bool:
+  try:
+    return math.isfinite(float(value))
+  except (TypeError, ValueError):
+    return False
+
+
+def _check_number(value, name: str, low: float, high: float, *, low_open: bool = False,
+                  high_open: bool = False) -> None:
+  """``value`` must be a finite number in the interval from ``low`` to ``high``."""
+  interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+  ok = _finite(value) and (low < value if low_open else low <= value) and (
+      value < high if high_open else value <= high)
+  _check(ok, f"config.{name} must be a finite number in {interval}, got {value}")
+
+
 def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   """Raises ``UserError`` naming the first invalid field of a training config."""
   c = config
@@ -165,11 +190,14 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.prerequisites in ("error", "train"),
          f"config.prerequisites must be error or train, got {c.prerequisites!r}")
   o = c.optim
-  _check(o.lr > 0, f"config.optim.lr must be > 0, got {o.lr}")
-  _check(0.0 <= o.momentum < 1.0, f"config.optim.momentum must be in [0, 1), got {o.momentum}")
-  _check(o.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {o.weight_decay}")
-  _check(0 < o.decay <= 1, f"config.optim.decay must be in (0, 1], got {o.decay}")
-  _check(o.warmup_epochs >= 0, f"config.optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+  _check_number(o.lr, "optim.lr", 0.0, MAX_LR, low_open=True)
+  _check_number(o.momentum, "optim.momentum", 0.0, 1.0, high_open=True)
+  _check_number(o.weight_decay, "optim.weight_decay", 0.0, 1.0, high_open=True)
+  _check_number(o.decay, "optim.decay", 0.0, 1.0, low_open=True)
+  _check(_finite(o.warmup_epochs) and o.warmup_epochs >= 0,
+         f"config.optim.warmup_epochs must be a finite number >= 0, got {o.warmup_epochs}")
+  _check(c.get("nan_policy", "stop") in NAN_POLICIES,
+         f"config.nan_policy must be one of {NAN_POLICIES}, got {c.get('nan_policy')!r}")
   _check(c.num_epochs >= 1, f"config.num_epochs must be >= 1, got {c.num_epochs}")
   _check(c.batch_size >= 1, f"config.batch_size must be >= 1, got {c.batch_size}")
   _check(c.eval_batch_size >= 1, f"config.eval_batch_size must be >= 1, got {c.eval_batch_size}")
@@ -180,8 +208,7 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.seed >= 0, f"config.seed must be >= 0, got {c.seed}")
   _check(c.train_eval_size >= 0, f"config.train_eval_size must be >= 0, got {c.train_eval_size}")
   if "fisher_reg" in c:
-    _check(c.fisher_reg.weight >= 0,
-           f"config.fisher_reg.weight must be >= 0, got {c.fisher_reg.weight}")
+    _check_number(c.fisher_reg.weight, "fisher_reg.weight", 0.0, MAX_FISHER_WEIGHT)
     _check(c.fisher_reg.until_epoch >= 0,
            f"config.fisher_reg.until_epoch must be >= 0, got {c.fisher_reg.until_epoch}")
     _check(c.fisher_reg.num_examples >= 0,
@@ -191,7 +218,7 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
            f"config.curriculum.kind must be none, low_first or high_first, got {c.curriculum.kind!r}")
     _check(c.curriculum.kind == "none" or c.curriculum.until_epoch >= 1,
            "config.curriculum.until_epoch must be >= 1 when a curriculum is on")
-    _check(c.curriculum.pool_factor >= 1.0,
+    _check(_finite(c.curriculum.pool_factor) and c.curriculum.pool_factor >= 1.0,
            f"config.curriculum.pool_factor must be >= 1, got {c.curriculum.pool_factor}")
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")

@@ -109,6 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.select_best_on_test = False       # also keep the best-test-accuracy epoch (the study's choice)
 
   config.precision = "float32"             # float32 | bfloat16 (compute only; params stay float32)
+  # A step whose loss, gradients, new params or BatchNorm statistics are not finite: stop (the run
+  # stops with an error, nothing of that epoch is saved, the last finite checkpoints are kept) or
+  # skip_step (the step leaves the state as it was; the epoch record counts skipped_steps).
+  config.nan_policy = "stop"
   config.num_devices = 0                   # data-parallel devices (0 = all local devices)
   config.distributed = False               # call jax.distributed.initialize() (multi-host)
   config.progress = True                   # progress bar on a terminal

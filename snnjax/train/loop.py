@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -37,7 +38,8 @@ from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir
 from snnjax.train.solution import load_solution
 from snnjax.train.state import TrainState
-from snnjax.train.step import make_predict_fn, make_train_step
+from snnjax.train.step import (finite_part_names, first_nonfinite_part, make_predict_fn,
+                               make_train_step)
 
 # epoch_hook(epoch, state, context) -> dict of extra metrics for that epoch's record (or None).
 EpochHook = Callable[[int, TrainState, dict], dict | None]
@@ -105,12 +107,28 @@ def _progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
+def strict_json_values(value: Any) -> Any:
+  """``value`` with every non-finite float (NaN, +-inf) replaced by None, so that it serializes as
+  strict JSON (``null``, never the bare ``NaN``/``Infinity`` tokens)."""
+  if isinstance(value, dict):
+    return {k: strict_json_values(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json_values(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
 def _write_metrics(path: str, records: list[dict]) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     for r in records:
-      f.write(json.dumps(r) + "\n")
+      f.write(json.dumps(strict_json_values(r), allow_nan=False) + "\n")
   os.replace(tmp, path)
+
+
+class DivergenceError(UserError):
+  """Training produced a non-finite loss, gradient, params leaf or BatchNorm statistic."""
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
@@ -187,15 +205,16 @@ class StepFns:
 def make_step_fns(config: ml_collections.ConfigDict, model, tx, *, augment: bool, mesh) -> StepFns:
   """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty)."""
   batch_sharding = parallel.batch_sharded(mesh) if mesh.devices.size > 1 else None
+  nan_policy = config.get("nan_policy", "stop")
   plain = make_train_step(model.apply, tx, augment=augment, compute_dtype=_compute_dtype(config),
-                          batch_sharding=batch_sharding)
+                          batch_sharding=batch_sharding, nan_policy=nan_policy)
   fisher_reg = config.get("fisher_reg", None)
   penalized = None
   if fisher_reg is not None and fisher_reg.weight:
     penalized = make_train_step(model.apply, tx, augment=augment,
                                 compute_dtype=_compute_dtype(config),
                                 fisher_examples=int(fisher_reg.num_examples),
-                                batch_sharding=batch_sharding)
+                                batch_sharding=batch_sharding, nan_policy=nan_policy)
   return StepFns(plain, penalized)
 
 
@@ -216,20 +235,54 @@ def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callab
                 aug_key: jax.Array, first_step: int, fisher_weight: float | None = None,
                 bar=None) -> tuple[TrainState, dict]:
   """One pass of ``step_fn`` over ``batches``; returns the new state and the metrics averaged over
-  its steps (``loss``, ``accuracy`` and, with ``fisher_weight``, ``fisher_penalty``)."""
+  its finite steps (``loss``, ``accuracy`` and, with ``fisher_weight``, ``fisher_penalty``), with
+  the epoch's health: ``num_steps``, ``nonfinite_steps`` (steps whose update was not finite) and
+  ``first_nonfinite`` (None, or ``(index of the step in the epoch, name of its first non-finite
+  part)``, see ``step.finite_part_names``).
+
+  The steps' finite flags stay on the device until the epoch's end (one transfer per epoch).
+  """
+  names = finite_part_names(state)
   sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if fisher_weight is not None else {})}
-  num_steps = 0
+  flags, parts = [], []
   for i, idx in enumerate(batches):
     step_key = jax.random.fold_in(aug_key, first_step + i)
     if fisher_weight is not None:
       state, m = step_fn(state, train_data, jnp.asarray(idx), step_key, jnp.float32(fisher_weight))
     else:
       state, m = step_fn(state, train_data, jnp.asarray(idx), step_key)
-    sums = {k: sums[k] + m[k] for k in sums}
-    num_steps += 1
+    sums = {k: sums[k] + jnp.where(m["finite"], m[k], 0.0) for k in sums}
+    flags.append(m["finite"])
+    parts.append(m["finite_parts"])
     if bar is not None:
       bar.update(1)
-  return state, {k: float(v) / num_steps for k, v in sums.items()}
+  finite = np.asarray(jnp.stack(flags)) if flags else np.ones(0, bool)
+  bad = np.flatnonzero(~finite)
+  num_ok = int(finite.sum())
+  means = {k: float(v) / num_ok if num_ok else float("nan") for k, v in sums.items()}
+  means.update(num_steps=len(flags), nonfinite_steps=int(bad.size), first_nonfinite=None)
+  if bad.size:
+    means["first_nonfinite"] = (int(bad[0]), first_nonfinite_part(parts[int(bad[0])], names))
+  return state, means
+
+
+def check_epoch_health(config: ml_collections.ConfigDict, epoch: int, first_step: int,
+                       means: dict, last_checkpoint: str) -> None:
+  """Raises ``DivergenceError`` when epoch ``epoch`` (0-based) must stop the run: any non-finite
+  step under ``nan_policy="stop"``, every step skipped under ``"skip_step"``."""
+  if means["first_nonfinite"] is None:
+    return
+  policy = config.get("nan_policy", "stop")
+  index, part = means["first_nonfinite"]
+  if policy == "skip_step" and means["nonfinite_steps"] < means["num_steps"]:
+    return
+  what = "loss" if part == "loss" else f"leaf {part}"
+  cause = ("every step of the epoch was skipped (nan_policy=skip_step)" if policy == "skip_step"
+           else "nan_policy=stop")
+  raise DivergenceError(
+      f"training diverged at epoch {epoch + 1}, step {first_step + index + 1}: non-finite {what} "
+      f"({cause}); nothing of epoch {epoch + 1} was saved; {last_checkpoint}; lower "
+      "config.optim.lr (or warmup), or set --config.nan_policy=skip_step")
 
 
 def evaluate_state(state: TrainState, dataset, predict, config, rng_seed: int = 0) -> dict:
@@ -279,10 +332,18 @@ class RunContext:
 
 
 def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
-              epoch_hook: EpochHook | None = None, bar=None) -> tuple[TrainState, dict]:
+              epoch_hook: EpochHook | None = None, bar=None, last_checkpoint: str = ""
+              ) -> tuple[TrainState, dict]:
   """Trains epoch ``epoch`` (0-based); returns the new state and the epoch's metrics record
-  (evaluated every ``config.eval_every_epochs`` epochs and at the last)."""
+  (evaluated every ``config.eval_every_epochs`` epochs and at the last; non-finite floats become
+  None). Under ``nan_policy="skip_step"`` the record has ``skipped_steps``.
+
+  Raises:
+    DivergenceError: a non-finite step the policy does not skip (see ``check_epoch_health``;
+      ``last_checkpoint`` says in words which checkpoint is kept).
+  """
   config, steps = ctx.config, ctx.steps_per_epoch
+  last_checkpoint = last_checkpoint or "earlier checkpoints are kept"
   fisher_reg = config.get("fisher_reg", None)
   penalized = ctx.step_fns.penalized is not None and (
       not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
@@ -291,18 +352,21 @@ def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
       state, ctx.train_data, epoch_batches(config, epoch, ctx.dataset.num_train, steps, ctx.scores),
       step_fn=ctx.step_fns.penalized if penalized else ctx.step_fns.plain, aug_key=ctx.aug_key,
       first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar)
+  check_epoch_health(config, epoch, epoch * steps, means, last_checkpoint)
   record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
             "lr": float(ctx.schedule((epoch + 1) * steps - 1)),
             "batch_loss": means["loss"], "batch_accuracy": means["accuracy"],
             "epoch_time_s": time.time() - t0}
   if penalized:
     record["fisher_penalty"] = means["fisher_penalty"]
+  if config.get("nan_policy", "stop") == "skip_step":
+    record["skipped_steps"] = means["nonfinite_steps"]
   if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
     record.update(evaluate_state(state, ctx.dataset, ctx.predict, config, rng_seed=config.seed))
   if epoch_hook is not None:
     record.update(epoch_hook(epoch + 1, state, {"config": config, "dataset": ctx.dataset,
                                                 "model": ctx.model, "workdir": ctx.workdir}) or {})
-  return state, record
+  return state, strict_json_values(record)
 
 
 def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_store: CheckpointStore,
@@ -311,16 +375,34 @@ def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_stor
   marked finished with the final metrics) and, into ``best_store``, a new best test accuracy.
   Returns the best test accuracy so far."""
   epoch, last_epoch = record["epoch"], record["epoch"] == ctx.config.num_epochs
-  if best_store is not None and record.get("test_accuracy", -1.0) > best_accuracy:
+  accuracy = record.get("test_accuracy")
+  best = best_store is not None and accuracy is not None and accuracy > best_accuracy
+  due = epoch % ctx.config.checkpoint_every_epochs == 0 or last_epoch
+  if not (best or due):
+    return best_accuracy
+  host_state = jax.device_get(state.to_dict())
+  bad = nonfinite_leaf(host_state)
+  if bad is not None:  # the step's flags make this unreachable; a good checkpoint is never rotated away
+    raise DivergenceError(f"the state after epoch {epoch} has a non-finite leaf {bad}; not saved")
+  if best:
     best_accuracy = record["test_accuracy"]
-    best_store.save(record["step"], jax.device_get(state.to_dict()),
+    best_store.save(record["step"], host_state,
                     {**ctx.meta_base, "epoch": epoch, "selection": "best test accuracy (on test data)"})
-  if epoch % ctx.config.checkpoint_every_epochs == 0 or last_epoch:
+  if due:
     meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info}
     if last_epoch:
       meta["final_metrics"] = record
-    ckpt_store.save(record["step"], jax.device_get(state.to_dict()), meta)
+    ckpt_store.save(record["step"], host_state, meta)
   return best_accuracy
+
+
+def nonfinite_leaf(tree: Any) -> str | None:
+  """The path of the first floating leaf of ``tree`` holding NaN or inf (host arrays); None if none."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+      return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  return None
 
 
 def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
@@ -370,7 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
     best_store = stores.enter_context(CheckpointStore(
         os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
-    best_accuracy = max([r.get("test_accuracy", -1.0) for r in records], default=-1.0)
+    best_accuracy = max([r["test_accuracy"] for r in records if r.get("test_accuracy") is not None],
+                        default=-1.0)
     ctx = RunContext(
         config=config, workdir=run.path, dataset=dataset, model=model,
         train_data=parallel.replicate({"x": jnp.asarray(dataset.x_train),
@@ -387,7 +470,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     record = records[-1] if records else {}
     t_start = time.time()
     for epoch in range(start_epoch, config.num_epochs):
-      state, record = run_epoch(ctx, state, epoch, epoch_hook=epoch_hook, bar=bar)
+      last = ckpt_store.latest_step()
+      kept = (f"the last checkpoint (step {last}) is kept" if last is not None
+              else "there is no earlier checkpoint")
+      state, record = run_epoch(ctx, state, epoch, epoch_hook=epoch_hook, bar=bar,
+                                last_checkpoint=kept)
       records.append(record)
       _write_metrics(run.metrics_path, records)
       best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -19,6 +21,39 @@ from snnjax.data import pipeline
 from snnjax.train.state import TrainState
 
 PyTree = Any
+
+# What a train step does when its update is not finite (config.nan_policy): "stop" (default) keeps
+# the update (the loop then stops the run without saving it); "skip_step" leaves the state as it was.
+NAN_POLICIES = ("stop", "skip_step")
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+  """One fused reduction: True when every floating leaf of ``tree`` is finite."""
+  flags = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)
+           if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def _leaf_finite(tree: PyTree) -> list[jax.Array]:
+  return [jnp.all(jnp.isfinite(a)) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
+          else jnp.asarray(True) for a in jax.tree.leaves(tree)]
+
+
+def finite_part_names(state: TrainState) -> list[str]:
+  """The names of the entries of a step's ``finite_parts`` metric, in order: ``loss``, each params
+  leaf (``params/<path>``), each BatchNorm statistic (``batch_stats/<path>``), ``gradients``."""
+  def paths(prefix, tree):
+    return [prefix + "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return (["loss"] + paths("params/", state.params) + paths("batch_stats/", state.batch_stats)
+          + ["gradients"])
+
+
+def first_nonfinite_part(finite_parts, names: list[str]) -> str:
+  """The name of the first False entry of a step's ``finite_parts`` (host-side)."""
+  parts = np.asarray(finite_parts)
+  bad = np.flatnonzero(~parts)
+  return names[int(bad[0])] if bad.size else "nothing"
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -77,14 +112,20 @@ def fisher_penalty(apply_fn: Callable, params: PyTree, batch_stats: PyTree, mask
 def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
                tx: optax.GradientTransformationExtraArgs, compute_dtype=None,
                fisher_weight: jax.Array | None = None, fisher_examples: int = 0,
-               key: jax.Array | None = None) -> tuple[TrainState, dict]:
+               key: jax.Array | None = None, nan_policy: str = "stop") -> tuple[TrainState, dict]:
   """One masked SGD step on ``batch = {"x": (n, ...), "y": (n,)}``.
 
   The objective is the mean cross-entropy over the n examples, plus ``fisher_weight *
   fisher_penalty`` on the first ``fisher_examples`` examples (all n when 0) when ``fisher_weight``
   is given (``key`` then draws the sampled labels). Returns the new state and metrics averaged over
-  the batch: ``loss`` (mean cross-entropy), ``accuracy`` and, with the penalty, ``fisher_penalty``.
+  the batch: ``loss`` (mean cross-entropy), ``accuracy`` and, with the penalty, ``fisher_penalty``;
+  and the step's health: ``finite`` (bool: the loss, the objective, the gradients, the new params
+  and BatchNorm statistics are all finite) and ``finite_parts`` (bool vector, one entry per name of
+  ``finite_part_names``). With ``nan_policy="skip_step"`` a step that is not ``finite`` returns the
+  state unchanged but for its step count (params, BatchNorm statistics, optimizer state).
   """
+  if nan_policy not in NAN_POLICIES:
+    raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
 
   def loss_fn(params):
     logits, new_stats = forward(apply_fn, params, state.batch_stats, batch["x"], train=True,
@@ -99,19 +140,28 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
       objective = loss + fisher_weight * aux["fisher_penalty"]
     return objective, (loss, logits, new_stats, aux)
 
-  (_, (loss, logits, new_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  (objective, (loss, logits, new_stats, aux)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params, mask=state.mask)
   params = optax.apply_updates(state.params, updates)
+  parts = ([jnp.isfinite(loss) & jnp.isfinite(objective)] + _leaf_finite(params)
+           + _leaf_finite(new_stats) + [_all_finite(grads)])
+  finite_parts = jnp.stack(parts)
+  finite = jnp.all(finite_parts)
+  if nan_policy == "skip_step":
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    params, new_stats = keep(params, state.params), keep(new_stats, state.batch_stats)
+    opt_state = keep(opt_state, state.opt_state)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                             opt_state=opt_state)
   accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
-  return new_state, {"loss": loss, "accuracy": accuracy, **aux}
+  return new_state, {"loss": loss, "accuracy": accuracy, **aux, "finite": finite,
+                     "finite_parts": finite_parts}
 
 
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs, *,
                     augment: bool, compute_dtype=None, batch_sharding=None,
-                    fisher_examples: int | None = None) -> Callable:
+                    fisher_examples: int | None = None, nan_policy: str = "stop") -> Callable:
   """Jitted ``step(state, data, idx, key[, fisher_weight]) -> (state, metrics)``.
 
   ``data = {"x": (N, ...), "y": (N,)}`` is the training set resident on the device(s); ``idx`` (B,) int32
@@ -120,7 +170,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   data-parallel training; the state stays replicated and XLA turns the batch means (loss, BatchNorm
   statistics) into cross-device reductions. The state buffers are donated. With
   ``fisher_examples`` (an int; 0 = the whole batch) the step takes a scalar ``fisher_weight`` and adds
-  the Fisher penalty (see ``train_step``).
+  the Fisher penalty (see ``train_step``). ``nan_policy`` is ``train_step``'s.
   """
 
   def step(state, data, idx, key, fisher_weight=None):
@@ -134,7 +184,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
       fisher_weight = None
     return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype,
                       fisher_weight=fisher_weight, fisher_examples=fisher_examples or 0,
-                      key=fisher_key)
+                      key=fisher_key, nan_policy=nan_policy)
 
   return jax.jit(step, donate_argnums=(0,))
 
