@@ -33,6 +33,7 @@ from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import param_subsets as subsets
 from snnjax import sparsity
 from snnjax.train import starting_point
+from snnjax.train.loop import nonfinite_leaf
 
 PARAM_SUBSETS = ("all", "kernels")
 
@@ -155,15 +156,6 @@ def mask_density(mask: Any, prunable_tree: Any) -> dict:
   active, total = sum(r[0] for r in rows), sum(r[1] for r in rows)
   return {"prunable_active": int(active), "prunable_total": int(total),
           "measured_sparsity": sparsity.sparsity_of(mask, prunable_tree)}
-
-
-def nonfinite_leaf(tree: Any) -> str | None:
-  """The path of the first floating leaf of ``tree`` holding NaN or inf; None when all are finite."""
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    a = np.asarray(leaf)
-    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
-      return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-  return None
 
 
 def check_finite_solution(solution) -> None:
