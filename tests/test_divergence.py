@@ -92,7 +92,7 @@ def test_the_default_nan_policy_keeps_every_run_identity():
 
 def test_metrics_jsonl_is_strict_json_and_reads_back(tmp_path):
   run = RunDir(tmp_path)
-  loop._write_metrics(run.metrics_path, [{"epoch": 1, "step": 5, "batch_loss": float("nan"),
+  run.write_records([{"epoch": 1, "step": 5, "batch_loss": float("nan"),
                                           "test_loss": float("inf"), "lrs": [float("-inf"), 0.5]}])
   assert _strict_records(run.metrics_path) == run.epoch_records() == [
       {"epoch": 1, "step": 5, "batch_loss": None, "test_loss": None, "lrs": [None, 0.5]}]

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
@@ -35,7 +33,7 @@ from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
-from snnjax.train.run_dir import RunDir
+from snnjax.train.run_dir import RunDir, strict_json_values
 from snnjax.train.solution import load_solution
 from snnjax.train.state import TrainState
 from snnjax.train.step import (finite_part_names, first_nonfinite_part, make_predict_fn,
@@ -107,26 +105,6 @@ def _progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
-def strict_json_values(value: Any) -> Any:
-  """``value`` with every non-finite float (NaN, +-inf) replaced by None, so that it serializes as
-  strict JSON (``null``, never the bare ``NaN``/``Infinity`` tokens)."""
-  if isinstance(value, dict):
-    return {k: strict_json_values(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [strict_json_values(v) for v in value]
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
-def _write_metrics(path: str, records: list[dict]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for r in records:
-      f.write(json.dumps(strict_json_values(r), allow_nan=False) + "\n")
-  os.replace(tmp, path)
-
-
 class DivergenceError(UserError):
   """Training produced a non-finite loss, gradient, params leaf or BatchNorm statistic."""
 
@@ -190,7 +168,7 @@ def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
     state, start_epoch = TrainState.from_dict(restored), int(meta["epoch"])
     print(f"[snnjax] resuming {run.path} from epoch {start_epoch} (step {last})", file=sys.stderr)
   records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
-  _write_metrics(run.metrics_path, records)
+  run.write_records(records)
   return state, start_epoch, records
 
 
@@ -476,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, record = run_epoch(ctx, state, epoch, epoch_hook=epoch_hook, bar=bar,
                                 last_checkpoint=kept)
       records.append(record)
-      _write_metrics(run.metrics_path, records)
+      run.write_records(records)
       best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)
       if bar is None and config.progress:
         _log_epoch(config, record)

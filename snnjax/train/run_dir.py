@@ -7,7 +7,9 @@ layout). Nothing is cached: a run being trained is read as it is now.
 from __future__ import annotations
 
 import json
+import math
 import os
+from typing import Any
 
 import ml_collections
 
@@ -60,6 +62,15 @@ class RunDir:
   def config(self) -> ml_collections.ConfigDict | None:
     d = self.config_dict()
     return None if d is None else config_io.config_from_dict(d)
+
+  def write_records(self, records: list[dict]) -> None:
+    """Writes ``records`` as metrics.jsonl, atomically (temporary file, then rename), in strict
+    JSON: non-finite floats become null (:func:`strict_json_values`)."""
+    tmp = self.metrics_path + ".tmp"
+    with open(tmp, "w") as f:
+      for r in records:
+        f.write(json.dumps(strict_json_values(r), allow_nan=False) + "\n")
+    os.replace(tmp, self.metrics_path)
 
   def records(self) -> list[dict]:
     """Every record of metrics.jsonl, in order; a partial last line (a write cut short) is left out."""
@@ -172,3 +183,15 @@ class RunDir:
     with open(tmp, "w") as f:
       json.dump(record, f, indent=2, sort_keys=True)
     os.replace(tmp, self.identity_path)
+
+
+def strict_json_values(value: Any) -> Any:
+  """``value`` with every non-finite float (NaN, +-inf) replaced by None, so that it serializes as
+  strict JSON (``null``, never the bare ``NaN``/``Infinity`` tokens)."""
+  if isinstance(value, dict):
+    return {k: strict_json_values(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json_values(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
