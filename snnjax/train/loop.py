@@ -147,10 +147,7 @@ def initialize_workdir(config: ml_collections.ConfigDict, run: RunDir, state: Tr
                        init_meta: dict) -> None:
   """Writes what a new run's work dir holds before its first update (kept as it is on resume):
   config.json, identity.json and the initial state in ``init/``."""
-  os.makedirs(run.path, exist_ok=True)
-  if not os.path.exists(run.config_path):
-    with open(run.config_path, "w") as f:
-      f.write(config_io.format_config(config))
+  run.write_config(config)
   run.write_identity(config)
   with CheckpointStore(run.init_dir, max_to_keep=None) as init_store:
     if init_store.latest_step() is None:

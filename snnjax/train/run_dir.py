@@ -171,6 +171,13 @@ class RunDir:
       raise UserError(f"no run at {self.path} (no config.json)")
     return str(config_io.run_identity(d).get("dense_workdir", ""))
 
+  def write_config(self, config: ml_collections.ConfigDict) -> None:
+    """Creates the work dir and writes config.json, unless present (kept as it is on resume)."""
+    os.makedirs(self.path, exist_ok=True)
+    if not os.path.exists(self.config_path):
+      with open(self.config_path, "w") as f:
+        f.write(config_io.format_config(config))
+
   def write_identity(self, config: ml_collections.ConfigDict) -> None:
     """Writes identity.json for a run of ``config`` (its Sol-D resolved now), unless present."""
     if os.path.exists(self.identity_path):
