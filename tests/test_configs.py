@@ -14,6 +14,7 @@ from snnjax.train import config_io, config_presets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 HASHES = os.path.join(ROOT, "tests", "data", "config_hashes.json")
+IDENTITIES = os.path.join(ROOT, "tests", "data", "identity_hashes.json")
 
 # file name -> (regime, sparsity)
 TRAIN_FILES = {
@@ -80,6 +81,16 @@ def test_configs_match_the_committed_hashes():
   with open(HASHES) as f:
     expected = json.load(f)
   got = {spec: spec_digest(config_io.config_to_dict(load(spec))) for spec in SPECS}
+  assert got == expected
+
+
+def test_run_identities_never_change():
+  """The identity (``config_io.result_fields``) of every spec as committed: a new config field
+  must leave it alone (at its default), or every cached run and study would be retrained."""
+  with open(IDENTITIES) as f:
+    expected = json.load(f)
+  got = {spec: config_io.digest(config_io.result_fields(config_io.config_to_dict(load(spec))))
+         for spec in expected}
   assert got == expected
 
 

@@ -7,7 +7,8 @@ where a chunk runs:
 
 * ``None``: the default device, no sharding;
 * ``"all"``: every local device (``jax.local_devices()``);
-* a sequence of ``jax.Device``.
+* a sequence of ``jax.Device``; under ``jax.distributed``, ``jax.devices()`` spans every
+  process's devices (each process passes the same data and gets the same answer).
 
 With devices, a chunk's leading (example) axis is placed on a 1-D mesh with the axis ``"data"``
 (``NamedSharding(mesh, P("data"))``) and the params, mask and keys are replicated
@@ -198,6 +199,15 @@ class ChunkFn:
     return self.fn(replicated, chunk, **dict(self.static))
 
 
+def host_array(a: Any) -> np.ndarray:
+  """``a`` as a numpy array; a jax array spread over several processes' devices (``devices=
+  jax.devices()`` under ``jax.distributed``) is gathered from every process first."""
+  if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return np.asarray(a)
+
+
 def chunk_fn(fn: Callable[..., PyTree], **static: Any) -> ChunkFn:
   """``ChunkFn`` of ``fn`` with the (hashable) static keyword arguments ``static``."""
   return ChunkFn(fn, tuple(sorted(static.items())))
@@ -241,7 +251,7 @@ def map_examples(
   for _, num_valid, chunk in example_chunks(arrays, chunk_size, devs):
     out = call(replicated, chunk)
     if to_host:
-      out = jax.tree.map(lambda a: np.asarray(a)[:num_valid], out)
+      out = jax.tree.map(lambda a: host_array(a)[:num_valid], out)
     else:
       out = jax.tree.map(lambda a: a[:num_valid], out)
     outs.append(out)

@@ -63,6 +63,7 @@ class CheckpointStore:
     """
     if step in self._manager.all_steps():
       return
+    state = jax.device_get(state)  # host numpy: written once, by process 0, under jax.distributed
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
@@ -77,8 +78,9 @@ class CheckpointStore:
     return dict(out["meta"])
 
   def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
-    """Restores ``(state, meta)`` at ``step``; ``target`` gives the expected structure and shapes."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    """Restores ``(state, meta)`` at ``step`` as host numpy arrays; ``target`` gives the expected
+    structure, shapes and dtypes (every process of a multi-process run reads the same files)."""
+    abstract = jax.device_get(target)
     try:
       with _quiet(True):
         out = self._manager.restore(step, args=ocp.args.Composite(

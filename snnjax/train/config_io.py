@@ -223,6 +223,23 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")
+  if "distributed" in c:
+    _validate_distributed(c.distributed)
+
+
+def _validate_distributed(dist) -> None:
+  _check(isinstance(dist, ml_collections.ConfigDict),
+         "config.distributed is a block: use --config.distributed.enabled=True (and, outside SLURM, "
+         ".coordinator_address, .num_processes, .process_id)")
+  for name in ("heartbeat_timeout_s", "initialization_timeout_s"):
+    _check_number(dist[name], f"distributed.{name}", 0.0, 86400.0, low_open=True)
+  if dist.enabled and dist.coordinator_address:
+    _check(":" in str(dist.coordinator_address),
+           f"config.distributed.coordinator_address must be HOST:PORT, got {dist.coordinator_address!r}")
+    _check(dist.num_processes >= 1, "config.distributed.num_processes must be >= 1 with a "
+           f"coordinator_address, got {dist.num_processes}")
+    _check(0 <= dist.process_id < dist.num_processes,
+           f"config.distributed.process_id must be in [0, {dist.num_processes}), got {dist.process_id}")
 
 
 def format_config(config: ml_collections.ConfigDict) -> str:

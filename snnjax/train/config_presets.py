@@ -114,7 +114,15 @@ def base_config() -> ml_collections.ConfigDict:
   # skip_step (the step leaves the state as it was; the epoch record counts skipped_steps).
   config.nan_policy = "stop"
   config.num_devices = 0                   # data-parallel devices (0 = all local devices)
-  config.distributed = False               # call jax.distributed.initialize() (multi-host)
+  # Multi-process runs (jax.distributed; see snnjax/train/parallel.py and the README's recipe).
+  # Not part of a run's identity: N processes compute the numbers of one.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.enabled = False
+  config.distributed.coordinator_address = ""   # host:port of process 0; "" = detect (SLURM, ...)
+  config.distributed.num_processes = 0          # with coordinator_address: the number of processes
+  config.distributed.process_id = -1            # with coordinator_address: this process's index
+  config.distributed.heartbeat_timeout_s = 100  # a silent peer is declared dead after this long
+  config.distributed.initialization_timeout_s = 300
   config.progress = True                   # progress bar on a terminal
   return config
 

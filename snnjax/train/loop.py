@@ -402,7 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_io.validate_config(config, models.model_names())
   run = RunDir(workdir)
   check_workdir(config, run.path)
-  parallel.maybe_initialize_distributed(bool(config.distributed))
+  parallel.initialize_distributed(config.distributed)
   final_metrics = run.final_metrics()
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)

@@ -15,6 +15,7 @@ import ml_collections
 
 from snnjax.errors import UserError
 from snnjax.train import config_io
+from snnjax.train import parallel
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.solution import Solution, load_solution
 
@@ -65,7 +66,10 @@ class RunDir:
 
   def write_records(self, records: list[dict]) -> None:
     """Writes ``records`` as metrics.jsonl, atomically (temporary file, then rename), in strict
-    JSON: non-finite floats become null (:func:`strict_json_values`)."""
+    JSON: non-finite floats become null (:func:`strict_json_values`). Only the primary process
+    of a multi-process run writes (:func:`parallel.is_primary`)."""
+    if not parallel.is_primary():
+      return
     tmp = self.metrics_path + ".tmp"
     with open(tmp, "w") as f:
       for r in records:
@@ -172,15 +176,16 @@ class RunDir:
     return str(config_io.run_identity(d).get("dense_workdir", ""))
 
   def write_config(self, config: ml_collections.ConfigDict) -> None:
-    """Creates the work dir and writes config.json, unless present (kept as it is on resume)."""
+    """Creates the work dir and writes config.json, unless present (kept as it is on resume; the
+    primary process writes)."""
     os.makedirs(self.path, exist_ok=True)
-    if not os.path.exists(self.config_path):
+    if not os.path.exists(self.config_path) and parallel.is_primary():
       with open(self.config_path, "w") as f:
         f.write(config_io.format_config(config))
 
   def write_identity(self, config: ml_collections.ConfigDict) -> None:
     """Writes identity.json for a run of ``config`` (its Sol-D resolved now), unless present."""
-    if os.path.exists(self.identity_path):
+    if os.path.exists(self.identity_path) or not parallel.is_primary():
       return
     fields = config_io.run_identity(config_io.config_to_dict(config))
     if str(fields.get("dense_workdir", "")).startswith(config_io.UNRESOLVED):
