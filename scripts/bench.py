@@ -3,6 +3,7 @@
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
       [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
   python scripts/bench.py --preset cifar10_cpu --sections train,peers --out bench-cifar10_cpu.json
+  python scripts/bench.py --preset device --out device.json     # the accelerator check (+ device.md)
 
 Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
 convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_flags`` says what ran.
@@ -10,7 +11,11 @@ convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_fla
 A thin CLI over ``benchmarks/jax_bench.py`` (see there and ``BENCHMARKS.md`` for what is measured).
 Writes the JSON report to ``--out`` (and a short summary to stdout). ``--smoke`` runs tiny sizes in
 seconds and skips the peers section. ``--preset cifar10_cpu`` benchmarks the architecture and batch
-size of that training preset (half-width ResNet-20, batch 128) instead of ResNet-32.
+size of that training preset (half-width ResNet-20, batch 128) instead of ResNet-32. ``--preset
+device`` runs ``benchmarks/device_check.py`` instead (the check for a machine with an accelerator:
+ResNet-32 epochs in float32/bfloat16, the wide ResNet-32 step, estimator ratios, peak memory, the
+``paper`` study's estimated wall time) and writes a Markdown table beside the JSON (``.md``); with
+``--smoke`` it runs tiny sizes on any backend.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from benchmarks import device_check  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks import jax_bench  # noqa: E402  pylint: disable=wrong-import-position
 from snnjax import xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
 from snnjax.errors import UserError  # noqa: E402  pylint: disable=wrong-import-position
@@ -61,6 +67,12 @@ def _summary(res: dict) -> str:
   return "\n".join(lines)
 
 
+def _write_json(path: str, res: dict) -> None:
+  with open(path, "w") as f:
+    json.dump(res, f, indent=2)
+    f.write("\n")
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description="snnjax benchmarks (JSON report)")
   ap.add_argument("--out", default="bench.json", help="JSON report path")
@@ -76,9 +88,10 @@ def main(argv=None) -> int:
   ap.add_argument("--xla-flags", default="",
                   help="appended to XLA_FLAGS before JAX starts its backend (and passed to the "
                        "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
-  ap.add_argument("--preset", default="", choices=("", "cifar10_cpu"),
-                  help="benchmark the model and batch size of this training preset "
-                       "(snnjax/train/config_presets.py) instead of ResNet-32")
+  ap.add_argument("--preset", default="", choices=("", "cifar10_cpu", "device"),
+                  help="cifar10_cpu: benchmark the model and batch size of that training preset "
+                       "instead of ResNet-32; device: the accelerator check "
+                       "(benchmarks/device_check.py)")
   args = ap.parse_args(argv)
   try:
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
@@ -100,6 +113,14 @@ def main(argv=None) -> int:
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
   xla_cpu.tune()  # as the training and study CLIs do (SNNJAX_XLA_TUNING=0 turns it off)
+  if args.preset == "device":
+    res = device_check.run(smoke=args.smoke, reps=args.reps)
+    _write_json(args.out, res)
+    md = os.path.splitext(args.out)[0] + ".md"
+    with open(md, "w") as f:
+      f.write(device_check.markdown(res))
+    print(device_check.markdown(res))
+    return 0
   kw = {} if args.reps is None else {"reps": args.reps}
   if args.no_materialize:
     kw["materialize"] = False
@@ -107,9 +128,7 @@ def main(argv=None) -> int:
     kw.update(jax_bench.preset_setup_kwargs(args.preset))
   setup = (jax_bench.Setup.smoke(**kw) if args.smoke else jax_bench.Setup.full(**kw))
   res = jax_bench.run(sections, smoke=args.smoke, torch_python=args.torch_python, setup=setup)
-  with open(args.out, "w") as f:
-    json.dump(res, f, indent=2)
-    f.write("\n")
+  _write_json(args.out, res)
   print(_summary(res))
   return 0
 

@@ -170,3 +170,36 @@ def test_torch_peers_smoke():
     assert res[name]["pyhessian"]["probes"] == 2
   assert res["resnet8_B"]["backpack"]["per_sample_grad_norms_s"] > 0
   assert "error" in res["resnet8_A"]["backpack"]  # BackPACK's converter rejects option A
+
+
+def test_device_check_smoke_writes_json_and_markdown(tmp_path):
+  """``scripts/bench.py --preset device --smoke``: every section's keys and the Markdown table."""
+  sys.path.insert(0, os.path.join(ROOT, "scripts"))
+  import bench  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+  out = tmp_path / "device.json"
+  assert bench.main(["--preset", "device", "--smoke", "--out", str(out)]) == 0
+  res = json.loads(out.read_text())
+  for name, precisions in (("resnet32", ("float32", "bfloat16")), ("wide_resnet32", ("float32",))):
+    for precision in precisions:
+      r = res[name][precision]
+      assert r["finite"] and r["step_ms"] > 0 and r["epoch_s"] > 0
+      assert r["epoch_steps"] == r["epoch_images"] // r["batch"]
+  probes = res["estimators"]["probes"]
+  # Sequential and vmapped probes are the same probes: the same estimate.
+  assert probes["sequential"]["value"] == pytest.approx(probes["vmapped"]["value"], rel=1e-5)
+  assert res["defaults"]["backend"] == "cpu"
+  md = (tmp_path / "device.md").read_text()
+  assert "| resnet32 epoch" in md and "vmapped / sequential probes" in md
+
+
+def test_cpu_rewrites_switch_off_on_other_backends(monkeypatch):
+  """The grouped-conv rewrite of the estimators and the ResNet residual materialization are on
+  for the CPU backend only: forcing the backend's name to gpu / tpu turns both off."""
+  from benchmarks import device_check  # noqa: E402  pylint: disable=import-outside-toplevel
+  assert device_check.backend_defaults()["estimators_grouped_conv_rewrite"] is True
+  assert device_check.backend_defaults()["resnet_residual_materialize"] is True
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    got = device_check.backend_defaults()
+    assert got == {"backend": backend, "estimators_grouped_conv_rewrite": False,
+                   "resnet_residual_materialize": False}
