@@ -124,13 +124,30 @@ class RunDir:
 
   @property
   def finished(self) -> bool:
-    """Whether the latest checkpoint is the run's last epoch's (the run is done)."""
-    return bool(self.latest_meta().get("finished", False))
+    """Whether the latest checkpoint is the run's last epoch's (the run is done), verified: its
+    arrays restored against the run's config and checked against their checksums."""
+    return self.final_metrics() is not None
 
-  def final_metrics(self) -> dict | None:
-    """The last epoch's record of a finished run; None if the run is unfinished or absent."""
+  def final_metrics(self, *, verify: bool = True) -> dict | None:
+    """The last epoch's record of a finished run; None if the run is unfinished or absent.
+
+    With ``verify`` (default) the final checkpoint is restored and checked (``verify_latest``), so
+    a corrupt, truncated or replaced solution is never reported as finished.
+
+    Raises:
+      CorruptCheckpointError: the final checkpoint does not restore or match its checksums.
+    """
     meta = self.latest_meta()
-    return meta["final_metrics"] if meta.get("finished") else None
+    if not meta.get("finished"):
+      return None
+    if verify:
+      self.verify_latest()
+    return meta["final_metrics"]
+
+  def verify_latest(self) -> None:
+    """Restores the latest checkpoint against the run's config (structure, shapes, checksums);
+    raises ``CorruptCheckpointError`` (step and leaf named) when it does not match."""
+    self.solution()
 
   @property
   def trained_epochs(self) -> int:
