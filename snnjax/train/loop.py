@@ -31,6 +31,7 @@ from snnjax import models, sparsity
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
+from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
@@ -95,7 +96,8 @@ def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
     raise UserError("config.prerequisites=train needs config.dense_config (e.g. configs/dense.py:quick)")
   dense_config = config_io.load_config_spec(config.dense_config)
   print(f"[snnjax] training the prerequisite Sol-D run in {dense.path}", file=sys.stderr)
-  train_and_evaluate(dense_config, dense.path)
+  # Another run started at the same time may be training the same Sol-D: wait for it.
+  train_and_evaluate(dense_config, dense.path, wait_for_lock=True)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -388,16 +390,23 @@ def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       epoch_hook: EpochHook | None = None, dataset=None) -> dict:
+                       epoch_hook: EpochHook | None = None, dataset=None,
+                       wait_for_lock: bool | float = False) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
 
-  Resumes from the last checkpoint in ``workdir``; a finished run is not retrained (its final record
-  is returned). ``epoch_hook`` runs after each epoch's evaluation and may add metrics to the record.
-  ``dataset`` (a ``snnjax.data.Dataset``) skips loading when the caller already has it.
+  Resumes from the last checkpoint in ``workdir``; a finished run (its final checkpoint verified)
+  is not retrained (its final record is returned). ``epoch_hook`` runs after each epoch's
+  evaluation and may add metrics to the record. ``dataset`` (a ``snnjax.data.Dataset``) skips
+  loading when the caller already has it.
+
+  The work dir is written only while this process holds its lock (``WORKDIR/lock.json``,
+  ``snnjax.train.lock``): another live owner makes it refuse (``wait_for_lock=False``), or wait up
+  to ``wait_for_lock`` seconds (True: until the owner is done, as a shared Sol-D prerequisite does).
 
   Raises:
     UserError: invalid config, a work dir holding a different run, a missing prerequisite run, a
-      corrupt checkpoint. Nothing is written before these checks pass.
+      corrupt checkpoint, a work dir locked by another process (``lock.LockedError``). Nothing is
+      written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
   run = RunDir(workdir)
@@ -421,6 +430,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # Only now, with every check passed, the work dir is written to; every store is closed on exit.
   with contextlib.ExitStack() as stores:
+    stores.enter_context(_workdir_lock(run, wait_for_lock))
+    check_workdir(config, run.path)  # again: a run that held the lock meanwhile may have begun it
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
@@ -456,6 +467,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if bar is None and config.progress:
         _log_epoch(config, record)
   return {**record, "wall_time_s": time.time() - t_start}
+
+
+def _workdir_lock(run: RunDir, wait: bool | float):
+  """``lock.hold`` of the run's work dir (created here), telling once on stderr when it waits."""
+  def tell(record):
+    print(f"[snnjax] {run.path} is being trained by {lock_lib.describe(record)}; waiting",
+          file=sys.stderr)
+  os.makedirs(run.path, exist_ok=True)
+  return lock_lib.hold(run.lock_path, wait=wait, on_wait=tell)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import ml_collections
 from snnjax.errors import UserError
 from snnjax.train import config_io
 from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.lock import LOCK_FILE
 from snnjax.train.solution import Solution, load_solution
 
 METRICS_FILE = "metrics.jsonl"
@@ -49,6 +50,11 @@ class RunDir:
   @property
   def init_dir(self) -> str:
     return os.path.join(self.path, "init")
+
+  @property
+  def lock_path(self) -> str:
+    """``lock.json``: held (``snnjax.train.lock``) while a process trains the run."""
+    return os.path.join(self.path, LOCK_FILE)
 
   @property
   def identity_path(self) -> str:
@@ -191,9 +197,11 @@ class RunDir:
   def write_config(self, config: ml_collections.ConfigDict) -> None:
     """Creates the work dir and writes config.json, unless present (kept as it is on resume)."""
     os.makedirs(self.path, exist_ok=True)
-    if not os.path.exists(self.config_path):
-      with open(self.config_path, "w") as f:
+    if not os.path.exists(self.config_path):  # atomic: a concurrent reader never sees half of it
+      tmp = self.config_path + ".tmp"
+      with open(tmp, "w") as f:
         f.write(config_io.format_config(config))
+      os.replace(tmp, self.config_path)
 
   def write_identity(self, config: ml_collections.ConfigDict) -> None:
     """Writes identity.json for a run of ``config`` (its Sol-D resolved now), unless present."""
