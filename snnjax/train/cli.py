@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from snnjax import xla_cpu
 from snnjax.errors import UserError
-from snnjax.train.config_io import load_config_spec
+from snnjax.train.config_io import check_path, check_training_config, load_config_spec
 
 def train_flags(argv: list[str]) -> flags.FlagValues:
   """Fresh flags for one ``argv``: ml_collections reads the ``--config.*`` overrides it accepts
@@ -115,16 +115,28 @@ def parse(argv: list[str]):
   if not os.path.isfile(spec.partition(":")[0]):
     raise UserError(f"config file not found: {spec.partition(':')[0]}")
   try:  # load it once ourselves: a bad preset or a broken file gets its own one-line message
-    load_config_spec(spec)
-  except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
-    raise UserError(f"cannot load config {spec}: {e}") from e
+    loaded = load_config_spec(spec)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
+    raise UserError(f"cannot load config {spec}: {type(e).__name__}: {_one_line(e)}") from e
+  check_training_config(loaded)  # a study config, None, ...: before overrides are applied to it
   flag_values = train_flags(argv)
   try:
-    flag_values(argv)
+    rest = flag_values(argv)
     config = flag_values.config
   except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
     raise override_error(e) from e
-  return config, flag_values.workdir or default_workdir(spec)
+  if len(rest) > 1:
+    raise UserError(f"unexpected argument {rest[1]!r} (settings are --config.FIELD=VALUE, the run "
+                    "directory --workdir DIR)")
+  workdir = flag_values.workdir or default_workdir(spec)
+  check_path(workdir, "--workdir")
+  return config, workdir
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split())[:300]
 
 
 def quiet_library_logs() -> None:

@@ -51,6 +51,15 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   holds the same runs. Where either side's Sol-D is not there to identify, the paths are compared.
   """
   run = RunDir(workdir)
+  config_io.check_path(run.path, "the work dir")
+  for name, is_dir in (("checkpoints", True), ("init", True), ("best_on_test", True),
+                       ("config.json", False), ("metrics.jsonl", False), ("lock.json", False)):
+    path = os.path.join(run.path, name)
+    if os.path.lexists(path) and (os.path.isdir(path) != is_dir or not os.path.exists(path)):
+      raise UserError(f"{path} should be a {'directory' if is_dir else 'file'}; use a fresh --workdir")
+  if config_io.needs_dense_run(config) and _abspath(config.dense_workdir) == run.path:
+    raise UserError(f"config.dense_workdir is this run's own work dir ({run.path}): a "
+                    f"{config.regime} run needs a separate Sol-D run")
   try:
     old = run.config_dict()
   except UserError as e:
@@ -80,11 +89,29 @@ def _abspath(path: str) -> str:
   return os.path.abspath(path) if path else ""
 
 
+def check_dense_pairing(config: ml_collections.ConfigDict, dense_config) -> None:
+  """Refuses a Sol-D (config or config.json dict) of another dataset or architecture than
+  ``config``: known before anything is trained."""
+  def fields(c):
+    d = c if isinstance(c, dict) else config_io.config_to_dict(c)
+    model = d.get("model") or {}
+    return {"dataset.name": (d.get("dataset") or {}).get("name"), "model.name": model.get("name"),
+            "model.kwargs": model.get("kwargs") or {}}
+  mine, theirs = fields(config), fields(dense_config)
+  diff = [k for k in mine if mine[k] != theirs[k]]
+  if diff:
+    raise UserError(f"the dense run {config.dense_workdir} has another architecture or dataset "
+                    f"than this config's ({', '.join(f'{k}: {theirs[k]} vs {mine[k]}' for k in diff)})")
+
+
 def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
   """Checks (or, with ``config.prerequisites == "train"``, trains) the Sol-D run a regime needs."""
   if not config_io.needs_dense_run(config):
     return
   dense = RunDir(config.dense_workdir)
+  stored = dense.config_dict()
+  if stored is not None:
+    check_dense_pairing(config, stored)
   if dense.finished:
     return
   if config.prerequisites != "train":
@@ -94,7 +121,17 @@ def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
         "--config.prerequisites=train with --config.dense_config=SPEC)")
   if not config.dense_config:
     raise UserError("config.prerequisites=train needs config.dense_config (e.g. configs/dense.py:quick)")
-  dense_config = config_io.load_config_spec(config.dense_config)
+  try:
+    dense_config = config_io.load_config_spec(config.dense_config)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"cannot load config.dense_config={config.dense_config}: "
+                    f"{type(e).__name__}: {e}") from e
+  config_io.validate_config(dense_config, models.model_names())
+  _check(dense_config.regime == "dense", f"config.dense_config={config.dense_config} is a "
+                                         f"{dense_config.regime} config, not a dense one")
+  check_dense_pairing(config, dense_config)
   print(f"[snnjax] training the prerequisite Sol-D run in {dense.path}", file=sys.stderr)
   # Another run started at the same time may be training the same Sol-D: wait for it.
   train_and_evaluate(dense_config, dense.path, wait_for_lock=True)
@@ -115,6 +152,21 @@ def _compute_dtype(config: ml_collections.ConfigDict):
   return jnp.bfloat16 if config.precision == "bfloat16" else None
 
 
+def _check(condition, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  try:
+    parallel.maybe_initialize_distributed(bool(config.distributed))
+  except Exception as e:  # pylint: disable=broad-except  (jax raises RuntimeError/ValueError)
+    raise UserError(f"config.distributed=True: jax.distributed.initialize() failed "
+                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); run one process per "
+                    "host with JAX's coordinator settings (JAX_COORDINATOR_ADDRESS, "
+                    "JAX_NUM_PROCESSES, JAX_PROCESS_ID) before any other JAX work") from e
+
+
 def num_steps_per_epoch(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> int:
   """Optimizer steps per epoch (whole batches; the remainder of the shuffled set is left out)."""
   if config.batch_size % num_devices:
@@ -124,6 +176,11 @@ def num_steps_per_epoch(config: ml_collections.ConfigDict, num_train: int, num_d
   if steps_per_epoch < 1:
     raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} "
                     "training examples")
+  last = max([config.num_epochs, config.optim.warmup_epochs, *config.optim.boundaries_epochs])
+  if last * steps_per_epoch >= 2**31:
+    raise UserError(f"config: epoch {last:g} x {steps_per_epoch} steps per epoch overflows the "
+                    "32-bit step counter; use fewer epochs (num_epochs, optim.warmup_epochs, "
+                    "optim.boundaries_epochs)")
   return steps_per_epoch
 
 
@@ -142,6 +199,11 @@ def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx
   params, batch_stats, mask, info = starting_point.initial_variables(
       config, model, input_shape, load_solution)
   sparsity.check_mask(params, mask)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+    if not np.any(np.asarray(leaf)):
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      raise UserError(f"config.sparsity={config.sparsity} leaves layer {name} with no active "
+                      "weight; lower the sparsity (or use --config.mask.scope=layerwise)")
   return TrainState.create(params, batch_stats, mask, tx), info
 
 
@@ -411,18 +473,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_io.validate_config(config, models.model_names())
   run = RunDir(workdir)
   check_workdir(config, run.path)
-  parallel.maybe_initialize_distributed(bool(config.distributed))
+  _initialize_distributed(config)
   final_metrics = run.final_metrics()
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
     return final_metrics
-  ensure_prerequisites(config)
+  # Everything knowable from this config is checked before a prerequisite run is trained.
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset)
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
   mesh = parallel.make_mesh(config.num_devices)
   steps_per_epoch = num_steps_per_epoch(config, dataset.num_train, mesh.devices.size)
   scores = curriculum_scores(config, dataset.num_train)
+  ensure_prerequisites(config)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   state, info = create_train_state(config, model, dataset.input_shape, tx)
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
