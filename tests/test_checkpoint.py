@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from snnjax import xla_cpu
 from snnjax.train import train_and_evaluate
 from snnjax.train.checkpoint import (CheckpointStore, CorruptCheckpointError, first_mismatch,
                                      leaf_digests)
@@ -162,3 +163,15 @@ def test_cli_prints_one_error_line_for_a_truncated_checkpoint(run, tmp_path):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), out.stderr
   assert "checkpoints/124" in lines[0] and "Event loop" not in out.stderr
+
+
+def test_the_numerics_environment_is_recorded_but_not_in_the_identity(trained):
+  workdir, _ = trained
+  with CheckpointStore(workdir / "checkpoints", read_only=True) as store:
+    env = store.restore_meta(124)["environment"]
+  assert env == xla_cpu.numerics_environment()
+  assert set(env) == {"xla_tuning", "env", "jax", "jaxlib"}
+  assert "environment" not in open(workdir / "config.json").read()
+  assert xla_cpu.numerics_environment({"XLA_FLAGS": xla_cpu.FLAG})["xla_tuning"]
+  off = xla_cpu.numerics_environment({"SNNJAX_XLA_TUNING": "0"})
+  assert not off["xla_tuning"] and off["env"] == {"SNNJAX_XLA_TUNING": "0"}

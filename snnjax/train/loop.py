@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from snnjax import data as data_lib
-from snnjax import models, sparsity
+from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
@@ -228,6 +228,11 @@ def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
     restored, meta = store.restore(last, state.to_dict())
     state, start_epoch = TrainState.from_dict(restored), int(meta["epoch"])
     print(f"[snnjax] resuming {run.path} from epoch {start_epoch} (step {last})", file=sys.stderr)
+    before, now = meta.get("environment"), xla_cpu.numerics_environment()
+    if before is not None and before != now:
+      print(f"[snnjax] note: the run began under another numerics environment ({before}; now "
+            f"{now}): later epochs may differ in the last bits from an uninterrupted run",
+            file=sys.stderr)
   records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
   run.write_records(records)
   return state, start_epoch, records
@@ -489,7 +494,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   state, info = create_train_state(config, model, dataset.input_shape, tx)
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
-               "steps_per_epoch": steps_per_epoch, "dataset": dataset.name}
+               "steps_per_epoch": steps_per_epoch, "dataset": dataset.name,
+               "environment": xla_cpu.numerics_environment()}  # recorded, not in the identity
 
   # Only now, with every check passed, the work dir is written to; every store is closed on exit.
   with contextlib.ExitStack() as stores:
