@@ -82,7 +82,7 @@ class RunDir:
     """Every record of metrics.jsonl, in order; a partial last line (a write cut short) is left out."""
     if not os.path.exists(self.metrics_path):
       return []
-    with open(self.metrics_path) as f:
+    with open(self.metrics_path, errors="replace") as f:  # binary garbage: a JSON error below
       lines = [line for line in f.read().split("\n") if line.strip()]
     out = []
     for i, line in enumerate(lines):
@@ -97,7 +97,16 @@ class RunDir:
   def epoch_records(self) -> list[dict]:
     """The per-epoch records (``epoch``, ``step``, ``lr``, ``batch_loss``, ..., ``epoch_time_s`` and,
     on evaluated epochs, the train/test metrics)."""
-    return [r for r in self.records() if isinstance(r, dict) and "epoch" in r and "step" in r]
+    out = []
+    for i, r in enumerate(self.records()):
+      if not (isinstance(r, dict) and "epoch" in r and "step" in r):
+        continue
+      if not all(isinstance(r[k], int) and not isinstance(r[k], bool) and r[k] >= 0
+                 for k in ("epoch", "step")):
+        raise UserError(f"{self.metrics_path}: record {i + 1} has a bad epoch or step "
+                        f"({r['epoch']!r}, {r['step']!r}); move the file away to rewrite it")
+      out.append(r)
+    return out
 
   @property
   def train_seconds(self) -> float:
