@@ -45,7 +45,7 @@ def wants_help(argv: list[str], flag_values: flags.FlagValues, doc: str) -> bool
   return True
 
 
-def _config_file_arg(argv: list[str]) -> str | None:
+def config_file_arg(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1]
@@ -54,7 +54,7 @@ def _config_file_arg(argv: list[str]) -> str | None:
   return None
 
 
-def _caused_by_key_error(e: BaseException | None) -> bool:
+def caused_by_key_error(e: BaseException | None) -> bool:
   while e is not None:
     if isinstance(e, KeyError):
       return True
@@ -64,8 +64,9 @@ def _caused_by_key_error(e: BaseException | None) -> bool:
 
 def override_error(e: BaseException) -> UserError:
   """The one-line ``UserError`` for a failed ``--config.field=value`` parse (absl / ml_collections)."""
-  if _caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
-    return UserError(f"unknown config field in an override: {str(e).strip(chr(34))}")
+  if caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
+    field = str(e).strip().strip("\"'").splitlines()[0].strip().strip("\"'")
+    return UserError(f"unknown config field in an override: {field}")
   text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
   return UserError(text[:400] or type(e).__name__)
 
@@ -109,7 +110,7 @@ def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
 
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
-  spec = _config_file_arg(argv)
+  spec = config_file_arg(argv)
   if spec is None:
     raise UserError("--config is required, e.g. --config configs/scratch95.py:quick")
   if not os.path.isfile(spec.partition(":")[0]):
