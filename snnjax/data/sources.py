@@ -143,8 +143,8 @@ def load_npz(name: str, path: str) -> RawSplits:
   if not path or not os.path.isfile(path):
     raise UserError(f"dataset file not found: {path!r}; {how_to_get(name, path)}")
   if not zipfile.is_zipfile(path):
-    raise UserError(f"{path} is not an npz file (not a zip archive; a truncated download or "
-                    "another format?)")
+    raise UserError(f"cannot read {path} as an npz file: it is not a zip archive (a truncated "
+                    "download, or another format?)")
   try:
     with np.load(path, allow_pickle=False) as f:
       missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
