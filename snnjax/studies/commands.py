@@ -77,6 +77,10 @@ def parse_study(argv: list[str]):
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   config_io.check_path(flag_values.workdir, "--workdir")
   stages = tuple(flag_values.stages) if flag_values.stages else None
+  from snnjax.studies.study import STAGES  # pylint: disable=import-outside-toplevel
+  unknown = sorted(set(stages or ()) - set(STAGES))
+  if unknown:  # also for --dry_run, which plans every stage
+    raise UserError(f"unknown stages {unknown}; choose from {STAGES}")
   return flag_values.config, flag_values.workdir, stages, bool(flag_values.dry_run)
 
 

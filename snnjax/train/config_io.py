@@ -157,9 +157,12 @@ def _check(cond: bool, message: str) -> None:
 
 
 def _finite(value) -> bool:
+  """A finite int or float (not a bool, not a numeric string)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
   try:
-    return math.isfinite(float(value))
-  except (TypeError, ValueError):
+    return math.isfinite(value)
+  except OverflowError:  # an int beyond float range
     return False
 
 
