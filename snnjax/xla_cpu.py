@@ -36,3 +36,23 @@ def tune(environ: MutableMapping[str, str] = os.environ) -> bool:
     return False
   environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {FLAG}".strip()
   return True
+
+
+# Environment variables that can change a run's numbers (compilation, precision, device layout).
+NUMERICS_ENV = ("SNNJAX_XLA_TUNING", "XLA_FLAGS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
+                "JAX_NUM_CPU_DEVICES", "JAX_PLATFORMS", "JAX_DEFAULT_DTYPE_BITS")
+
+
+def numerics_environment(environ: MutableMapping[str, str] = os.environ) -> dict:
+  """What of the environment may change a run's numbers, as recorded with the run (its checkpoints'
+  meta, ``"environment"``; not part of its identity): whether this module's tuning flag is in
+  ``XLA_FLAGS`` (``xla_tuning``), the variables of ``NUMERICS_ENV`` that are set, and the jax and
+  jaxlib versions."""
+  def version(name):
+    try:
+      return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+  return {"xla_tuning": FLAG in environ.get("XLA_FLAGS", ""),
+          "env": {k: environ[k] for k in NUMERICS_ENV if k in environ},
+          "jax": version("jax"), "jaxlib": version("jaxlib")}

@@ -17,6 +17,8 @@ import importlib.util
 import os
 import random
 import sys
+import zipfile
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -140,6 +142,9 @@ def load_npz(name: str, path: str) -> RawSplits:
   path = os.path.expanduser(path)
   if not path or not os.path.isfile(path):
     raise UserError(f"dataset file not found: {path!r}; {how_to_get(name, path)}")
+  if not zipfile.is_zipfile(path):
+    raise UserError(f"cannot read {path} as an npz file: it is not a zip archive (a truncated "
+                    "download, or another format?)")
   try:
     with np.load(path, allow_pickle=False) as f:
       missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
@@ -149,8 +154,9 @@ def load_npz(name: str, path: str) -> RawSplits:
       arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
   except UserError:
     raise
-  except (OSError, ValueError) as e:
-    raise UserError(f"cannot read {path} as an npz file: {e}") from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise UserError(f"cannot read {path} as an npz file ({type(e).__name__}: "
+                    f"{' '.join(str(e).split())[:200]}); is it truncated?") from e
   return _checked_images(name, str(path), **arrays)
 
 
@@ -209,6 +215,15 @@ def _checked_images(name: str, where: str, *, x_train, y_train, x_test, y_test) 
       x = x[..., None]
     if x.ndim != 4:
       raise UserError(f"{where}: x_{split} must be (N, H, W, C) images, got shape {x.shape}")
+    if x.shape[0] == 0:
+      raise UserError(f"{where}: the {split} split is empty")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+      raise UserError(f"{where}: x_{split} must hold numbers, got {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating):
+      bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+      if bad:
+        raise UserError(f"{where}: x_{split} holds {bad} non-finite values (NaN or inf) out of "
+                        f"{x.size}; they would make every normalized input NaN")
     if y.shape != (x.shape[0],):
       raise UserError(f"{where}: y_{split} must have shape ({x.shape[0]},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):

@@ -56,17 +56,52 @@ def _first_line(e: BaseException) -> str:
 def parse_study(argv: list[str]):
   """``(config, workdir, stages, dry_run)`` from ``argv`` (program name first), or UserError."""
   argv = ["--dry_run" if a == "--dry-run" else a for a in argv]  # both spellings
+  spec = train_cli.config_file_arg(argv)
+  if spec is not None:
+    _check_study_config(spec)
   flag_values = study_flags(argv)
   try:
-    flag_values(argv)
+    rest = flag_values(argv)
+  except KeyError as e:
+    raise train_cli.override_error(e) from e
   except (flags.Error, FileNotFoundError, ImportError, AttributeError, TypeError, ValueError) as e:
+    if train_cli.caused_by_key_error(e):
+      raise train_cli.override_error(e) from e
     raise UserError(_first_line(e)) from e
+  if len(rest) > 1:
+    raise UserError(f"unexpected argument {rest[1]!r} (settings are --config.FIELD=VALUE)")
   if flag_values["config"].value is None:
     raise UserError("--config is required, e.g. --config configs/study.py:quick")
   if not flag_values.workdir:
     raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
+  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
+  config_io.check_path(flag_values.workdir, "--workdir")
   stages = tuple(flag_values.stages) if flag_values.stages else None
+  from snnjax.studies.study import STAGES  # pylint: disable=import-outside-toplevel
+  unknown = sorted(set(stages or ()) - set(STAGES))
+  if unknown:  # also for --dry_run, which plans every stage
+    raise UserError(f"unknown stages {unknown}; choose from {STAGES}")
   return flag_values.config, flag_values.workdir, stages, bool(flag_values.dry_run)
+
+
+def _check_study_config(spec: str) -> None:
+  """Loads ``spec`` once: a file that raises, returns no ConfigDict, or holds a training config
+  gets its own one-line error (before absl's flag parser wraps it in a traceback)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(spec.partition(":")[0]):
+    raise UserError(f"config file not found: {spec.partition(':')[0]}")
+  try:
+    config = config_io.load_config_spec(spec)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
+    raise UserError(f"cannot load config {spec}: {type(e).__name__}: {_first_line(e)}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f"{spec}: get_config() returned {type(config).__name__}, not a ConfigDict")
+  if "seeds" not in config or "measure" not in config:
+    hint = " (a training config? use scripts/train.py)" if "regime" in config else ""
+    raise UserError(f"{spec} is not a study config (no field seeds/measure){hint}")
 
 
 def study_main(argv: list[str] | None = None) -> int:
@@ -154,13 +189,18 @@ def measure_settings(config_spec: str | None, overrides: list[str]):
   """The measurement settings: ``measure.default_settings()`` (or the ``measure`` field of the
   study config ``config_spec``), then ``overrides`` (``--config.FIELD=VALUE``, fields relative to
   the settings: ``--config.hessian.max_probes=20``); validated."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
   from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   if config_spec:
     try:
       study = config_io.load_config_spec(config_spec)
-    except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
       raise UserError(f"cannot load config {config_spec}: {_first_line(e)}") from e
+    if not isinstance(study, ml_collections.ConfigDict):
+      raise UserError(f"{config_spec}: get_config() returned {type(study).__name__}")
     if "measure" not in study:
       raise UserError(f"{config_spec} has no `measure` settings (use a study config)")
     settings = study.measure
@@ -201,6 +241,22 @@ def expand_workdir(path: str) -> list[str]:
                   "(no runs/*/config.json)")
 
 
+def measure_out(out: str | None, first_path: str) -> str:
+  """The output prefix (``PREFIX.md``, ``PREFIX.json``): ``--out`` (a directory, ``DIR/``, gets
+  ``DIR/measure``) or ``measure`` next to the first input; its directory must be creatable."""
+  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
+  if not out:
+    out = os.path.join(os.path.abspath(first_path), "measure")
+  elif out.endswith(os.sep) or os.path.isdir(out):
+    out = os.path.join(out, "measure")
+  out = os.path.abspath(out)
+  config_io.check_path(os.path.dirname(out), "--out")
+  for suffix in (".md", ".json"):
+    if os.path.isdir(out + suffix):
+      raise UserError(f"--out: {out + suffix} is a directory")
+  return out
+
+
 def measure_main(argv: list[str] | None = None) -> int:
   """``scripts/measure.py``: measures solutions, writes ``OUT.md`` and ``OUT.json``."""
   argv = sys.argv if argv is None else argv
@@ -215,13 +271,20 @@ def measure_main(argv: list[str] | None = None) -> int:
     paths = [r for w in args.workdir for r in expand_workdir(w)] + list(args.checkpoint)
     if not paths:
       raise UserError("give at least one --workdir DIR or --checkpoint PATH")
+    out = measure_out(args.out, paths[0])
+    from snnjax.train.run_dir import RunDir  # pylint: disable=import-outside-toplevel
+    for w in [r for w in args.workdir for r in expand_workdir(w)]:
+      run = RunDir(w)
+      if run.final_metrics() is None:  # verified: a finished run's solution restores intact
+        raise UserError(f"{w} is not finished (trained {run.trained_epochs} epochs); finish it "
+                        "with scripts/train.py, or measure a checkpoint of it with --checkpoint "
+                        f"{w}/checkpoints/STEP")
     from snnjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
     from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel
     solutions = [load_solution(p) for p in paths]  # all load (or fail) before measuring
     for sol in solutions:  # a diverged run (NaN params) is refused before anything is written
       measure_lib.check_finite_solution(sol)
-    out = args.out or os.path.join(os.path.abspath(paths[0]), "measure")
     if os.path.dirname(out):
       os.makedirs(os.path.dirname(out), exist_ok=True)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[measure] {m}", file=sys.stderr,

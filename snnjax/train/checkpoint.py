@@ -10,21 +10,63 @@ Layout of a work dir::
 
 Saves are atomic (orbax writes a temporary directory and renames it), so a run killed mid-save leaves
 the previous checkpoint intact; temporary leftovers are cleaned up on the next start.
+
+Integrity: every save records a checksum of each array of the state (``leaf_digests``: sha256 of its
+dtype, shape and bytes, from the host arrays) in the meta record under ``"digests"``; every restore of
+the state recomputes them and raises ``CorruptCheckpointError`` naming the step and the first leaf
+that differs (a flipped bit, a truncated or replaced file). Checkpoints written before checksums
+existed restore unverified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import sys
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
 from snnjax.errors import UserError
 
 PyTree = Any
+DIGESTS_KEY = "digests"
+
+
+class CorruptCheckpointError(UserError):
+  """A checkpoint whose files cannot be read or whose arrays do not match their checksums."""
+
+
+def leaf_path(path) -> str:
+  """``params/stem/kernel``-style name of a pytree key path (dict keys, sequence indices, fields)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def leaf_digests(tree: PyTree) -> dict[str, str]:
+  """``{leaf path: 16 hex digits}``: sha256 of each leaf's dtype, shape and C-order bytes (host
+  copies; a device array is fetched)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    out[leaf_path(path)] = h.hexdigest()[:16]
+  return out
+
+
+def first_mismatch(expected: dict[str, str], tree: PyTree) -> str | None:
+  """The first leaf of ``tree`` whose digest differs from ``expected`` (or that ``expected`` lacks,
+  or that ``tree`` lacks); None when all match."""
+  actual = leaf_digests(tree)
+  for name, value in actual.items():
+    if expected.get(name) != value:
+      return name
+  missing = sorted(set(expected) - set(actual))
+  return missing[0] if missing else None
 
 
 class CheckpointStore:
@@ -64,6 +106,7 @@ class CheckpointStore:
     if step in self._manager.all_steps():
       return
     state = jax.device_get(state)  # host numpy: written once, by process 0, under jax.distributed
+    meta = {**meta, DIGESTS_KEY: leaf_digests(state)}
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
@@ -73,22 +116,41 @@ class CheckpointStore:
       with _quiet(True):  # errors become the one UserError below, not absl log lines as well
         out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable files
-      raise UserError(f"checkpoint {self.directory}/{step} is corrupt or unreadable "
-                      f"({type(e).__name__}: {_first_line(e)})") from e
+      _drop_closed_loop_callbacks()
+      raise CorruptCheckpointError(
+          f"checkpoint {self.directory}/{step} is corrupt or unreadable "
+          f"({type(e).__name__}: {_first_line(e)}){_ADVICE}") from e
+    if not isinstance(out["meta"], dict):
+      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} has no meta record{_ADVICE}")
     return dict(out["meta"])
 
   def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
-    """Restores ``(state, meta)`` at ``step`` as host numpy arrays; ``target`` gives the expected
-    structure, shapes and dtypes (every process of a multi-process run reads the same files)."""
-    abstract = jax.device_get(target)
+    """Restores ``(state, meta)`` at ``step``, verified against the meta's checksums; ``target``
+    gives the expected structure and shapes.
+
+    Raises:
+      CorruptCheckpointError: unreadable files, another structure or shapes than ``target``, or
+        an array that differs from the one saved (the message names the step and the leaf).
+    """
+    meta = self.restore_meta(step)
+    abstract = jax.device_get(target)  # host numpy: every process reads the same files
     try:
       with _quiet(True):
         out = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract)))
     except Exception as e:
-      raise UserError(f"checkpoint {self.directory}/{step} is corrupt or does not match the "
-                      f"model/config ({type(e).__name__}: {_first_line(e)})") from e
-    return out["state"], dict(out["meta"])
+      _drop_closed_loop_callbacks()
+      raise CorruptCheckpointError(
+          f"checkpoint {self.directory}/{step} is corrupt or does not match the model/config "
+          f"({type(e).__name__}: {_first_line(e)}){_ADVICE}") from e
+    expected = meta.get(DIGESTS_KEY)
+    if expected is not None:
+      bad = first_mismatch(expected, out["state"])
+      if bad is not None:
+        raise CorruptCheckpointError(
+            f"checkpoint {self.directory}/{step} is corrupt: leaf {bad} does not match its "
+            f"checksum{_ADVICE}")
+    return out["state"], meta
 
   def close(self) -> None:
     self._manager.close()
@@ -110,6 +172,29 @@ def _quiet(active: bool):
     yield
   finally:
     logging.set_verbosity(verbosity)
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """After a failed restore, tensorstore's reads of the other leaves still finish and call back into
+  orbax's event loop, closed by then: each raises an unraisable ``RuntimeError: Event loop is
+  closed`` that Python would print (dozens of tracebacks after the one error line). Those, and only
+  those, are dropped from now on in this process."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_snnjax_filter", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._snnjax_filter = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+_ADVICE = ("; move that step directory away to resume from the previous checkpoint, or use a fresh "
+           "--workdir")
 
 
 def _first_line(e: BaseException) -> str:

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from snnjax import xla_cpu
 from snnjax.errors import UserError
-from snnjax.train.config_io import load_config_spec
+from snnjax.train.config_io import check_path, check_training_config, load_config_spec
 
 def train_flags(argv: list[str]) -> flags.FlagValues:
   """Fresh flags for one ``argv``: ml_collections reads the ``--config.*`` overrides it accepts
@@ -45,7 +45,7 @@ def wants_help(argv: list[str], flag_values: flags.FlagValues, doc: str) -> bool
   return True
 
 
-def _config_file_arg(argv: list[str]) -> str | None:
+def config_file_arg(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1]
@@ -54,7 +54,7 @@ def _config_file_arg(argv: list[str]) -> str | None:
   return None
 
 
-def _caused_by_key_error(e: BaseException | None) -> bool:
+def caused_by_key_error(e: BaseException | None) -> bool:
   while e is not None:
     if isinstance(e, KeyError):
       return True
@@ -64,8 +64,9 @@ def _caused_by_key_error(e: BaseException | None) -> bool:
 
 def override_error(e: BaseException) -> UserError:
   """The one-line ``UserError`` for a failed ``--config.field=value`` parse (absl / ml_collections)."""
-  if _caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
-    return UserError(f"unknown config field in an override: {str(e).strip(chr(34))}")
+  if caused_by_key_error(e):  # ml_collections: an override of a field the config lacks
+    field = str(e).strip().strip("\"'").splitlines()[0].strip().strip("\"'")
+    return UserError(f"unknown config field in an override: {field}")
   text = " ".join(l.strip() for l in str(e).splitlines() if l.strip())
   return UserError(text[:400] or type(e).__name__)
 
@@ -109,22 +110,34 @@ def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
 
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
-  spec = _config_file_arg(argv)
+  spec = config_file_arg(argv)
   if spec is None:
     raise UserError("--config is required, e.g. --config configs/scratch95.py:quick")
   if not os.path.isfile(spec.partition(":")[0]):
     raise UserError(f"config file not found: {spec.partition(':')[0]}")
   try:  # load it once ourselves: a bad preset or a broken file gets its own one-line message
-    load_config_spec(spec)
-  except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
-    raise UserError(f"cannot load config {spec}: {e}") from e
+    loaded = load_config_spec(spec)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
+    raise UserError(f"cannot load config {spec}: {type(e).__name__}: {_one_line(e)}") from e
+  check_training_config(loaded)  # a study config, None, ...: before overrides are applied to it
   flag_values = train_flags(argv)
   try:
-    flag_values(argv)
+    rest = flag_values(argv)
     config = flag_values.config
   except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
     raise override_error(e) from e
-  return config, flag_values.workdir or default_workdir(spec)
+  if len(rest) > 1:
+    raise UserError(f"unexpected argument {rest[1]!r} (settings are --config.FIELD=VALUE, the run "
+                    "directory --workdir DIR)")
+  workdir = flag_values.workdir or default_workdir(spec)
+  check_path(workdir, "--workdir")
+  return config, workdir
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split())[:300]
 
 
 def quiet_library_logs() -> None:

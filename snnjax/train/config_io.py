@@ -27,6 +27,14 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 IDENTITY_DEFAULTS = {"nan_policy": "stop"}
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
+# Fields every training config has (config_presets.base_config): a config without them is another kind.
+TRAINING_FIELDS = ("regime", "sparsity", "dataset", "model", "mask", "optim", "num_epochs",
+                   "batch_size", "seed")
+VECTOR_DATASETS = ("mnist1d",)  # examples are (features,) vectors, not images
+VECTOR_MODELS = ("mlp",)  # the models that take vectors
+MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 100_000
+MAX_INT = 2**31 - 1
 MAX_LR = 10.0
 MAX_FISHER_WEIGHT = 1e3
 HASH_LENGTH = 12
@@ -42,6 +50,8 @@ def load_config_spec(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise UserError(f"config file not found: {path}")
+  if not path.endswith(".py"):
+    raise UserError(f"config file {path} is not a Python file (a .py defining get_config())")
   module_spec = importlib.util.spec_from_file_location(
       "_snnjax_config_" + os.path.basename(path).removesuffix(".py"), path)
   module = importlib.util.module_from_spec(module_spec)
@@ -147,9 +157,12 @@ def _check(cond: bool, message: str) -> None:
 
 
 def _finite(value) -> bool:
+  """A finite int or float (not a bool, not a numeric string)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
   try:
-    return math.isfinite(float(value))
-  except (TypeError, ValueError):
+    return math.isfinite(value)
+  except OverflowError:  # an int beyond float range
     return False
 
 
@@ -162,25 +175,59 @@ def _check_number(value, name: str, low: float, high: float, *, low_open: bool =
   _check(ok, f"config.{name} must be a finite number in {interval}, got {value}")
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(value, name: str, low: int, high: int = MAX_INT) -> None:
+  _check(_is_int(value) and low <= value <= high,
+         f"config.{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def check_training_config(config) -> None:
+  """Refuses what is not a training config at all (a study config, None, a dict missing the
+  fields every training config has), before its fields are read."""
+  _check(isinstance(config, ml_collections.ConfigDict),
+         f"the config is not a ConfigDict (get_config() returned {type(config).__name__})")
+  missing = [k for k in TRAINING_FIELDS if k not in config]
+  if missing:
+    hint = (" (a study config? use scripts/study.py)" if "measure" in config or "regimes" in config
+            else "")
+    raise UserError(f"not a training config: it has no field {missing[0]}{hint}")
+
+
 def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   """Raises ``UserError`` naming the first invalid field of a training config."""
+  check_training_config(config)
   c = config
   _check(c.regime in REGIMES, f"config.regime must be one of {REGIMES}, got {c.regime!r}")
-  _check(0.0 <= c.sparsity < 1.0, f"config.sparsity must be in [0, 1), got {c.sparsity}")
+  _check(_finite(c.sparsity) and 0.0 <= c.sparsity < 1.0,
+         f"config.sparsity must be in [0, 1), got {c.sparsity}")
   _check(c.regime == "dense" or c.sparsity > 0.0,
          f"config.sparsity must be > 0 for the {c.regime} regime")
+  _check(c.regime != "dense" or c.sparsity == 0.0,
+         f"config.sparsity={c.sparsity} on a dense run: a dense run prunes nothing (use "
+         "--config.regime=finetune|scratch|lottery, or a sparse config such as configs/scratch90.py)")
+  _check(c.regime not in ("finetune", "lottery") or c.mask.source == "prune_dense",
+         f"config.mask.source={c.mask.source} does not apply to the {c.regime} regime, which prunes "
+         "its Sol-D run (prune_dense); random and erk masks are for --config.regime=scratch")
+  _check_int(c.seed, "seed", 0, MAX_SEED)
   d = c.dataset
   _check(d.name in DATASETS, f"config.dataset.name must be one of {DATASETS}, got {d.name!r}")
   _check(d.source in ("auto", "npz", "tfds"),
          f"config.dataset.source must be auto, npz or tfds, got {d.source!r}")
-  _check(0.0 <= d.label_noise < 1.0, f"config.dataset.label_noise must be in [0, 1), got {d.label_noise}")
+  _check(_finite(d.label_noise) and 0.0 <= d.label_noise < 1.0,
+         f"config.dataset.label_noise must be in [0, 1), got {d.label_noise}")
   _check(d.noise_kind in ("uniform", "flip"),
          f"config.dataset.noise_kind must be uniform or flip, got {d.noise_kind!r}")
-  _check(d.imbalance_ratio >= 1.0, f"config.dataset.imbalance_ratio must be >= 1, got {d.imbalance_ratio}")
-  _check(d.train_size >= 0, f"config.dataset.train_size must be >= 0, got {d.train_size}")
+  _check_number(d.imbalance_ratio, "dataset.imbalance_ratio", 1.0, 1e6)
+  _check_int(d.train_size, "dataset.train_size", 0)
   if model_names:
     _check(c.model.name in model_names,
            f"config.model.name must be one of {tuple(model_names)}, got {c.model.name!r}")
+  _check(d.name not in VECTOR_DATASETS or c.model.name in VECTOR_MODELS,
+         f"config.model.name={c.model.name} needs images, but {d.name} examples are vectors "
+         f"(use one of {VECTOR_MODELS}, or an image dataset)")
   m = c.mask
   _check(m.source in MASK_SOURCES, f"config.mask.source must be one of {MASK_SOURCES}, got {m.source!r}")
   _check(m.scope in ("global", "layerwise"), f"config.mask.scope must be global or layerwise, got {m.scope!r}")
@@ -194,37 +241,64 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check_number(o.momentum, "optim.momentum", 0.0, 1.0, high_open=True)
   _check_number(o.weight_decay, "optim.weight_decay", 0.0, 1.0, high_open=True)
   _check_number(o.decay, "optim.decay", 0.0, 1.0, low_open=True)
-  _check(_finite(o.warmup_epochs) and o.warmup_epochs >= 0,
-         f"config.optim.warmup_epochs must be a finite number >= 0, got {o.warmup_epochs}")
+  _check_number(o.warmup_epochs, "optim.warmup_epochs", 0.0, MAX_EPOCHS)
+  boundaries = o.boundaries_epochs
+  _check(isinstance(boundaries, (tuple, list)),
+         f"config.optim.boundaries_epochs must be a tuple of epochs, got {boundaries!r}")
+  for b in boundaries:
+    _check(not isinstance(b, bool) and _finite(b) and 0 <= b <= MAX_EPOCHS,
+           f"config.optim.boundaries_epochs must hold numbers in [0, {MAX_EPOCHS}], got {b!r}")
   _check(c.get("nan_policy", "stop") in NAN_POLICIES,
          f"config.nan_policy must be one of {NAN_POLICIES}, got {c.get('nan_policy')!r}")
-  _check(c.num_epochs >= 1, f"config.num_epochs must be >= 1, got {c.num_epochs}")
-  _check(c.batch_size >= 1, f"config.batch_size must be >= 1, got {c.batch_size}")
-  _check(c.eval_batch_size >= 1, f"config.eval_batch_size must be >= 1, got {c.eval_batch_size}")
-  _check(c.eval_every_epochs >= 1, f"config.eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
-  _check(c.checkpoint_every_epochs >= 1,
-         f"config.checkpoint_every_epochs must be >= 1, got {c.checkpoint_every_epochs}")
-  _check(c.checkpoint_keep >= 1, f"config.checkpoint_keep must be >= 1, got {c.checkpoint_keep}")
-  _check(c.seed >= 0, f"config.seed must be >= 0, got {c.seed}")
-  _check(c.train_eval_size >= 0, f"config.train_eval_size must be >= 0, got {c.train_eval_size}")
+  _check_int(c.num_epochs, "num_epochs", 1, MAX_EPOCHS)
+  _check_int(c.batch_size, "batch_size", 1)
+  _check_int(c.eval_batch_size, "eval_batch_size", 1)
+  _check_int(c.eval_every_epochs, "eval_every_epochs", 1)
+  _check_int(c.checkpoint_every_epochs, "checkpoint_every_epochs", 1)
+  _check_int(c.checkpoint_keep, "checkpoint_keep", 1)
+  _check_int(c.train_eval_size, "train_eval_size", 0)
   if "fisher_reg" in c:
     _check_number(c.fisher_reg.weight, "fisher_reg.weight", 0.0, MAX_FISHER_WEIGHT)
-    _check(c.fisher_reg.until_epoch >= 0,
-           f"config.fisher_reg.until_epoch must be >= 0, got {c.fisher_reg.until_epoch}")
-    _check(c.fisher_reg.num_examples >= 0,
-           f"config.fisher_reg.num_examples must be >= 0, got {c.fisher_reg.num_examples}")
+    _check_int(c.fisher_reg.until_epoch, "fisher_reg.until_epoch", 0)
+    _check_int(c.fisher_reg.num_examples, "fisher_reg.num_examples", 0)
   if "curriculum" in c:
     _check(c.curriculum.kind in ("none", "low_first", "high_first"),
            f"config.curriculum.kind must be none, low_first or high_first, got {c.curriculum.kind!r}")
     _check(c.curriculum.kind == "none" or c.curriculum.until_epoch >= 1,
            "config.curriculum.until_epoch must be >= 1 when a curriculum is on")
+    _check(c.curriculum.kind == "none" or bool(c.curriculum.scores_path),
+           f"config.curriculum.kind={c.curriculum.kind} needs per-example scores: set "
+           "--config.curriculum.scores_path=FILE.npy")
     _check(_finite(c.curriculum.pool_factor) and c.curriculum.pool_factor >= 1.0,
            f"config.curriculum.pool_factor must be >= 1, got {c.curriculum.pool_factor}")
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
-  _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")
+  _check_int(c.num_devices, "num_devices", 0)
+  if needs_dense_run(c):
+    check_path(c.dense_workdir, "config.dense_workdir")
   if "distributed" in c:
     _validate_distributed(c.distributed)
+
+
+def check_path(path: str, what: str) -> None:
+  """A path that may be created as a directory: no component too long, not a file, not under a
+  file, no symlink loop, its nearest existing ancestor writable."""
+  _check(isinstance(path, str) and path != "", f"{what} must be a directory path, got {path!r}")
+  absolute = os.path.abspath(path)
+  _check(all(len(part.encode()) <= 255 for part in absolute.split(os.sep)) and len(absolute) < 4000,
+         f"{what}: path too long ({len(absolute)} characters)")
+  if os.path.lexists(absolute) and not os.path.exists(absolute):
+    raise UserError(f"{what}: {path} is a broken symlink or a symlink loop")
+  if os.path.exists(absolute):
+    _check(os.path.isdir(absolute), f"{what}: {path} is a file, not a directory")
+    return
+  parent = os.path.dirname(absolute)
+  while not os.path.exists(parent):
+    _check(not os.path.lexists(parent), f"{what}: {parent} is a broken symlink or a symlink loop")
+    parent = os.path.dirname(parent)
+  _check(os.path.isdir(parent), f"{what}: {path} is under {parent}, which is a file")
+  _check(os.access(parent, os.W_OK | os.X_OK), f"{what}: cannot create {path} ({parent} is not "
+                                               "writable)")
 
 
 def _validate_distributed(dist) -> None:

@@ -27,10 +27,11 @@ import ml_collections
 import numpy as np
 
 from snnjax import data as data_lib
-from snnjax import models, sparsity
+from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
+from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
@@ -50,6 +51,15 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   holds the same runs. Where either side's Sol-D is not there to identify, the paths are compared.
   """
   run = RunDir(workdir)
+  config_io.check_path(run.path, "the work dir")
+  for name, is_dir in (("checkpoints", True), ("init", True), ("best_on_test", True),
+                       ("config.json", False), ("metrics.jsonl", False), ("lock.json", False)):
+    path = os.path.join(run.path, name)
+    if os.path.lexists(path) and (os.path.isdir(path) != is_dir or not os.path.exists(path)):
+      raise UserError(f"{path} should be a {'directory' if is_dir else 'file'}; use a fresh --workdir")
+  if config_io.needs_dense_run(config) and _abspath(config.dense_workdir) == run.path:
+    raise UserError(f"config.dense_workdir is this run's own work dir ({run.path}): a "
+                    f"{config.regime} run needs a separate Sol-D run")
   try:
     old = run.config_dict()
   except UserError as e:
@@ -79,11 +89,29 @@ def _abspath(path: str) -> str:
   return os.path.abspath(path) if path else ""
 
 
+def check_dense_pairing(config: ml_collections.ConfigDict, dense_config) -> None:
+  """Refuses a Sol-D (config or config.json dict) of another dataset or architecture than
+  ``config``: known before anything is trained."""
+  def fields(c):
+    d = c if isinstance(c, dict) else config_io.config_to_dict(c)
+    model = d.get("model") or {}
+    return {"dataset.name": (d.get("dataset") or {}).get("name"), "model.name": model.get("name"),
+            "model.kwargs": model.get("kwargs") or {}}
+  mine, theirs = fields(config), fields(dense_config)
+  diff = [k for k in mine if mine[k] != theirs[k]]
+  if diff:
+    raise UserError(f"the dense run {config.dense_workdir} has another architecture or dataset "
+                    f"than this config's ({', '.join(f'{k}: {theirs[k]} vs {mine[k]}' for k in diff)})")
+
+
 def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
   """Checks (or, with ``config.prerequisites == "train"``, trains) the Sol-D run a regime needs."""
   if not config_io.needs_dense_run(config):
     return
   dense = RunDir(config.dense_workdir)
+  stored = dense.config_dict()
+  if stored is not None:
+    check_dense_pairing(config, stored)
   if dense.finished:
     return
   if config.prerequisites != "train":
@@ -93,9 +121,20 @@ def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
         "--config.prerequisites=train with --config.dense_config=SPEC)")
   if not config.dense_config:
     raise UserError("config.prerequisites=train needs config.dense_config (e.g. configs/dense.py:quick)")
-  dense_config = config_io.load_config_spec(config.dense_config)
+  try:
+    dense_config = config_io.load_config_spec(config.dense_config)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"cannot load config.dense_config={config.dense_config}: "
+                    f"{type(e).__name__}: {e}") from e
+  config_io.validate_config(dense_config, models.model_names())
+  _check(dense_config.regime == "dense", f"config.dense_config={config.dense_config} is a "
+                                         f"{dense_config.regime} config, not a dense one")
+  check_dense_pairing(config, dense_config)
   print(f"[snnjax] training the prerequisite Sol-D run in {dense.path}", file=sys.stderr)
-  train_and_evaluate(dense_config, dense.path)
+  # Another run started at the same time may be training the same Sol-D: wait for it.
+  train_and_evaluate(dense_config, dense.path, wait_for_lock=True)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -113,6 +152,11 @@ def _compute_dtype(config: ml_collections.ConfigDict):
   return jnp.bfloat16 if config.precision == "bfloat16" else None
 
 
+def _check(condition, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
 def num_steps_per_epoch(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> int:
   """Optimizer steps per epoch (whole batches; the remainder of the shuffled set is left out)."""
   if config.batch_size % num_devices:
@@ -122,6 +166,11 @@ def num_steps_per_epoch(config: ml_collections.ConfigDict, num_train: int, num_d
   if steps_per_epoch < 1:
     raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} "
                     "training examples")
+  last = max([config.num_epochs, config.optim.warmup_epochs, *config.optim.boundaries_epochs])
+  if last * steps_per_epoch >= 2**31:
+    raise UserError(f"config: epoch {last:g} x {steps_per_epoch} steps per epoch overflows the "
+                    "32-bit step counter; use fewer epochs (num_epochs, optim.warmup_epochs, "
+                    "optim.boundaries_epochs)")
   return steps_per_epoch
 
 
@@ -140,6 +189,11 @@ def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx
   params, batch_stats, mask, info = starting_point.initial_variables(
       config, model, input_shape, load_solution)
   sparsity.check_mask(params, mask)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+    if not np.any(np.asarray(leaf)):
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      raise UserError(f"config.sparsity={config.sparsity} leaves layer {name} with no active "
+                      "weight; lower the sparsity (or use --config.mask.scope=layerwise)")
   return TrainState.create(params, batch_stats, mask, tx), info
 
 
@@ -164,6 +218,11 @@ def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
     restored, meta = store.restore(last, state.to_dict())
     state, start_epoch = TrainState.from_dict(restored), int(meta["epoch"])
     print(f"[snnjax] resuming {run.path} from epoch {start_epoch} (step {last})", file=sys.stderr)
+    before, now = meta.get("environment"), xla_cpu.numerics_environment()
+    if before is not None and before != now:
+      print(f"[snnjax] note: the run began under another numerics environment ({before}; now "
+            f"{now}): later epochs may differ in the last bits from an uninterrupted run",
+            file=sys.stderr)
   records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
   run.write_records(records)
   return state, start_epoch, records
@@ -388,16 +447,23 @@ def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       epoch_hook: EpochHook | None = None, dataset=None) -> dict:
+                       epoch_hook: EpochHook | None = None, dataset=None,
+                       wait_for_lock: bool | float = False) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
 
-  Resumes from the last checkpoint in ``workdir``; a finished run is not retrained (its final record
-  is returned). ``epoch_hook`` runs after each epoch's evaluation and may add metrics to the record.
-  ``dataset`` (a ``snnjax.data.Dataset``) skips loading when the caller already has it.
+  Resumes from the last checkpoint in ``workdir``; a finished run (its final checkpoint verified)
+  is not retrained (its final record is returned). ``epoch_hook`` runs after each epoch's
+  evaluation and may add metrics to the record. ``dataset`` (a ``snnjax.data.Dataset``) skips
+  loading when the caller already has it.
+
+  The work dir is written only while this process holds its lock (``WORKDIR/lock.json``,
+  ``snnjax.train.lock``): another live owner makes it refuse (``wait_for_lock=False``), or wait up
+  to ``wait_for_lock`` seconds (True: until the owner is done, as a shared Sol-D prerequisite does).
 
   Raises:
     UserError: invalid config, a work dir holding a different run, a missing prerequisite run, a
-      corrupt checkpoint. Nothing is written before these checks pass.
+      corrupt checkpoint, a work dir locked by another process (``lock.LockedError``). Nothing is
+      written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
   run = RunDir(workdir)
@@ -407,20 +473,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
     return final_metrics
-  ensure_prerequisites(config)
+  # Everything knowable from this config is checked before a prerequisite run is trained.
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset)
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
   mesh = parallel.make_mesh(config.num_devices)
   steps_per_epoch = num_steps_per_epoch(config, dataset.num_train, mesh.devices.size)
   scores = curriculum_scores(config, dataset.num_train)
+  ensure_prerequisites(config)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   state, info = create_train_state(config, model, dataset.input_shape, tx)
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
-               "steps_per_epoch": steps_per_epoch, "dataset": dataset.name}
+               "steps_per_epoch": steps_per_epoch, "dataset": dataset.name,
+               "environment": xla_cpu.numerics_environment()}  # recorded, not in the identity
 
   # Only now, with every check passed, the work dir is written to; every store is closed on exit.
   with contextlib.ExitStack() as stores:
+    stores.enter_context(_workdir_lock(run, wait_for_lock))
+    check_workdir(config, run.path)  # again: a run that held the lock meanwhile may have begun it
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
@@ -456,6 +526,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if bar is None and config.progress:
         _log_epoch(config, record)
   return {**record, "wall_time_s": time.time() - t_start}
+
+
+def _workdir_lock(run: RunDir, wait: bool | float):
+  """``lock.hold`` of the run's work dir (created here), telling once on stderr when it waits.
+  In a multi-process run the primary process holds it for all (the others join its collectives)."""
+  if not parallel.is_primary():
+    return contextlib.nullcontext()
+
+  def tell(record):
+    print(f"[snnjax] {run.path} is being trained by {lock_lib.describe(record)}; waiting",
+          file=sys.stderr)
+  os.makedirs(run.path, exist_ok=True)
+  return lock_lib.hold(run.lock_path, wait=wait, on_wait=tell)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from snnjax.errors import UserError
 from snnjax.train import config_io
 from snnjax.train import parallel
 from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.lock import LOCK_FILE
 from snnjax.train.solution import Solution, load_solution
 
 METRICS_FILE = "metrics.jsonl"
@@ -52,6 +53,11 @@ class RunDir:
     return os.path.join(self.path, "init")
 
   @property
+  def lock_path(self) -> str:
+    """``lock.json``: held (``snnjax.train.lock``) while a process trains the run."""
+    return os.path.join(self.path, LOCK_FILE)
+
+  @property
   def identity_path(self) -> str:
     return os.path.join(self.path, config_io.IDENTITY_FILE)
 
@@ -80,7 +86,7 @@ class RunDir:
     """Every record of metrics.jsonl, in order; a partial last line (a write cut short) is left out."""
     if not os.path.exists(self.metrics_path):
       return []
-    with open(self.metrics_path) as f:
+    with open(self.metrics_path, errors="replace") as f:  # binary garbage: a JSON error below
       lines = [line for line in f.read().split("\n") if line.strip()]
     out = []
     for i, line in enumerate(lines):
@@ -95,7 +101,16 @@ class RunDir:
   def epoch_records(self) -> list[dict]:
     """The per-epoch records (``epoch``, ``step``, ``lr``, ``batch_loss``, ..., ``epoch_time_s`` and,
     on evaluated epochs, the train/test metrics)."""
-    return [r for r in self.records() if isinstance(r, dict) and "epoch" in r and "step" in r]
+    out = []
+    for i, r in enumerate(self.records()):
+      if not (isinstance(r, dict) and "epoch" in r and "step" in r):
+        continue
+      if not all(isinstance(r[k], int) and not isinstance(r[k], bool) and r[k] >= 0
+                 for k in ("epoch", "step")):
+        raise UserError(f"{self.metrics_path}: record {i + 1} has a bad epoch or step "
+                        f"({r['epoch']!r}, {r['step']!r}); move the file away to rewrite it")
+      out.append(r)
+    return out
 
   @property
   def train_seconds(self) -> float:
@@ -128,13 +143,30 @@ class RunDir:
 
   @property
   def finished(self) -> bool:
-    """Whether the latest checkpoint is the run's last epoch's (the run is done)."""
-    return bool(self.latest_meta().get("finished", False))
+    """Whether the latest checkpoint is the run's last epoch's (the run is done), verified: its
+    arrays restored against the run's config and checked against their checksums."""
+    return self.final_metrics() is not None
 
-  def final_metrics(self) -> dict | None:
-    """The last epoch's record of a finished run; None if the run is unfinished or absent."""
+  def final_metrics(self, *, verify: bool = True) -> dict | None:
+    """The last epoch's record of a finished run; None if the run is unfinished or absent.
+
+    With ``verify`` (default) the final checkpoint is restored and checked (``verify_latest``), so
+    a corrupt, truncated or replaced solution is never reported as finished.
+
+    Raises:
+      CorruptCheckpointError: the final checkpoint does not restore or match its checksums.
+    """
     meta = self.latest_meta()
-    return meta["final_metrics"] if meta.get("finished") else None
+    if not meta.get("finished"):
+      return None
+    if verify:
+      self.verify_latest()
+    return meta["final_metrics"]
+
+  def verify_latest(self) -> None:
+    """Restores the latest checkpoint against the run's config (structure, shapes, checksums);
+    raises ``CorruptCheckpointError`` (step and leaf named) when it does not match."""
+    self.solution()
 
   @property
   def trained_epochs(self) -> int:
@@ -179,9 +211,11 @@ class RunDir:
     """Creates the work dir and writes config.json, unless present (kept as it is on resume; the
     primary process writes)."""
     os.makedirs(self.path, exist_ok=True)
-    if not os.path.exists(self.config_path) and parallel.is_primary():
-      with open(self.config_path, "w") as f:
+    if not os.path.exists(self.config_path) and parallel.is_primary():  # atomic: a concurrent reader never sees half of it
+      tmp = self.config_path + ".tmp"
+      with open(tmp, "w") as f:
         f.write(config_io.format_config(config))
+      os.replace(tmp, self.config_path)
 
   def write_identity(self, config: ml_collections.ConfigDict) -> None:
     """Writes identity.json for a run of ``config`` (its Sol-D resolved now), unless present."""
