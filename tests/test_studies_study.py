@@ -177,7 +177,9 @@ def test_sol_r_starts_at_init_s_keeps_its_counts_and_moves_its_mask(study):
   assert curves["epoch"] == [0, 1, 2] and curves["mask_updates"] == [0, 3, 4]  # every 2 of 12
   assert curves["mask_change_all"][0] == 0.0 < curves["mask_change_all"][-1] <= 1.0
   assert set(curves["mask_change"]) == set(layers(sol_r.mask))
-  rows = [r for r in study["results"]["findings"] if r["name"].startswith("dynamic_sparsity_")]
+  with open(os.path.join(study["workdir"], "report", "results.json")) as f:
+    findings = json.load(f)["findings"]
+  rows = [r for r in findings if r["name"].startswith("dynamic_sparsity_")]
   assert [r["name"] for r in rows] == [f"dynamic_sparsity_{m}" for m, _ in
                                        dynamic_sparsity.METRICS]
   assert all(r["status"] != "not measured" for r in rows)
