@@ -2,7 +2,7 @@
 
 A ``rigl`` / ``set`` run starts exactly like ``scratch`` (``starting_point``: the same Init-S and mask
 source) and trains with the same plain step. After every optimizer step ``t`` that the drop schedule
-marks (``t % dst.update_every == 0`` and ``t <= dst.end_fraction * total steps``), one drop/grow
+marks (``t % dst.update_every == 0`` and ``t <= floor(dst.end_fraction * total steps)``), one drop/grow
 update (``snnjax.sparsity.dynamic``) changes the mask, the params and the momentum in the train state:
 
 * RigL's dense gradient is computed by :func:`make_dense_grad_fn`, a separate jitted function called
@@ -33,6 +33,8 @@ from snnjax.train.state import TrainState
 from snnjax.train.step import cross_entropy, forward
 
 PyTree = Any
+
+
 def dst_key(config: ml_collections.ConfigDict) -> jax.Array:
   """The run's mask-update key (SET's growth); update step ``t`` uses ``fold_in(key, t)``."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2000),
