@@ -1,8 +1,9 @@
-"""The dynamic_sparsity stage's comparisons and verdicts on hand-made cells (the study run in
+"""The dynamic_sparsity stage and its verdicts (findings.compare_toward, verdict_toward) on
 test_studies_study.py covers its figure, section and findings end to end)."""
 
 import pytest
 
+from snnjax.studies import findings as findings_lib
 from snnjax.studies.stages import dynamic_sparsity as ds
 
 
@@ -16,23 +17,23 @@ def _row(regime, cell, metric="tr_f"):
 
 
 def test_compare_one_seed_uses_the_estimators_stderr():
-  c = ds.compare(_cell([10.0], 0.1), _cell([20.0], 0.1), _cell([15.0], 0.1))
+  c = findings_lib.compare_toward(_cell([10.0], 0.1), _cell([20.0], 0.1), _cell([15.0], 0.1))
   assert c["toward"] and c["beyond_noise"] and c["noise"] == "sampling noise"
   assert c["gap_scratch"] == 10.0 and c["gap_rigl"] == 5.0
-  c = ds.compare(_cell([10.0], 1.0), _cell([20.0], 1.0), _cell([19.0], 1.0))
+  c = findings_lib.compare_toward(_cell([10.0], 1.0), _cell([20.0], 1.0), _cell([19.0], 1.0))
   assert c["toward"] and c["beyond_noise"] is False  # 1 < 2 * sqrt(2)
-  assert ds.compare(_cell([10.0]), _cell([20.0]), _cell([19.0]))["beyond_noise"] is None
+  assert findings_lib.compare_toward(_cell([10.0]), _cell([20.0]), _cell([19.0]))["beyond_noise"] is None
 
 
 def test_compare_binomial_for_accuracies_and_seed_spread_with_seeds():
   # accuracies 0.80 vs 0.70 over 1000 test examples: 2 SE of R - S is about 0.04
-  c = ds.compare(_cell([0.8]), _cell([0.7]), _cell([0.72]), binomial_n=1000)
+  c = findings_lib.compare_toward(_cell([0.8]), _cell([0.7]), _cell([0.72]), binomial_n=1000)
   assert c["toward"] and c["beyond_noise"] is False
-  c = ds.compare(_cell([0.8]), _cell([0.7]), _cell([0.78]), binomial_n=1000)
+  c = findings_lib.compare_toward(_cell([0.8]), _cell([0.7]), _cell([0.78]), binomial_n=1000)
   assert c["beyond_noise"] is True
-  c = ds.compare(_cell([0.8, 0.81]), _cell([0.70, 0.74]), _cell([0.72, 0.76]))
+  c = findings_lib.compare_toward(_cell([0.8, 0.81]), _cell([0.70, 0.74]), _cell([0.72, 0.76]))
   assert c["noise"] == "seed spread" and c["beyond_noise"] is False
-  c = ds.compare(_cell([0.8, 0.81]), _cell([0.70, 0.71]), _cell([0.76, 0.77]))
+  c = findings_lib.compare_toward(_cell([0.8, 0.81]), _cell([0.70, 0.71]), _cell([0.76, 0.77]))
   assert c["beyond_noise"] is True
 
 
@@ -44,8 +45,8 @@ def test_status_from_the_table_rows(r_value, stderr, expected):
           _row("rigl", _cell([r_value], stderr))]
   comparisons = ds.table_comparisons(rows, "tr_f", num_test=0)
   assert [c["sparsity"] for c in comparisons] == [0.9]
-  assert ds.status(comparisons) == expected
-  assert ds.status([]) == "not measured"
+  assert findings_lib.verdict_toward(comparisons) == expected
+  assert findings_lib.verdict_toward([]) == "not measured"
 
 
 def test_memorization_from_the_label_noise_results():

@@ -76,36 +76,9 @@ def mask_curves(workdir: str) -> dict:
           "mask_change": {k: [r["mask_change"].get(k) for r in records] for k in layers}}
 
 
-def _z2(a: float, b: float, se: float | None) -> bool | None:
-  """Whether ``|a - b|`` exceeds 2 ``se`` (None without an error)."""
-  return None if se is None else abs(a - b) > 2 * se
-
-
-def compare(f: dict, s: dict, r: dict, *, binomial_n: int = 0) -> dict:
-  """One comparison of three over-seeds cells (Sol-F, Sol-S, Sol-R) of a metric.
-
-  ``toward``: ``|R - F| < |S - F|`` (means); ``beyond_noise``: whether ``R - S`` exceeds the noise
-  (several seeds: the seed ranges of R and S do not overlap; one seed: 2 standard errors, the
-  estimators' or, with ``binomial_n``, binomial over that many examples); None when unknown.
-  """
-  fm, sm, rm = f["mean"], s["mean"], r["mean"]
-  noise = "seed spread"
-  if len(s["values"]) > 1 and len(r["values"]) > 1:
-    beyond = min(r["values"]) > max(s["values"]) or max(r["values"]) < min(s["values"])
-  else:
-    noise = "sampling noise"
-    se = None
-    if r.get("stderr") is not None and s.get("stderr") is not None:
-      se = (r["stderr"] ** 2 + s["stderr"] ** 2) ** 0.5
-    elif binomial_n:
-      se = ((rm * (1 - rm) + sm * (1 - sm)) / binomial_n) ** 0.5
-    beyond = _z2(rm, sm, se)
-  return {"finetune": fm, "scratch": sm, "rigl": rm, "gap_scratch": sm - fm, "gap_rigl": rm - fm,
-          "toward": abs(rm - fm) < abs(sm - fm), "beyond_noise": beyond, "noise": noise}
-
-
 def table_comparisons(rows: list[dict], metric: str, num_test: int) -> list[dict]:
-  """Per sparsity with Sol-F, Sol-S and Sol-R rows in the table: :func:`compare` of ``metric``."""
+  """Per sparsity with Sol-F, Sol-S and Sol-R rows in the table: ``findings.compare_toward`` of
+  ``metric`` (binomial noise over ``num_test`` examples for the test accuracy)."""
   by = {(row["regime"], row["sparsity"]): row for row in rows}
   out = []
   for (regime, sp), row in sorted(by.items(), key=lambda kv: kv[0][1]):
@@ -113,7 +86,7 @@ def table_comparisons(rows: list[dict], metric: str, num_test: int) -> list[dict
     if regime != REGIME or f is None or s is None or None in (f[metric], s[metric], row[metric]):
       continue
     n = num_test if metric == "test_accuracy" else 0
-    out.append({"sparsity": sp, **compare(f[metric], s[metric], row[metric], binomial_n=n)})
+    out.append({"sparsity": sp, **findings_lib.compare_toward(f[metric], s[metric], row[metric], binomial_n=n)})
   return out
 
 
@@ -129,25 +102,8 @@ def memorization_comparisons(label_noise: dict | None, sparsity: float) -> list[
     values = [x["noisy_memorized"] for x in finals if x.get("noisy_memorized") is not None]
     cells[regime] = {"mean": sum(values) / len(values), "values": values, "stderr": None}
   n = int(min(x["num_train"] * x["effective_noise_rate"] for x in by[REGIME]))
-  return [{"sparsity": sparsity, **compare(cells["finetune"], cells["scratch"], cells[REGIME],
-                                           binomial_n=n)}]
-
-
-def status(comparisons: list[dict]) -> str:
-  """``reproduced``: Sol-R closer to Sol-F at every sparsity, beyond the noise; ``not
-  reproduced``: farther somewhere, beyond the noise; else within the noise (or not measured)."""
-  if not comparisons:
-    return "not measured"
-  # Noise unknown (one seed, an exact value on a subset): the direction decides, as
-  # findings.verdict_over_seeds does with one seed.
-  beyond = [c["beyond_noise"] is not False for c in comparisons]
-  if any(not c["toward"] and b for c, b in zip(comparisons, beyond)):
-    return "not reproduced"
-  if all(c["toward"] and b for c, b in zip(comparisons, beyond)):
-    return "reproduced"
-  noisy = [c for c in comparisons if c["beyond_noise"] is False]
-  return "within seed spread" if noisy and noisy[0]["noise"] == "seed spread" else (
-      "within sampling noise")
+  return [{"sparsity": sparsity, **findings_lib.compare_toward(
+      cells["finetune"], cells["scratch"], cells[REGIME], binomial_n=n)}]
 
 
 def compute(ctx) -> dict:
@@ -234,7 +190,7 @@ def findings(rc, result) -> list[dict]:
         f"dynamic_sparsity_{metric}",
         f"dynamic sparse training (RigL from Init-S, Sol-R) moves Sol-S toward Sol-F in {label}",
         "not in the study (RigL: Evci et al. 2020)",
-        "; ".join(_cmp_text(c) for c in cs) if cs else "-", status(cs)))
+        "; ".join(_cmp_text(c) for c in cs) if cs else "-", findings_lib.verdict_toward(cs)))
   return out
 
 
