@@ -92,16 +92,16 @@ def test_counts_exact_and_pruned_weights_and_momentum_zero_at_every_update(name)
   before = sparsity.layer_densities(mask, prunable)
   update = jax.jit(lambda key, p, m, s, g, f: dynamic.dst_update(
       dynamic.UPDATERS[name], key, p, m, s, g, f, prunable))
-  sched = dynamic.DropSchedule(end_step=300, update_every=50)
+  sched = dynamic.DropSchedule(end_step=200, update_every=50)
   targets = _params(seed=5)
-  loss = lambda p: sum(jnp.sum((x - c) ** 2) for x, c in zip(jax.tree.leaves(p),
-                                                            jax.tree.leaves(targets)))
+  grad = jax.jit(jax.grad(lambda p: sum(jnp.sum((x - c) ** 2) for x, c in zip(
+      jax.tree.leaves(p), jax.tree.leaves(targets)))))
   for t in sched.update_steps():
-    grads = jax.grad(loss)(params)
+    grads = grad(params)
     updates, opt_state = tx.update(jax.tree.map(lambda g, m: g * m, grads, mask), opt_state, params)
     params = optax.apply_updates(params, updates)
     params, new_mask, opt_state = update(jax.random.key(t), params, mask, opt_state,
-                                         jax.grad(loss)(params), sched.fraction(t))
+                                         grad(params), sched.fraction(t))
     assert sparsity.layer_densities(new_mask, prunable) == before
     changed = sum(int(np.sum(np.asarray(a) != np.asarray(b)))
                   for a, b in zip(jax.tree.leaves(new_mask), jax.tree.leaves(mask)))
@@ -117,8 +117,8 @@ def test_counts_exact_and_pruned_weights_and_momentum_zero_at_every_update(name)
 
 def test_set_is_reproducible_with_a_fixed_key_and_differs_with_another():
   params, mask, prunable = _setup()
-  run = lambda key: dynamic.update_mask(
-      params, mask, dynamic.set_scores(key, params, None), prunable, 0.3)[0]
+  run = jax.jit(lambda key: dynamic.update_mask(
+      params, mask, dynamic.set_scores(key, params, None), prunable, 0.3)[0])
   chex.assert_trees_all_equal(run(jax.random.key(7)), run(jax.random.key(7)))
   assert not all(bool(jnp.all(a == b)) for a, b in
                  zip(jax.tree.leaves(run(jax.random.key(7))), jax.tree.leaves(run(jax.random.key(8)))))
