@@ -16,6 +16,9 @@ compiles), each ended with ``jax.block_until_ready``; compile time is measured s
   over a 1-D mesh) on 1, 2, 4 forced host devices, each in a subprocess with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. On a CPU all "devices" share the same
   cores, so this measures the overhead of the sharded program, not a speed-up.
+* :func:`bench_dst`: the cost of one dynamic-sparse-training mask update (``snnjax.train.dst``: RigL's
+  dense gradient on the step's batch plus the drop/grow update; SET's update alone) as a ratio to
+  one plain masked train step (the one every other step runs), 95%-sparse random mask.
 * :func:`bench_peers`: runs ``benchmarks/torch_peers.py`` under a PyTorch interpreter and the
   matching snnjax measurements in the same run; ratios snnjax / PyTorch (< 1: snnjax faster).
 
@@ -48,13 +51,15 @@ from snnjax import models
 from snnjax import sparsity
 from snnjax import xla_cpu
 from snnjax.errors import UserError
+from snnjax.sparsity import dynamic
+from snnjax.train import dst as dst_lib
 from snnjax.train import optim
 from snnjax.train import parallel
 from snnjax.train import state as state_lib
 from snnjax.train import step as step_lib
 
 PyTree = Any
-SECTIONS = ("train", "estimators", "scaling", "peers")
+SECTIONS = ("train", "estimators", "scaling", "peers", "dst")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PEERS = os.path.join(ROOT, "benchmarks", "torch_peers.py")
 DEFAULT_TORCH_PYTHON = "/root/peers/bin/python"
@@ -272,6 +277,57 @@ def bench_train(setup: Setup, seed: int = 0) -> dict:
           all(bool(jnp.all(jnp.where(m, 0.0, p) == 0)) for p, m in leaves))
   out["masked_over_unmasked"] = out["masked"]["step_ms"] / out["unmasked"]["step_ms"]
   out["masked_over_dense_mask"] = out["masked"]["step_ms"] / out["dense_mask"]["step_ms"]
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Dynamic sparse training.
+
+
+def bench_dst(setup: Setup, seed: int = 0) -> dict:
+  """Time of a mask update at an update step, relative to a plain masked train step.
+
+  Returns ``step_ms`` (``make_train_step``, the batch gathered by index from a device-resident
+  set, as in training) and per algorithm (``rigl``, ``set``) ``update_ms`` (RigL: the jitted dense
+  gradient on the same batch + the jitted drop/grow update at drop fraction 0.3; SET: the update
+  alone) and ``update_over_step``; ``rigl_step_over_plain`` is an update step's total cost (plain
+  step + RigL update) over a plain step.
+  """
+  model, params, batch_stats = build_model(setup, seed)
+  batch = random_batch(setup, seed=seed)
+  data, idx = {"x": batch["x"], "y": batch["y"]}, jnp.arange(setup.batch, dtype=jnp.int32)
+  key = jax.random.key(seed)
+  tx = optim.masked_sgd(0.1, momentum=0.9, weight_decay=5e-4)
+  mask = sparsity.random_mask(jax.random.PRNGKey(seed + 1), params, setup.sparsity)
+  prunable = sparsity.prunable(params)
+
+  def fresh_state():
+    return _train_state(sparsity.apply_mask(jax.tree.map(jnp.copy, params), mask),
+                        jax.tree.map(jnp.copy, batch_stats), jax.tree.map(jnp.copy, mask), tx)
+
+  step = step_lib.make_train_step(model.apply, tx, augment=False)
+  holder = {"state": fresh_state()}
+
+  def run_step():
+    holder["state"], metrics = step(holder["state"], data, idx, key)
+    return metrics["loss"]
+  t_step = median_time(run_step, setup.reps, setup.warmup)
+  out = {"model": setup.model, "batch": setup.batch, "sparsity": setup.sparsity,
+         "drop_fraction": 0.3, "step_ms": 1e3 * t_step["median_s"]}
+  grad_fn = dst_lib.make_dense_grad_fn(model.apply, augment=False)
+  for name, updater in dynamic.UPDATERS.items():
+    update = dst_lib.make_update_fn(updater, prunable)
+    holder["state"] = fresh_state()
+
+    def run_update():
+      state = holder["state"]
+      grads = grad_fn(state, data, idx, key) if updater.needs_gradient else None
+      holder["state"] = update(state, grads, key, jnp.float32(0.3))
+      return holder["state"].params
+    t = median_time(run_update, setup.reps, setup.warmup)
+    out[name] = {"update_ms": 1e3 * t["median_s"], "min_ms": 1e3 * t["min_s"],
+                 "update_over_step": t["median_s"] / t_step["median_s"]}
+  out["rigl_step_over_plain"] = 1.0 + out["rigl"]["update_over_step"]
   return out
 
 
@@ -562,6 +618,8 @@ def run(sections: Sequence[str] = SECTIONS, *, smoke: bool = False,
     res["estimators"] = bench_estimators(setup)
   if "scaling" in sections:
     res["scaling"] = bench_scaling(setup)
+  if "dst" in sections:
+    res["dst"] = bench_dst(setup)
   if "peers" in sections:
     res["peers"] = ({"skipped": "smoke run"} if smoke
                     else bench_peers(setup, torch_python, train=res.get("train")))

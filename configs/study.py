@@ -8,8 +8,9 @@
 
 Presets:
 
-* ``quick``: the embedded scikit-learn digits with the small CNN, every stage, one seed; about
-  5 minutes on a 2-core CPU.
+* ``quick``: the embedded scikit-learn digits with the small CNN, every stage, one seed, with
+  Sol-R (RigL from Init-S, ``configs/rigl95.py``; ``--config.sol_r=True`` adds it to any preset);
+  about 5 minutes on a 2-core CPU.
 * ``cifar10``: everything on CIFAR-10 / ResNet-32 (``../shared/data/cifar10.npz`` offline).
 * ``cifar10_cpu``: every stage on real CIFAR-10 pixels (``../shared/data/cifar10.npz``: the
   20,000-image class-balanced train subset, the full test set) in under two hours on 2 CPU cores.
@@ -100,10 +101,11 @@ def get_config(preset: str = "quick"):
   noisy_preset = {"quick": "quick_noisy", "cifar10": "noisy", "cifar10_cpu": "cifar10_cpu_noisy",
                   "paper": "noisy"}[preset]
   for regime, path in (("dense", "dense.py"), ("finetune", "finetune95.py"),
-                       ("scratch", "scratch95.py")):
+                       ("scratch", "scratch95.py"), ("rigl", "rigl95.py")):
     config.train[f"clean_{regime}"] = f"{path}:{train_preset}" if train_preset else path
     config.train[f"noisy_{regime}"] = f"{path}:{noisy_preset}"
 
+  config.sol_r = preset == "quick"  # Sol-R (RigL from Init-S) in the comparisons
   _measure_settings(config, preset)
   config.fisher_trend.every_epochs = {"quick": 2, "cifar10": 10, "cifar10_cpu": 2,
                                       "paper": 25}[preset]

@@ -3,7 +3,11 @@
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
       [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
   python scripts/bench.py --preset cifar10_cpu --sections train,peers --out bench-cifar10_cpu.json
+<<<<<<< HEAD
   python scripts/bench.py --preset device --out device.json     # the accelerator check (+ device.md)
+=======
+  python scripts/bench.py --preset cifar10_cpu --sections dst --out bench-dst.json   # RigL/SET cost
+>>>>>>> wp-dst
 
 Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
 convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_flags`` says what ran.
@@ -55,6 +59,10 @@ def _summary(res: dict) -> str:
     rows = ", ".join(f"{r['devices']}: {r['images_per_s']:.0f} img/s" if "images_per_s" in r
                      else f"{r['devices']}: {r.get('error')}" for r in res["scaling"]["rows"])
     lines.append(f"scaling: {rows}")
+  if "dst" in res:
+    d = res["dst"]
+    lines.append(f"dst: plain step {d['step_ms']:.1f} ms, RigL update/step "
+                 f"{d['rigl']['update_over_step']:.2f}, SET update/step {d['set']['update_over_step']:.2f}")
   if "peers" in res:
     p = res["peers"]
     if "ratios" in p:

@@ -1,4 +1,4 @@
-"""Train one run (dense, finetune, scratch or lottery) from a config file.
+"""Train one run (dense, finetune, scratch, lottery, rigl or set) from a config file.
 
   python scripts/train.py --config configs/scratch95.py:quick --workdir runs/s95q
   python scripts/train.py --config configs/dense.py --config.num_epochs=10 --workdir runs/dense

@@ -11,7 +11,8 @@ CIFAR10_NPZ = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10.npz
 
 def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   """The ``quick`` study at one sparsity (0.9), with 2-epoch runs of a small CNN on 300 digits
-  and small measurement subsets; each test module switches stages on or off itself."""
+  and small measurement subsets (Sol-R included, its mask updated every 2 steps); each test
+  module switches stages on or off itself."""
   c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":quick")
   c.sparsities = (0.9,)
   c.train.overrides = {"num_epochs": 2, "batch_size": 50, "optim": {"boundaries_epochs": (1,)},
@@ -23,6 +24,7 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.measure.fisher.num_examples = 32
   c.measure.fisher.num_samples = 2
   c.measure.jacobian.num_examples = jacobian_examples
+  c.dynamic_sparsity.update_every = 2  # Sol-R's mask moves within the 12 steps of these runs
   return c
 
 

@@ -74,6 +74,14 @@ def test_smoke_estimators_section(smoke_report):
   assert e["jacobian_exact"]["over_forward"] > 0
 
 
+def test_smoke_dst_section(smoke_report):
+  d = smoke_report[0]["dst"]
+  assert d["step_ms"] > 0 and d["rigl_step_over_plain"] > 1
+  for name in ("rigl", "set"):
+    assert d[name]["update_ms"] > 0 and d[name]["update_over_step"] > 0
+  assert "dst:" in smoke_report[1]
+
+
 def test_smoke_scaling_and_peers(smoke_report):
   res = smoke_report[0]
   rows = res["scaling"]["rows"]

@@ -23,7 +23,7 @@ TRAIN_FILES = {
     "finetune95": ("finetune", 0.95), "finetune96": ("finetune", 0.96),
     "scratch90": ("scratch", 0.90), "scratch94": ("scratch", 0.94),
     "scratch95": ("scratch", 0.95), "scratch96": ("scratch", 0.96),
-    "lottery95": ("lottery", 0.95),
+    "lottery95": ("lottery", 0.95), "rigl95": ("rigl", 0.95), "set95": ("set", 0.95),
 }
 SPECS = [f"configs/{name}.py" + (f":{p}" if p else "")
          for name in TRAIN_FILES for p in config_presets.PRESETS]
@@ -92,6 +92,24 @@ def test_run_identities_never_change():
   got = {spec: config_io.digest(config_io.result_fields(config_io.config_to_dict(load(spec))))
          for spec in expected}
   assert got == expected
+
+
+def test_only_dynamic_sparse_configs_have_a_dst_block():
+  """config.dst exists in rigl / set configs only (the other runs' identities are unchanged), with
+  the RigL paper's defaults, and the quick presets' cadence gives several updates."""
+  for spec in SPECS:
+    config = load(spec)
+    regime = config.regime
+    assert ("dst" in config) == (regime in config_io.DST_REGIMES), spec
+    if regime in config_io.DST_REGIMES:
+      quick = _name_and_preset(spec)[1].startswith("quick")
+      assert config.dst.to_dict() == {
+          "update_every": config_presets.QUICK_UPDATE_EVERY if quick else 100,
+          "end_fraction": 0.75, "drop_fraction": 0.3, "decay": "cosine", "seed": 0}
+  bad = load("configs/rigl95.py:quick")
+  bad.dst.decay = "linear"
+  with pytest.raises(config_io.UserError, match="dst.decay"):
+    config_io.validate_config(bad)
 
 
 def test_unknown_preset_names_the_file():

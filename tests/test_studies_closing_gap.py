@@ -59,14 +59,15 @@ def _variant_runs(study):
 def test_stage_writes_its_artifacts(study):
   result = study["results"]["closing_gap"]
   assert result["sparsity"] == 0.9
-  assert [r["name"] for r in result["rows"]] == ["scratch", "finetune", "fisher_penalty",
+  # Sol-R (the quick study's sol_r) beside Sol-S and Sol-F, then the variants
+  assert [r["name"] for r in result["rows"]] == ["scratch", "finetune", "rigl", "fisher_penalty",
                                                  "low_first", "high_first"]
   for r in result["rows"]:
     assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0 and 0.0 <= r["train_error"]["mean"] <= 1.0
     assert r["tr_f"]["mean"] > 0 and r["tr_f"]["stderr"] > 0
   # Tr(H) off for the variants: only the references (measured by the table protocol) carry it
-  assert [r["tr_h"] is None for r in result["rows"]] == [False, False, True, True, True]
-  assert set(result["verdicts"]) == set(closing_gap.VARIANTS)
+  assert [r["tr_h"] is None for r in result["rows"]] == [False, False, False, True, True, True]
+  assert set(result["verdicts"]) == set(closing_gap.VARIANTS) | {"rigl"}
   acc = {r["name"]: r["test_accuracy"]["mean"] for r in result["rows"]}
   for name, v in result["verdicts"].items():
     assert v["status"] in ("closed", "partly closed", "not closed", "no gap")

@@ -26,13 +26,19 @@ def test_quick_plan_has_every_role():
   assert {"noisy-dense-seed0", "noisy-finetune-0.95-seed0", "noisy-scratch-0.95-seed0",
           "longtail-dense-seed0", "longtail-finetune-0.96-seed0",
           "longtail-scratch-0.96-seed0"} <= names
-  assert len(specs) == 13
+  # Sol-R (quick: config.sol_r) beside every Sol-S of the comparisons; none in the others' plans
+  assert {"clean-rigl-0.90-seed0", "clean-rigl-0.94-seed0", "clean-rigl-0.96-seed0",
+          "noisy-rigl-0.95-seed0", "longtail-rigl-0.96-seed0"} <= names
+  assert len(specs) == 18
+  c = _study()
+  c.sol_r = False
+  assert len(study_lib.plan(c)) == 13
 
 
 def test_seeds_multiply_runs():
   c = _study()
   c.seeds = (0, 1)
-  assert len(study_lib.plan(c)) == 26
+  assert len(study_lib.plan(c)) == 36
 
 
 def test_training_configs_depend_on_their_dense_run(tmp_path):
@@ -100,3 +106,17 @@ def test_turning_the_fisher_trend_off_keeps_every_run(tmp_path):
   c.fisher_trend.enabled = False
   off = {s.name: r.hash for s, r in study_lib.resolve(c, cache).items()}
   assert off == {name: h for name, h in on.items() if name in off}
+
+
+def test_sol_r_starts_as_sol_s_and_trains_as_long(tmp_path):
+  """Sol-R's training config is Sol-S's (same Sol-D, mask source, seed, epochs, schedule) but for
+  the regime and its config.dst block; dynamic_sparsity.update_every overrides its cadence."""
+  c = _study()
+  c.sparse_epochs = 5
+  c.dynamic_sparsity.update_every = 7
+  runs = {s.name: r for s, r in study_lib.resolve(c, cache_lib.StageCache(str(tmp_path))).items()}
+  sol_s = config_io.config_to_dict(runs["clean-scratch-0.90-seed0"].config)
+  sol_r = config_io.config_to_dict(runs["clean-rigl-0.90-seed0"].config)
+  assert sol_r.pop("dst")["update_every"] == 7
+  assert sol_r.pop("regime") == "rigl" and sol_s.pop("regime") == "scratch"
+  assert sol_r == sol_s and sol_s["num_epochs"] == 5

@@ -10,11 +10,14 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
 from _study_configs import tiny_study
 from snnjax import data as data_lib
+from snnjax import sparsity
+from snnjax.studies.stages import dynamic_sparsity
 from snnjax.studies import commands
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import study as study_lib
@@ -25,7 +28,7 @@ from snnjax.train.solution import load_solution
 from snnjax.train.step import make_predict_fn
 
 FIGURES = ("table.png", "fisher_trend.png", "label_noise.png", "disagreement.png",
-           "interpolation.png", "interpolation_cosines.png")
+           "interpolation.png", "interpolation_cosines.png", "dynamic_sparsity.png")
 
 
 def tiny_config():
@@ -68,18 +71,18 @@ def test_every_artifact_is_written(study):
     text = f.read()
   for section in ("## Findings", "## The table", "## Regimes", "## Sanity check",
                   "## Fisher trend", "## Label noise", "## Disagreement", "## Interpolation",
-                  "## Wall times", "## Configs used"):
+                  "## Dynamic sparse training (Sol-R)", "## Wall times", "## Configs used"):
     assert section in text
   with open(os.path.join(report, "results.json")) as f:
     saved = json.load(f)
   assert {"table", "regimes", "sanity", "fisher_trend", "label_noise", "disagreement",
-          "interpolation", "findings", "environment"} <= set(saved)
+          "interpolation", "dynamic_sparsity", "findings", "environment"} <= set(saved)
 
 
 def test_table_values_are_sane(study):
   rows = study["results"]["table"]["rows"]
   assert [(r["regime"], r["sparsity"]) for r in rows] == [
-      ("dense", 0.0), ("finetune", 0.9), ("scratch", 0.9)]
+      ("dense", 0.0), ("finetune", 0.9), ("scratch", 0.9), ("rigl", 0.9)]
   for r in rows:
     assert 0.0 <= r["train_error"]["mean"] <= 1.0
     assert 0.0 <= r["test_accuracy"]["mean"] <= 1.0
@@ -107,7 +110,7 @@ def test_sanity_check_reports_both_traces(study):
 def test_fisher_trend_has_a_point_per_kept_checkpoint(study):
   trend = study["results"]["fisher_trend"]["points"]
   assert set(trend) == {"clean-dense-seed0", "clean-finetune-0.90-seed0",
-                        "clean-scratch-0.90-seed0"}
+                        "clean-scratch-0.90-seed0", "clean-rigl-0.90-seed0"}
   for points in trend.values():
     assert [p["epoch"] for p in points] == [0, 1, 2]
     assert all(p["tr_f"]["value"] > 0 for p in points)
@@ -115,7 +118,7 @@ def test_fisher_trend_has_a_point_per_kept_checkpoint(study):
 
 def test_label_noise_fractions_sum_correctly(study):
   ln = study["results"]["label_noise"]
-  assert {r["regime"] for r in ln.values()} == {"dense", "finetune", "scratch"}
+  assert {r["regime"] for r in ln.values()} == {"dense", "finetune", "scratch", "rigl"}
   for r in ln.values():
     f = r["final"]
     assert f["num_clean"] + f["num_noisy"] == f["num_train"]
@@ -141,10 +144,13 @@ def _predictions(solution, x):
   return np.asarray(logits).argmax(1)
 
 
-@pytest.mark.parametrize("family", ["clean", "longtail"])
-def test_disagreement_counts_match_direct_comparison(study, family):
-  result = study["results"]["disagreement"][f"{family}-seed0"]
-  scratch, finetune = _run(study, family, "scratch", 0.9), _run(study, family, "finetune", 0.9)
+@pytest.mark.parametrize("family,regime", [("clean", "scratch"), ("longtail", "scratch"),
+                                           ("clean", "rigl")])
+def test_disagreement_counts_match_direct_comparison(study, family, regime):
+  infix = "rigl-" if regime == "rigl" else ""
+  result = study["results"]["disagreement"][f"{family}-{infix}seed0"]
+  assert result["regime"] == regime
+  scratch, finetune = _run(study, family, regime, 0.9), _run(study, family, "finetune", 0.9)
   dataset = data_lib.load_dataset(scratch.config.dataset)
   s, f = load_solution(scratch.workdir), load_solution(finetune.workdir)
   for split, x, y in (("train", dataset.x_train, dataset.y_train_true),
@@ -157,6 +163,26 @@ def test_disagreement_counts_match_direct_comparison(study, family):
   if family == "longtail":
     sizes = result["train"]["class_sizes"]
     assert max(sizes) > 3 * min(sizes)
+
+
+def test_sol_r_starts_at_init_s_keeps_its_counts_and_moves_its_mask(study):
+  scratch, rigl = _run(study, "clean", "scratch", 0.9), _run(study, "clean", "rigl", 0.9)
+  init_s, init_r = (load_solution(os.path.join(r.workdir, "init")) for r in (scratch, rigl))
+  for a, b in ((init_s.params, init_r.params), (init_s.mask, init_r.mask)):
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  sol_r = load_solution(rigl.workdir)
+  layers = lambda m: {k: v[0] for k, v in sparsity.layer_densities(m).items()}
+  assert layers(sol_r.mask) == layers(init_r.mask)
+  curves = study["results"]["dynamic_sparsity"]["runs"]["clean-rigl-0.90-seed0"]
+  assert curves["epoch"] == [0, 1, 2] and curves["mask_updates"] == [0, 3, 4]  # every 2 of 12
+  assert curves["mask_change_all"][0] == 0.0 < curves["mask_change_all"][-1] <= 1.0
+  assert set(curves["mask_change"]) == set(layers(sol_r.mask))
+  with open(os.path.join(study["workdir"], "report", "results.json")) as f:
+    findings = json.load(f)["findings"]
+  rows = [r for r in findings if r["name"].startswith("dynamic_sparsity_")]
+  assert [r["name"] for r in rows] == [f"dynamic_sparsity_{m}" for m, _ in
+                                       dynamic_sparsity.METRICS]
+  assert all(r["status"] != "not measured" for r in rows)
 
 
 def _loss_with_recomputed_stats(solution, dataset, batch_size):

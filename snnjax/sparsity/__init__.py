@@ -3,6 +3,7 @@
 A mask has the params' structure with bool leaves (True = active); see ``ARCHITECTURE.md``.
 """
 
+from snnjax.sparsity import dynamic
 from snnjax.sparsity.builders import erk_mask
 from snnjax.sparsity.builders import magnitude_mask
 from snnjax.sparsity.builders import random_mask
@@ -20,7 +21,7 @@ from snnjax.sparsity.selection import path_str
 from snnjax.sparsity.selection import prunable
 
 __all__ = [
-    "apply_mask", "check_mask", "count_params", "dense_mask", "density", "density_table",
+    "apply_mask", "check_mask", "dynamic", "count_params", "dense_mask", "density", "density_table",
     "erk_counts", "erk_densities", "erk_mask", "layer_densities", "magnitude_mask", "path_str",
     "prunable", "random_mask", "sparsity_of",
 ]

@@ -12,9 +12,9 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
-COLORS = {"dense": "#444444", "finetune": "#1f77b4", "scratch": "#d62728"}
+COLORS = {"dense": "#444444", "finetune": "#1f77b4", "scratch": "#d62728", "rigl": "#ff7f0e"}
 NAMES = {"dense": "Sol-D (dense)", "finetune": "Sol-F (pruned + finetuned)",
-         "scratch": "Sol-S (sparse from scratch)"}
+         "scratch": "Sol-S (sparse from scratch)", "rigl": "Sol-R (RigL from Init-S)"}
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
                      "legend.fontsize": 8, "figure.dpi": 110})
 

@@ -107,6 +107,53 @@ def describe_comparisons(comparisons: list[dict], digits: int = 3) -> str:
   return "; ".join(parts)
 
 
+def _z2(a: float, b: float, se: float | None) -> bool | None:
+  """Whether ``|a - b|`` exceeds 2 ``se`` (None without an error)."""
+  return None if se is None else abs(a - b) > 2 * se
+
+
+def compare_toward(f: dict, s: dict, r: dict, *, binomial_n: int = 0) -> dict:
+  """Whether a third solution R (Sol-R) lies closer to Sol-F than Sol-S does, from three
+  ``seeds.over_seeds`` cells (Sol-F, Sol-S, R) of one metric.
+
+  ``toward``: ``|R - F| < |S - F|`` (means); ``beyond_noise``: whether ``R - S`` exceeds the noise
+  (several seeds: the seed ranges of R and S do not overlap; one seed: 2 standard errors, the
+  estimators' or, with ``binomial_n``, binomial over that many examples); None when unknown.
+  """
+  fm, sm, rm = f["mean"], s["mean"], r["mean"]
+  noise = "seed spread"
+  if len(s["values"]) > 1 and len(r["values"]) > 1:
+    beyond = min(r["values"]) > max(s["values"]) or max(r["values"]) < min(s["values"])
+  else:
+    noise = "sampling noise"
+    se = None
+    if r.get("stderr") is not None and s.get("stderr") is not None:
+      se = (r["stderr"] ** 2 + s["stderr"] ** 2) ** 0.5
+    elif binomial_n:
+      se = ((rm * (1 - rm) + sm * (1 - sm)) / binomial_n) ** 0.5
+    beyond = _z2(rm, sm, se)
+  return {"finetune": fm, "scratch": sm, "rigl": rm, "gap_scratch": sm - fm, "gap_rigl": rm - fm,
+          "toward": abs(rm - fm) < abs(sm - fm), "beyond_noise": beyond, "noise": noise}
+
+
+def verdict_toward(comparisons: list[dict]) -> str:
+  """The verdict of :func:`compare_toward` comparisons: ``reproduced``: R closer to Sol-F at
+  every sparsity, beyond the noise; ``not reproduced``: not closer somewhere, beyond the noise;
+  else ``within seed spread`` / ``within sampling noise`` (``not measured`` without any)."""
+  if not comparisons:
+    return "not measured"
+  # Noise unknown (one seed, an exact value on a subset): the direction decides, as
+  # verdict_over_seeds does with one seed.
+  beyond = [c["beyond_noise"] is not False for c in comparisons]
+  if any(not c["toward"] and b for c, b in zip(comparisons, beyond)):
+    return "not reproduced"
+  if all(c["toward"] and b for c, b in zip(comparisons, beyond)):
+    return "reproduced"
+  noisy = [c for c in comparisons if c["beyond_noise"] is False]
+  return "within seed spread" if noisy and noisy[0]["noise"] == "seed spread" else (
+      "within sampling noise")
+
+
 def finding(name, claim, study, ours, status) -> dict:
   """One row of the findings table."""
   return {"name": name, "claim": claim, "study": study, "ours": ours, "status": status}

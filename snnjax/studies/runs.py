@@ -2,13 +2,15 @@
 
 A run is named by a :class:`RunSpec`: its family (``clean``: the table and analyses; ``noisy``:
 label noise; ``longtail``: the clean setup on a long-tailed train set, for disagreement), its
-regime (``dense``, ``finetune``, ``scratch``), sparsity and seed. Each stage plans the runs it
+regime (``dense``, ``finetune``, ``scratch``; ``rigl`` for Sol-R, with ``config.sol_r``), sparsity and
+seed. Each stage plans the runs it
 reads (:func:`plan` takes their union). A run's training config is the family's config spec from
 the study config with the study's settings and the stages' hooks applied (:func:`training_config`);
 its work dir is ``DIR/runs/<name>-<hash>``, the hash taken over the config with the Sol-D's hash in
 place of its path (:class:`Run`): a change to Sol-D changes its sparse runs' hashes, a moved study
 directory changes none. Sol-S uses the very mask of Sol-F (global magnitude pruning of the same
-Sol-D), from a fresh init.
+Sol-D), from a fresh init; Sol-R (RigL dynamic sparse training, ``configs/rigl95.py``) starts from
+exactly Sol-S's init and mask and trains as many epochs.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 FAMILIES = ("clean", "noisy", "longtail")
-REGIMES = ("dense", "finetune", "scratch")
-LABELS = {"dense": "Sol-D", "finetune": "Sol-F", "scratch": "Sol-S"}
+REGIMES = ("dense", "finetune", "scratch", "rigl")
+LABELS = {"dense": "Sol-D", "finetune": "Sol-F", "scratch": "Sol-S", "rigl": "Sol-R"}
+# The sparse regimes every stage that compares solutions trains; Sol-R only with config.sol_r.
+SPARSE_REGIMES = ("finetune", "scratch")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -101,7 +105,10 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
   if spec.family not in FAMILIES or spec.regime not in REGIMES:
     raise UserError(f"unknown run {spec}")
   family = "noisy" if spec.family == "noisy" else "clean"
-  spec_str = study.train[f"{family}_{spec.regime}"]
+  key = f"{family}_{spec.regime}"
+  if key not in study.train:
+    raise UserError(f"study train.{key} is not set: name the training config of {spec.label}")
+  spec_str = study.train[key]
   path, sep, arg = spec_str.partition(":")
   if not os.path.isabs(path):
     path = os.path.join(study.configs_dir, path)
@@ -126,13 +133,20 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
   return config
 
 
-def sparse_runs(sparsities, seeds, family: str = "clean") -> set[RunSpec]:
-  """Sol-D, Sol-F and Sol-S of ``family`` at each sparsity, for each seed (a stage's plan)."""
+def sparse_regimes(study: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The sparse regimes of the study's comparisons: Sol-F, Sol-S and, with ``study.sol_r``, Sol-R."""
+  return SPARSE_REGIMES + (("rigl",) if bool(study.get("sol_r", False)) else ())
+
+
+def sparse_runs(sparsities, seeds, family: str = "clean", regimes=SPARSE_REGIMES
+                ) -> set[RunSpec]:
+  """Sol-D and the sparse ``regimes`` (Sol-F and Sol-S by default; see :func:`sparse_regimes`)
+  of ``family`` at each sparsity, for each seed (a stage's plan)."""
   out = set()
   for seed in seeds:
     out.add(RunSpec(family, "dense", 0.0, int(seed)))
     for s in sparsities:
-      for regime in ("finetune", "scratch"):
+      for regime in regimes:
         out.add(RunSpec(family, regime, round(float(s), 6), int(seed)))
   return out
 

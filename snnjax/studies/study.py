@@ -34,12 +34,15 @@ def default_config() -> ml_collections.ConfigDict:
   # > 0: every sparse run (Sol-F, Sol-S) trains this many epochs, its lr schedule rescaled to the
   # same fractions of the run (Sol-D keeps its own); 0 = the training configs' epochs.
   config.sparse_epochs = 0
+  # Sol-R: RigL from Init-S (Sol-S's init and mask, as many epochs) beside Sol-S in the table,
+  # regimes, label noise, disagreement and closing the gap; the dynamic_sparsity stage reads it.
+  config.sol_r = False
   config.report_dir = "report"              # DIR/<report_dir>: report.md, figures, results.json
   # JAX's persistent compilation cache in DIR/jax_cache (runs share programs; saves compiles).
   config.compilation_cache = True
   config.train = ml_collections.ConfigDict()
   for regime, path in (("dense", "dense.py"), ("finetune", "finetune95.py"),
-                       ("scratch", "scratch95.py")):
+                       ("scratch", "scratch95.py"), ("rigl", "rigl95.py")):
     config.train[f"clean_{regime}"] = path
     config.train[f"noisy_{regime}"] = f"{path}:noisy"
   config.train.overrides = ml_collections.ConfigDict()

@@ -17,7 +17,9 @@ import ml_collections
 
 from snnjax.errors import UserError
 
-REGIMES = ("dense", "finetune", "scratch", "lottery")
+REGIMES = ("dense", "finetune", "scratch", "lottery", "rigl", "set")
+DST_REGIMES = ("rigl", "set")  # dynamic sparse training: a config.dst block (snnjax.train.dst)
+DST_DECAYS = ("cosine", "constant")
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
@@ -79,7 +81,7 @@ def needs_dense_run(config) -> bool:
   """Whether a run of ``config`` (a ConfigDict or its dict) starts from a Sol-D run."""
   regime = config["regime"]
   return regime in ("finetune", "lottery") or (
-      regime == "scratch" and config["mask"]["source"] == "prune_dense")
+      regime in ("scratch",) + DST_REGIMES and config["mask"]["source"] == "prune_dense")
 
 
 def run_identity(d: dict, *, dense_identity: str | None = None) -> dict:
@@ -233,7 +235,7 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(m.scope in ("global", "layerwise"), f"config.mask.scope must be global or layerwise, got {m.scope!r}")
   _check(not needs_dense_run(c) or bool(c.dense_workdir),
          f"the {c.regime} regime needs a Sol-D run: set --config.dense_workdir=DIR"
-         + (" (or --config.mask.source=random|erk)" if c.regime == "scratch" else ""))
+         + (" (or --config.mask.source=random|erk)" if c.regime in ("scratch",) + DST_REGIMES else ""))
   _check(c.prerequisites in ("error", "train"),
          f"config.prerequisites must be error or train, got {c.prerequisites!r}")
   o = c.optim
@@ -271,6 +273,14 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
            "--config.curriculum.scores_path=FILE.npy")
     _check(_finite(c.curriculum.pool_factor) and c.curriculum.pool_factor >= 1.0,
            f"config.curriculum.pool_factor must be >= 1, got {c.curriculum.pool_factor}")
+  if c.regime in DST_REGIMES:
+    _check("dst" in c, f"the {c.regime} regime needs a config.dst block (see configs/rigl95.py)")
+    _check(c.dst.update_every >= 1, f"config.dst.update_every must be >= 1, got {c.dst.update_every}")
+    _check_number(c.dst.end_fraction, "dst.end_fraction", 0.0, 1.0)
+    _check_number(c.dst.drop_fraction, "dst.drop_fraction", 0.0, 1.0)
+    _check(c.dst.decay in DST_DECAYS,
+           f"config.dst.decay must be one of {DST_DECAYS}, got {c.dst.decay!r}")
+    _check(c.dst.seed >= 0, f"config.dst.seed must be >= 0, got {c.dst.seed}")
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check_int(c.num_devices, "num_devices", 0)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from snnjax.train.config_io import DST_REGIMES
+
 # Standard CIFAR-10 location here; tests and presets that need it skip/explain when it is absent.
 CIFAR10_NPZ = "../shared/data/cifar10.npz"
 
@@ -38,7 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   ResNet-32: SGD 0.9, wd 2e-4, batch 128, lr 0.1 x0.1 at epochs 100 and 150, 200 epochs)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # dense | finetune | scratch | lottery (see snnjax/train/starting_point.py).
+  # dense | finetune | scratch | lottery | rigl | set; rigl / set (dynamic sparse training) add a
+  # config.dst block (see :func:`sparse_config`).
   config.regime = "dense"
   # Fraction of the prunable weights removed (0 for dense).
   config.sparsity = 0.0
@@ -256,4 +259,25 @@ def sparse_config(regime: str, sparsity: float, preset: str = "", *, name: str |
     config.optim.lr = 0.1
     config.optim.boundaries_epochs = (100, 150, 200)
     config.num_epochs = 250
+  if regime in DST_REGIMES:
+    dst_block(config, preset)
   return apply(config, preset, name=name or sparse_name(regime, sparsity))
+
+
+# Dynamic sparse training (snnjax.train.dst): only the configs of config_io.DST_REGIMES have a
+# config.dst block (so no other run's identity changes).
+# The quick preset's update cadence: digits trains 22 steps per epoch x 12 epochs = 264 steps, so
+# the paper's 100 would update once before end_fraction (198 steps); 20 updates 9 times.
+QUICK_UPDATE_EVERY = 20
+
+
+def dst_block(config: ml_collections.ConfigDict, preset: str = "") -> None:
+  """Adds ``config.dst`` (the RigL paper's defaults: every 100 steps until 75% of training, drop
+  fraction 0.3 with cosine decay; ``seed`` is folded into the mask-update key, see
+  ``snnjax.train.dst.dst_key``); the ``quick`` presets update every ``QUICK_UPDATE_EVERY`` steps."""
+  config.dst = ml_collections.ConfigDict()
+  config.dst.update_every = QUICK_UPDATE_EVERY if preset.startswith("quick") else 100
+  config.dst.end_fraction = 0.75
+  config.dst.drop_fraction = 0.3
+  config.dst.decay = "cosine"              # cosine | constant
+  config.dst.seed = 0

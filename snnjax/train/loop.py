@@ -30,7 +30,7 @@ from snnjax import data as data_lib
 from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
-from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
+from snnjax.train import config_io, curriculum, dst, evaluate, parallel, starting_point
 from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
@@ -363,6 +363,7 @@ class RunContext:
   aug_key: jax.Array
   meta_base: dict
   info: dict
+  dst: Any = None  # dst.DynamicSparsity of a rigl / set run (mask updates), else None
 
 
 def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
@@ -382,9 +383,12 @@ def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
   penalized = ctx.step_fns.penalized is not None and (
       not fisher_reg.until_epoch or epoch < fisher_reg.until_epoch)
   t0 = time.time()
+  step_fn = ctx.step_fns.penalized if penalized else ctx.step_fns.plain
+  if ctx.dst is not None:
+    step_fn = ctx.dst.wrap(step_fn, first_step=epoch * steps)
   state, means = train_epoch(
       state, ctx.train_data, epoch_batches(config, epoch, ctx.dataset.num_train, steps, ctx.scores),
-      step_fn=ctx.step_fns.penalized if penalized else ctx.step_fns.plain, aug_key=ctx.aug_key,
+      step_fn=step_fn, aug_key=ctx.aug_key,
       first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar)
   check_epoch_health(config, epoch, epoch * steps, means, last_checkpoint)
   record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
@@ -395,6 +399,8 @@ def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
     record["fisher_penalty"] = means["fisher_penalty"]
   if config.get("nan_policy", "stop") == "skip_step":
     record["skipped_steps"] = means["nonfinite_steps"]
+  if ctx.dst is not None:
+    record.update(ctx.dst.epoch_metrics(state, (epoch + 1) * steps))
   if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
     record.update(evaluate_state(state, ctx.dataset, ctx.predict, config, rng_seed=config.seed))
   if epoch_hook is not None:
@@ -483,6 +489,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ensure_prerequisites(config)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   state, info = create_train_state(config, model, dataset.input_shape, tx)
+  mask_updates = dst.make(  # rigl / set: the mask updates (None otherwise)
+      config, model, state, steps_per_epoch, augment=bool(config.dataset.augment and dataset.is_image),
+      compute_dtype=_compute_dtype(config),
+      batch_sharding=parallel.batch_sharded(mesh) if mesh.devices.size > 1 else None)
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
                "steps_per_epoch": steps_per_epoch, "dataset": dataset.name,
                "environment": xla_cpu.numerics_environment()}  # recorded, not in the identity
@@ -507,7 +517,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                augment=bool(config.dataset.augment and dataset.is_image)),
         predict=make_predict_fn(model.apply, compute_dtype=_compute_dtype(config)),
         schedule=schedule, scores=scores, steps_per_epoch=steps_per_epoch,
-        aug_key=starting_point.augment_key(config), meta_base=meta_base, info=info)
+        aug_key=starting_point.augment_key(config), meta_base=meta_base, info=info,
+        dst=mask_updates)
     state = parallel.replicate(state, mesh)
     bar = stores.enter_context(_closing(
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,

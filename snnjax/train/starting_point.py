@@ -7,6 +7,9 @@
   init), masked. The mask comes from ``config.mask.source``: ``prune_dense`` (magnitude pruning of Sol-D:
   the very mask Sol-F uses, the study's default), ``random`` (uniform per layer) or ``erk``.
 * ``lottery``: the pruning mask of Sol-D applied to Sol-D's own initial weights (``DENSE/init``).
+* ``rigl`` / ``set``: dynamic sparse training (``snnjax.train.dst``) from exactly ``scratch``'s start:
+  the same Init-S (scratch's random stream) and the same mask source, so Sol-R and Sol-S of one seed
+  differ only in the mask updates.
 """
 
 from __future__ import annotations
@@ -23,15 +26,21 @@ from snnjax.errors import MaskMismatchError, UserError
 PyTree = Any
 # Distinct random streams per regime, so a scratch init never equals a dense init of the same seed.
 _STREAM = {"dense": 0, "finetune": 1, "scratch": 2, "lottery": 3}
+# Regimes that start exactly like scratch (its init, mask source and augmentation stream).
+SCRATCH_LIKE = ("scratch", "rigl", "set")
+
+
+def _stream(regime: str) -> int:
+  return _STREAM["scratch" if regime in SCRATCH_LIKE else regime]
 
 
 def init_key(config: ml_collections.ConfigDict) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(config.seed), _STREAM[config.regime])
+  return jax.random.fold_in(jax.random.key(config.seed), _stream(config.regime))
 
 
 def augment_key(config: ml_collections.ConfigDict) -> jax.Array:
   """The key of the run's augmentation stream (each step folds in its global step index)."""
-  return jax.random.fold_in(jax.random.key(config.seed), 1000 + _STREAM[config.regime])
+  return jax.random.fold_in(jax.random.key(config.seed), 1000 + _stream(config.regime))
 
 
 def prunable_tree(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
@@ -64,7 +73,7 @@ def initial_variables(config: ml_collections.ConfigDict, model, input_shape, sol
   if regime == "dense":
     return params, batch_stats, sparsity.dense_mask(params), info
 
-  if regime == "scratch" and config.mask.source != "prune_dense":
+  if regime in SCRATCH_LIKE and config.mask.source != "prune_dense":
     mask_key = jax.random.fold_in(init_key(config), 1)
     prunable = prunable_tree(config, params)
     if config.mask.source == "random":

@@ -5,6 +5,7 @@ Adding a stage: a module here that defines ``STAGE``, and one line below.
 
 from snnjax.studies.stages import closing_gap
 from snnjax.studies.stages import disagreement
+from snnjax.studies.stages import dynamic_sparsity
 from snnjax.studies.stages import fisher_trend
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
@@ -21,6 +22,7 @@ REGISTRY = (
     disagreement.STAGE,
     interpolation.STAGE,
     closing_gap.STAGE,
+    dynamic_sparsity.STAGE,
 )
 NAMES = tuple(s.name for s in REGISTRY)
 

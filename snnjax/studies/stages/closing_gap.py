@@ -21,7 +21,9 @@ magnitude pruning of the same Sol-D; the same schedule and epochs) with one chan
 ``DIR/runs/gap-<variant>-<sparsity>-seed<s>-<config hash>``; the scores file is part of the
 scheduled runs' configs (``curriculum.scores_path``), so new scores give new runs. Each variant is
 measured with the table's protocol (``config.measure``; Tr(H) optional) and compared with the
-table's Sol-S and Sol-F at that sparsity. A remedy "closes part of the gap" when its test accuracy
+table's Sol-S and Sol-F at that sparsity (and, with ``study.sol_r``, beside the table's Sol-R: RigL
+from the same Init-S and mask, shown as one more way of training the sparse net, with its own
+gap-closed verdict; its findings belong to the dynamic_sparsity stage). A remedy "closes part of the gap" when its test accuracy
 (mean over seeds) lies above Sol-S's; the fraction closed is (variant - Sol-S) / (Sol-F - Sol-S).
 """
 
@@ -50,8 +52,10 @@ LABELS = {"fisher_penalty": "Sol-S + Fisher penalty early",
           "low_first": "Sol-S, low-Fisher examples first",
           "high_first": "Sol-S, high-Fisher examples first"}
 SHORT_LABELS = {"fisher_penalty": "Fisher penalty\nearly", "low_first": "low-Fisher\nfirst",
-                "high_first": "high-Fisher\nfirst", "scratch": "Sol-S", "finetune": "Sol-F"}
+                "high_first": "high-Fisher\nfirst", "scratch": "Sol-S", "finetune": "Sol-F",
+                "rigl": "Sol-R\n(RigL)"}
 REFERENCES = ("scratch", "finetune")     # the table's Sol-S and Sol-F at the stage's sparsity
+DYNAMIC = "rigl"                         # the table's Sol-R, shown beside them when trained
 METRICS = ("test_accuracy", "train_error", "tr_f", "tr_h")
 
 
@@ -148,7 +152,8 @@ def stage_sparsity(study: ml_collections.ConfigDict) -> float:
 
 
 def plan(config) -> set:
-  return runs_lib.sparse_runs([stage_sparsity(config)], config.seeds)
+  return runs_lib.sparse_runs([stage_sparsity(config)], config.seeds,
+                              regimes=runs_lib.sparse_regimes(config))
 
 
 def _reference_runs(runs, sparsity: float, seed: int) -> dict:
@@ -160,6 +165,8 @@ def _reference_runs(runs, sparsity: float, seed: int) -> dict:
       raise UserError(f"closing the gap needs the clean {regime} run at sparsity "
                       f"{sparsity:.2f}, seed {seed}")
     out[regime] = by[key]
+  if ("clean", DYNAMIC, round(sparsity, 6), seed) in by:
+    out[DYNAMIC] = by[("clean", DYNAMIC, round(sparsity, 6), seed)]
   return out
 
 
@@ -237,7 +244,8 @@ def aggregate(per_seed: dict, names) -> list[dict]:
 
 
 def _label(name: str) -> str:
-  return {"scratch": "Sol-S (plain)", "finetune": "Sol-F"}.get(name, LABELS.get(name, name))
+  return {"scratch": "Sol-S (plain)", "finetune": "Sol-F",
+          DYNAMIC: "Sol-R (RigL from Init-S)"}.get(name, LABELS.get(name, name))
 
 
 def verdicts(rows: list[dict], num_test: int) -> dict:
@@ -349,7 +357,8 @@ def analyze(study, runs, cache: cache_lib.StageCache, datasets, *, measured: dic
         out["scores"][key] = {"path": os.path.relpath(path, cache.directory),
                               "summary": scores_lib.summarize(np.load(path))}
     out["per_seed"][key] = entry
-  names = list(REFERENCES) + list(g.variants)
+  with_r = all(DYNAMIC in entry for entry in out["per_seed"].values())
+  names = list(REFERENCES) + ([DYNAMIC] if with_r else []) + list(g.variants)
   out["rows"] = aggregate(out["per_seed"], names)
   out["verdicts"] = verdicts(out["rows"], num_test)
   first = next(iter(variants.values()))
@@ -496,6 +505,8 @@ def findings(rc, result) -> list[dict]:
                      "proposed (the paper's description)")}
   out = []
   for name, v in (result or {}).get("verdicts", {}).items():
+    if name not in claims:  # Sol-R: the dynamic_sparsity stage's findings
+      continue
     claim, study_text = claims[name]
     status = {"closed": "reproduced", "partly closed": "reproduced", "not closed":
               "not reproduced", "no gap": "not measured"}[v["status"]]

@@ -5,7 +5,9 @@ same mask, same seed): how many, their distribution over the (true) classes, and
 them each model gets right. On the long-tailed training set (the ``longtail`` family, trained on an
 exponentially imbalanced train split) the tail classes are where memorization is needed; the
 per-class counts are given beside the class sizes. The stage owns the ``longtail`` family of
-runs (settings ``config.disagreement``).
+runs (settings ``config.disagreement``). With ``study.sol_r`` each Sol-R (RigL from the same Init-S
+and mask) is compared with the same Sol-F too (keys ``<family>-rigl-seed<s>``); the findings read
+the Sol-S pairs.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def validate(config) -> None:
 
 def plan(config) -> set:
   d = config.disagreement
-  out = runs_lib.sparse_runs([d.sparsity], config.seeds)
+  regimes = runs_lib.sparse_regimes(config)
+  out = runs_lib.sparse_runs([d.sparsity], config.seeds, regimes=regimes)
   if d.long_tailed:
     out |= runs_lib.sparse_runs([d.sparsity], runs_lib.stage_seeds(config, "disagreement"),
-                                family="longtail")
+                                family="longtail", regimes=regimes)
   return out
 
 
@@ -115,17 +118,28 @@ def analyze_pair(scratch_run, finetune_run, dataset) -> dict:
   return out
 
 
+# The sparse-from-init regimes compared with Sol-F, and the infix of their pairs' keys.
+SPARSE_SIDE = {"scratch": "", "rigl": "rigl-"}
+
+
 def _pairs(runs, sparsity: float) -> list:
-  """``[(key, Sol-S run, Sol-F run)]`` of the clean and longtail families at ``sparsity``."""
+  """``[(key, family, sparsity, seed, Sol-S (or Sol-R) run, Sol-F run)]`` of the clean and
+  longtail families at ``sparsity``: keys ``clean-seed0`` (Sol-S), ``clean-rigl-seed0`` (Sol-R)."""
   by = {(s.family, s.regime, round(s.sparsity, 6), s.seed): r for s, r in runs.items()}
   out = []
   for (family, regime, sp, seed), scratch in sorted(by.items()):
-    if regime != "scratch" or sp != round(float(sparsity), 6) or family == "noisy":
+    if regime not in SPARSE_SIDE or sp != round(float(sparsity), 6) or family == "noisy":
       continue
     finetune = by.get((family, "finetune", sp, seed))
     if finetune is not None:
-      out.append((f"{family}-seed{seed}", family, sp, seed, scratch, finetune))
+      out.append((f"{family}-{SPARSE_SIDE[regime]}seed{seed}", family, sp, seed, scratch,
+                  finetune))
   return out
+
+
+def _side(r: dict) -> str:
+  """``Sol-S`` or ``Sol-R``: the solution compared with Sol-F in a pair's result."""
+  return "Sol-R" if r.get("regime") == "rigl" else "Sol-S"
 
 
 def compute(ctx) -> dict:
@@ -138,6 +152,7 @@ def compute(ctx) -> dict:
     out[key] = ctx.cache.cached(f"disagreement-{key}-{sp:.2f}",
                                 {"scratch": scratch.hash, "finetune": finetune.hash}, compute_one)
     out[key]["family"], out[key]["sparsity"], out[key]["seed"] = family, sp, seed
+    out[key]["regime"] = scratch.spec.regime
   return out
 
 
@@ -154,7 +169,7 @@ def disagreement_figure(results: dict, path: str) -> str:
       k = len(s["class_counts"])
       ax.bar(np.arange(k), s["class_counts"], color="#9467bd", label="disagreements")
       ax.set_xlabel("class (true label)")
-      ax.set_ylabel("examples where Sol-S != Sol-F")
+      ax.set_ylabel(f"examples where {_side(r)} != Sol-F")
       ax.set_title(f"{key}, {split}: {s['num_disagree']} of {s['num_examples']} "
                    f"({100 * s['fraction_disagree']:.1f}%)")
       if names and k <= 20:
@@ -168,7 +183,7 @@ def disagreement_figure(results: dict, path: str) -> str:
     splits = ("train", "test")
     width = 0.27
     for j, (field, label, color) in enumerate(
-        (("scratch_correct", "Sol-S right", figures.COLORS["scratch"]),
+        (("scratch_correct", f"{_side(r)} right", figures.COLORS[r.get("regime", "scratch")]),
          ("finetune_correct", "Sol-F right", figures.COLORS["finetune"]),
          ("neither_correct", "neither right", "#7f7f7f"))):
       vals = [r[s][field] or 0.0 for s in splits]
@@ -192,6 +207,9 @@ def report(rc, result) -> list[str]:
         f"`longtail`: a long-tailed train set (imbalance ratio "
         f"{d.imbalance_ratio:g}) with its own Sol-D / Sol-F / Sol-S. Classes "
         "by true label.", "",
+        *(["Rows `*-rigl-*` compare Sol-R (RigL from the same Init-S and mask) with Sol-F, "
+           "under the Sol-S headings.", ""] if any(_side(r) == "Sol-R" for r in result.values())
+          else []),
         "| setup | split | disagree | Sol-S right | Sol-F right | neither | Sol-S acc | "
         "Sol-F acc | tail share (disagree / examples) |",
         "|---|---|---|---|---|---|---|---|---|"]
@@ -210,6 +228,7 @@ def findings(rc, result) -> list[dict]:
   """Disagreements concentrate on the tail (long-tailed set); Sol-F right more often (test)."""
   result = result or {}
   out = []
+  result = {k: v for k, v in result.items() if v.get("regime", "scratch") == "scratch"}
   lt = [v for k, v in result.items() if k.startswith("longtail")]
   if lt:
     t = lt[0]["train"]

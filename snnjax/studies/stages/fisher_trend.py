@@ -135,7 +135,7 @@ def fisher_trend_figure(trend: dict, labels: dict, path: str) -> str:
   for name, points in sorted(trend.items()):
     info = labels[name]
     groups.setdefault((info["regime"], info["sparsity"], info["label"]), []).append(points)
-  order = {"dense": 0, "finetune": 1, "scratch": 2}
+  order = {"dense": 0, "finetune": 1, "scratch": 2, "rigl": 3}
   for (regime, sparsity, label), runs in sorted(groups.items(),
                                                 key=lambda kv: (order[kv[0][0]], kv[0][1])):
     ls = "-" if regime == "dense" else styles[sparsities.index(sparsity) % 4]

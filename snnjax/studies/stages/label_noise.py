@@ -48,7 +48,8 @@ def validate(config) -> None:
 
 def plan(config) -> set:
   return runs_lib.sparse_runs([config.label_noise.sparsity],
-                              runs_lib.stage_seeds(config, "label_noise"), family="noisy")
+                              runs_lib.stage_seeds(config, "label_noise"), family="noisy",
+                              regimes=runs_lib.sparse_regimes(config))
 
 
 def adjust_run(study, spec, config) -> None:

@@ -32,7 +32,8 @@ CLAIMS = (
 
 
 def plan(config) -> set:
-  return runs_lib.sparse_runs(config.sparsities, config.seeds)
+  return runs_lib.sparse_runs(config.sparsities, config.seeds,
+                              regimes=runs_lib.sparse_regimes(config))
 
 
 def measure_runs(runs, settings, cache: cache_lib.StageCache, datasets) -> dict:
@@ -63,7 +64,7 @@ def aggregate(specs, measured: dict) -> list[dict]:
   for spec in specs:
     if spec.family == "clean":
       groups.setdefault((spec.regime, spec.sparsity), []).append(spec)
-  order = {"dense": 0, "finetune": 1, "scratch": 2}
+  order = {"dense": 0, "finetune": 1, "scratch": 2, "rigl": 3}
   rows = []
   for (regime, sparsity), members in sorted(groups.items(),
                                             key=lambda kv: (kv[0][1], order[kv[0][0]])):
@@ -150,7 +151,7 @@ def table_figure(rows: list[dict], path: str) -> str:
   fig, grid = figures.plt.subplots(2, 3, figsize=(14, 7.5))
   axes = grid.ravel()
   for ax, (metric, ylabel, log) in zip(axes, panels):
-    for regime in ("finetune", "scratch"):
+    for regime in ("finetune", "scratch", "rigl"):
       pts = [(r["sparsity"], r[metric]) for r in rows if r["regime"] == regime and r[metric]]
       if not pts:
         continue
