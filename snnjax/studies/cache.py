@@ -33,8 +33,10 @@ import ml_collections
 import numpy as np
 
 from snnjax.train import config_io
+from snnjax.train import lock as lock_lib
 
 HASH_LENGTH = 12
+WORKER_ENV = "SNNJAX_STUDY_WORKER"  # set by ``scripts/study.py --workers N`` in each worker
 
 
 def _jsonable(value: Any) -> Any:
@@ -108,8 +110,10 @@ def compilation_cache(directory: str) -> Iterator[str | None]:
 
 
 def log(message: str) -> None:
-  """One progress line on stderr."""
-  print(f"[study] {message}", file=sys.stderr, flush=True)
+  """One progress line on stderr (``[study worker I]`` in a worker started by ``--workers``)."""
+  worker = os.environ.get(WORKER_ENV)
+  tag = f"study worker {worker}" if worker else "study"
+  print(f"[{tag}] {message}", file=sys.stderr, flush=True)
 
 
 def write_json(path: str, value: Any) -> None:
@@ -156,16 +160,33 @@ class StageCache:
     computed one are the same Python values.
     """
     path = self.result_path(stage, inputs)
-    if os.path.exists(path):
-      try:
-        stored = read_json(path)
-      except (OSError, json.JSONDecodeError):
-        stored = None
-      if isinstance(stored, dict) and "result" in stored:
-        self.reused.append(path)
-        self.compute_times[os.path.basename(path)] = float(stored.get("wall_time_s") or 0.0)
-        log(f"{stage}: reusing {os.path.relpath(path, self.directory)}")
-        return stored["result"]
+    stored = self._stored(stage, path)
+    if stored is not None:
+      return stored
+    # Several workers on one study: one computes, the others wait for it and read its result.
+    os.makedirs(self.results_dir, exist_ok=True)
+    with lock_lib.hold(path + ".lock", wait=True,
+                       on_wait=lambda owner: log(f"{stage}: waiting for {lock_lib.describe(owner)}")):
+      stored = self._stored(stage, path)
+      if stored is not None:
+        return stored
+      return self._compute(stage, inputs, path, compute)
+
+  def _stored(self, stage: str, path: str) -> Any:
+    if not os.path.exists(path):
+      return None
+    try:
+      stored = read_json(path)
+    except (OSError, json.JSONDecodeError):
+      return None
+    if not (isinstance(stored, dict) and "result" in stored):
+      return None
+    self.reused.append(path)
+    self.compute_times[os.path.basename(path)] = float(stored.get("wall_time_s") or 0.0)
+    log(f"{stage}: reusing {os.path.relpath(path, self.directory)}")
+    return stored["result"]
+
+  def _compute(self, stage: str, inputs: Any, path: str, compute: Callable[[], Any]) -> Any:
     log(f"{stage}: computing")
     t0 = time.time()
     result = compute()

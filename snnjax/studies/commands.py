@@ -5,6 +5,7 @@ Bad input prints one ``error: <message>`` line on stderr and returns 2, before a
   python scripts/study.py --config configs/study.py:quick --workdir runs/study-quick
   python scripts/study.py --config configs/study.py:quick --config.seeds=0,1 --workdir DIR
   python scripts/study.py --config configs/study.py:cifar10_cpu --workdir DIR --dry-run
+  python scripts/study.py --config configs/study.py:quick --workdir DIR --workers 2  # 2 processes
   python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
   python scripts/measure.py --workdir DIR --config configs/study.py:quick --config.fisher.kind=exact
 """
@@ -107,13 +108,20 @@ def _check_study_config(spec: str) -> None:
 def study_main(argv: list[str] | None = None) -> int:
   """``scripts/study.py``: runs the study; prints the report path on stdout."""
   from snnjax.studies.study import report_dir, run_study  # pylint: disable=import-outside-toplevel
+  from snnjax.studies import workers as workers_lib  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
   if train_cli.wants_help(argv, study_flags(argv), __doc__):
     return 0
   xla_cpu.tune()
   _quiet_libraries()
   try:
+    argv, workers = workers_lib.split_workers_flag(list(argv))
     config, workdir, stages, dry_run = parse_study(argv)
+    if workers > 1 and not dry_run:  # every check above passed: the workers start from here
+      code = workers_lib.run_workers(argv, workers)
+      if code == 0:
+        print(os.path.join(report_dir(config, workdir), "report.md"))
+      return code
     if dry_run:
       import jax  # pylint: disable=import-outside-toplevel
       from snnjax.studies import dry_run as dry_run_lib  # pylint: disable=import-outside-toplevel

@@ -26,6 +26,7 @@ from snnjax import data as data_lib
 from snnjax.errors import UserError
 from snnjax.studies import cache as cache_lib
 from snnjax.train import config_io
+from snnjax.train import lock as lock_lib
 from snnjax.train.run_dir import RunDir
 
 FAMILIES = ("clean", "noisy", "longtail")
@@ -215,25 +216,59 @@ class DatasetCache:
 
 
 def train_all(runs: Iterable[Run], datasets: DatasetCache, *, log=cache_lib.log,
-              what: str = "solutions") -> dict:
+              what: str = "solutions", poll_s: float = 2.0) -> dict:
   """Trains (or reuses, or resumes) ``runs`` (Sol-D first); returns ``{name: {workdir, hash,
   final, wall_s, train_s}}`` keyed by the work dir's run name (``train_s``: the epochs' training
-  steps, evaluation excluded)."""
+  steps, evaluation excluded).
+
+  Several workers (``scripts/study.py`` processes on one study directory) share the work: a run
+  whose work dir another live worker holds (its ``lock.json``) or whose Sol-D is not finished yet
+  is left for later, the next one is taken; a worker with nothing it can take waits ``poll_s`` and
+  looks again. Every run is trained once, by whoever claims it first; a dead worker's lock is
+  taken over (``snnjax.train.lock``) and its run resumed from its last checkpoint.
+  """
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   out = {}
-  ordered = sorted(runs, key=lambda r: (r.spec.regime != "dense", r.spec.family, r.spec.seed,
+  pending = sorted(runs, key=lambda r: (r.spec.regime != "dense", r.spec.family, r.spec.seed,
                                         r.spec.sparsity, r.spec.regime, r.workdir))
-  for i, run in enumerate(ordered):
+  order = [run_name(r) for r in pending]
+  total, waiting = len(pending), None
+  while pending:
+    run = next((r for r in pending if _claimable(r)), None)
+    if run is None:
+      if waiting != len(pending):
+        log(f"{what}: {len(pending)} runs are held by other workers (or wait for their Sol-D)")
+        waiting = len(pending)
+      time.sleep(poll_s)
+      continue
     name = run_name(run)
-    log(f"{what}: [{i + 1}/{len(ordered)}] {name} ({os.path.basename(run.workdir)})")
+    log(f"{what}: [{total - len(pending) + 1}/{total}] {name} ({os.path.basename(run.workdir)})")
     t0 = time.time()
-    final = train_and_evaluate(run.config, run.workdir, dataset=datasets.get(run.config.dataset))
+    try:
+      final = train_and_evaluate(run.config, run.workdir, dataset=datasets.get(run.config.dataset))
+    except lock_lib.LockedError:  # claimed by another worker between the check and the lock
+      continue
     elapsed = time.time() - t0
     shown = {k: round(final[k], 4) for k in ("train_accuracy", "test_accuracy") if k in final}
     log(f"{what}: {name} done in {elapsed:.1f}s {shown}")
     out[name] = {"workdir": run.workdir, "hash": run.hash, "final": final, "wall_s": elapsed,
                  "train_s": RunDir(run.workdir).train_seconds}
-  return out
+    pending.remove(run)
+  return {name: out[name] for name in order}
+
+
+def _claimable(run: Run) -> bool:
+  """Whether this worker can take ``run`` now: finished (nothing to do), or its work dir free of
+  a live owner and its Sol-D (if it needs one) finished."""
+  workdir = RunDir(run.workdir)
+  if workdir.final_metrics(verify=False) is not None:  # train_and_evaluate verifies it
+    return True
+  record = lock_lib.owner(workdir.lock_path)
+  if record is not None and not lock_lib.is_stale(record):
+    return False
+  if config_io.needs_dense_run(run.config) and run.config.dense_workdir:
+    return RunDir(run.config.dense_workdir).final_metrics(verify=False) is not None
+  return True
 
 
 def run_name(run: Run) -> str:

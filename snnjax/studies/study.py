@@ -20,6 +20,7 @@ from snnjax.studies import report as report_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies import stages as stages_lib
 from snnjax.studies.stage import Context
+from snnjax.train import lock as lock_lib
 
 STAGES = ("solutions",) + stages_lib.NAMES + ("report",)
 
@@ -158,7 +159,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[s
   results["num_classes"] = _num_classes(runs, datasets)
   if "report" in stages_to_run:
     cache_lib.log("stage report")
-    report_lib.write_report(config, results, report_dir(config, workdir))
+    out = report_dir(config, workdir)
+    os.makedirs(out, exist_ok=True)
+    with lock_lib.hold(os.path.join(out, "report.lock"), wait=True):  # one writer at a time
+      report_lib.write_report(config, results, out)
   cache_lib.log(f"done in {time.time() - t_total:.1f}s: {report_dir(config, workdir)}")
   return results
 
