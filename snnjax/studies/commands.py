@@ -85,13 +85,11 @@ def parse_study(argv: list[str]):
   return flag_values.config, flag_values.workdir, stages, bool(flag_values.dry_run)
 
 
-def _check_study_config(spec: str) -> None:
-  """Loads ``spec`` once: a file that raises, returns no ConfigDict, or holds a training config
-  gets its own one-line error (before absl's flag parser wraps it in a traceback)."""
+def _load_config_file(spec: str):
+  """``config_io.load_config_spec(spec)``; whatever a user's file raises, or a ``get_config``
+  that returns no ConfigDict, becomes one UserError line."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(spec.partition(":")[0]):
-    raise UserError(f"config file not found: {spec.partition(':')[0]}")
   try:
     config = config_io.load_config_spec(spec)
   except UserError:
@@ -100,6 +98,15 @@ def _check_study_config(spec: str) -> None:
     raise UserError(f"cannot load config {spec}: {type(e).__name__}: {_first_line(e)}") from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise UserError(f"{spec}: get_config() returned {type(config).__name__}, not a ConfigDict")
+  return config
+
+
+def _check_study_config(spec: str) -> None:
+  """Loads ``spec`` once: a file that raises, returns no ConfigDict, or holds a training config
+  gets its own one-line error (before absl's flag parser wraps it in a traceback)."""
+  if not os.path.isfile(spec.partition(":")[0]):
+    raise UserError(f"config file not found: {spec.partition(':')[0]}")
+  config = _load_config_file(spec)
   if "seeds" not in config or "measure" not in config:
     hint = " (a training config? use scripts/train.py)" if "regime" in config else ""
     raise UserError(f"{spec} is not a study config (no field seeds/measure){hint}")
@@ -197,18 +204,9 @@ def measure_settings(config_spec: str | None, overrides: list[str]):
   """The measurement settings: ``measure.default_settings()`` (or the ``measure`` field of the
   study config ``config_spec``), then ``overrides`` (``--config.FIELD=VALUE``, fields relative to
   the settings: ``--config.hessian.max_probes=20``); validated."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
   from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
-  from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   if config_spec:
-    try:
-      study = config_io.load_config_spec(config_spec)
-    except UserError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
-      raise UserError(f"cannot load config {config_spec}: {_first_line(e)}") from e
-    if not isinstance(study, ml_collections.ConfigDict):
-      raise UserError(f"{config_spec}: get_config() returned {type(study).__name__}")
+    study = _load_config_file(config_spec)
     if "measure" not in study:
       raise UserError(f"{config_spec} has no `measure` settings (use a study config)")
     settings = study.measure

@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from snnjax.data import pipeline
 from snnjax.sparsity import dynamic, layer_densities
 from snnjax.train import config_io, starting_point
 from snnjax.train.state import TrainState
-from snnjax.train.step import cross_entropy, forward
+from snnjax.train.step import cross_entropy, forward, gather_batch
 
 PyTree = Any
 
@@ -47,12 +46,7 @@ def make_dense_grad_fn(apply_fn: Callable, *, augment: bool, compute_dtype=None,
   over the batch ``idx`` (gathered and augmented as ``step.make_train_step`` does with ``key``)."""
 
   def grads(state, data, idx, key):
-    batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
-    aug_key, _ = jax.random.split(key)
-    if augment:
-      batch["x"] = pipeline.augment_batch(aug_key, batch["x"])
-    if batch_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    batch, _ = gather_batch(data, idx, key, augment=augment, batch_sharding=batch_sharding)
 
     def loss_fn(params):
       logits, _ = forward(apply_fn, params, state.batch_stats, batch["x"], train=True,

@@ -159,6 +159,20 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
                      "finite_parts": finite_parts}
 
 
+def gather_batch(data: dict, idx: jax.Array, key: jax.Array, *, augment: bool,
+                 batch_sharding=None) -> tuple[dict, jax.Array]:
+  """Inside jit: the batch ``idx`` (B,) of the device-resident ``data``, augmented with the first
+  half of ``key`` when ``augment`` and sharded by ``batch_sharding``; returns it and the second
+  half of ``key`` (the step's other randomness, e.g. the Fisher penalty's sampled labels)."""
+  batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
+  aug_key, rest_key = jax.random.split(key)
+  if augment:
+    batch["x"] = pipeline.augment_batch(aug_key, batch["x"])
+  if batch_sharding is not None:
+    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+  return batch, rest_key
+
+
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs, *,
                     augment: bool, compute_dtype=None, batch_sharding=None,
                     fisher_examples: int | None = None, nan_policy: str = "stop") -> Callable:
@@ -174,12 +188,8 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   """
 
   def step(state, data, idx, key, fisher_weight=None):
-    batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
-    aug_key, fisher_key = jax.random.split(key)
-    if augment:
-      batch["x"] = pipeline.augment_batch(aug_key, batch["x"])
-    if batch_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    batch, fisher_key = gather_batch(data, idx, key, augment=augment,
+                                     batch_sharding=batch_sharding)
     if fisher_examples is None:
       fisher_weight = None
     return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype,
