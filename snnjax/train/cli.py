@@ -107,6 +107,35 @@ def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
   return flag_values[name].value
 
 
+ENSEMBLE_FLAG = re.compile(r"^--?config\.ensemble(=(.*))?$")
+
+
+def split_ensemble(argv: list[str]) -> tuple[list[str], int | None]:
+  """``argv`` without its ``--config.ensemble=K`` (or ``--config.ensemble K``) and that K.
+
+  ``ensemble`` is not a field of snnjax's configs (so it leaves every run's config as it was):
+  ``parse`` adds it to the loaded config when given (see ``snnjax.train.ensemble``).
+  """
+  out, value, i = [], None, 0
+  while i < len(argv):
+    m = ENSEMBLE_FLAG.match(argv[i])
+    if m is None:
+      out.append(argv[i])
+      i += 1
+      continue
+    text = m.group(2)
+    if m.group(1) is None:
+      if i + 1 >= len(argv):
+        raise UserError("--config.ensemble needs a value (an integer >= 1)")
+      text, i = argv[i + 1], i + 1
+    try:
+      value = int(text)
+    except ValueError as e:
+      raise UserError(f"config.ensemble must be an integer >= 1, got {text!r}") from e
+    i += 1
+  return out, value
+
+
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
   spec = _config_file_arg(argv)
@@ -115,15 +144,20 @@ def parse(argv: list[str]):
   if not os.path.isfile(spec.partition(":")[0]):
     raise UserError(f"config file not found: {spec.partition(':')[0]}")
   try:  # load it once ourselves: a bad preset or a broken file gets its own one-line message
-    load_config_spec(spec)
+    has_ensemble = "ensemble" in load_config_spec(spec)
   except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
     raise UserError(f"cannot load config {spec}: {e}") from e
+  ensemble = None
+  if not has_ensemble:
+    argv, ensemble = split_ensemble(argv)
   flag_values = train_flags(argv)
   try:
     flag_values(argv)
     config = flag_values.config
   except (flags.Error, OSError, ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
     raise override_error(e) from e
+  if ensemble is not None and ensemble != 1:
+    config.ensemble = ensemble
   return config, flag_values.workdir or default_workdir(spec)
 
 
@@ -134,6 +168,7 @@ def quiet_library_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from snnjax.train.ensemble import train_ensemble  # pylint: disable=import-outside-toplevel
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
   if wants_help(argv, train_flags(argv), __doc__):
@@ -142,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
   quiet_library_logs()
   try:
     config, workdir = parse(argv)
-    result = train_and_evaluate(config, workdir)
+    if config.get("ensemble", 1) != 1:
+      result = train_ensemble(config, workdir)
+    else:
+      result = train_and_evaluate(config, workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -25,7 +25,8 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
                   "distributed", "eval_batch_size")
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
-IDENTITY_DEFAULTS = {"nan_policy": "stop"}
+# ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.
+IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1}
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 MAX_LR = 10.0
 MAX_FISHER_WEIGHT = 1e3
@@ -223,6 +224,9 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check(c.num_devices >= 0, f"config.num_devices must be >= 0, got {c.num_devices}")
+  ensemble = c.get("ensemble", 1)
+  _check(isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble >= 1,
+         f"config.ensemble must be an integer >= 1, got {ensemble!r}")
 
 
 def format_config(config: ml_collections.ConfigDict) -> str:
