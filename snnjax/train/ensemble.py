@@ -161,10 +161,15 @@ def predict_members(predict: Callable, state: TrainState, x: np.ndarray, batch_s
   return np.concatenate(out, axis=1)
 
 
-def epoch_keys(aug_keys: jax.Array, first_step: int, num_steps: int) -> list[jax.Array]:
-  """Per step, the (K,) step keys ``fold_in(aug_keys[k], global step)``."""
-  fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
-  return [fold(aug_keys, first_step + i) for i in range(num_steps)]
+@jax.jit
+def _step_keys(aug_keys: jax.Array, steps: jax.Array) -> jax.Array:
+  return jax.vmap(lambda i: jax.vmap(jax.random.fold_in, in_axes=(0, None))(aug_keys, i))(steps)
+
+
+def epoch_keys(aug_keys: jax.Array, first_step: int, num_steps: int) -> jax.Array:
+  """(num_steps, K) step keys: ``fold_in(aug_keys[k], first_step + i)`` at row i (the key of
+  global step ``first_step + i`` of member k, as in a separate run)."""
+  return _step_keys(aug_keys, jnp.arange(first_step, first_step + num_steps, dtype=jnp.int32))
 
 
 def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, step_fn: Callable,
@@ -172,25 +177,32 @@ def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, st
   """One epoch of all members: ``batches`` (steps, K, B). Returns the states and per-member
   metrics, each (K,): ``loss`` and ``accuracy`` averaged over the member's finite steps,
   ``num_steps``, ``nonfinite_steps`` and ``first_nonfinite`` (a list of K entries, as
-  ``loop.train_epoch``'s)."""
-  names = finite_part_names(member(states, 0))
-  sums = {"loss": 0.0, "accuracy": 0.0}
-  flags, parts = [], []
-  for i, (idx, keys) in enumerate(zip(batches, epoch_keys(aug_keys, first_step, len(batches)))):
-    states, m = step_fn(states, train_data, jnp.asarray(idx), keys)
-    sums = {k: sums[k] + jnp.where(m["finite"], m[k], 0.0) for k in sums}
-    flags.append(m["finite"])
-    parts.append(m["finite_parts"])
-  finite = np.asarray(jnp.stack(flags)) if flags else np.ones((0, num_members(states)), bool)
+  ``loop.train_epoch``'s). The metrics stay on the device until the epoch's end."""
+  keys = epoch_keys(aug_keys, first_step, len(batches))
+  metrics = []
+  for i, idx in enumerate(batches):
+    states, m = step_fn(states, train_data, jnp.asarray(idx), keys[i])
+    metrics.append({k: m[k] for k in ("loss", "accuracy", "finite", "finite_parts")})
+  k_members = num_members(states)
+  if not metrics:
+    finite = np.ones((0, k_members), bool)
+    values = {"loss": np.zeros((0, k_members)), "accuracy": np.zeros((0, k_members))}
+  else:
+    host = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *metrics))
+    finite = np.asarray(host["finite"], bool)
+    values = {k: np.asarray(host[k], np.float64) for k in ("loss", "accuracy")}
   num_ok = finite.sum(axis=0)
-  means = {k: np.where(num_ok > 0, np.asarray(v) / np.maximum(num_ok, 1), np.nan)
-           for k, v in sums.items()}
-  firsts = []
-  for k in range(finite.shape[1]):
-    bad = np.flatnonzero(~finite[:, k])
-    firsts.append(None if not bad.size else (
-        int(bad[0]), names[int(np.flatnonzero(~np.asarray(parts[int(bad[0])][k]))[0])]))
-  means.update(num_steps=len(flags), nonfinite_steps=(~finite).sum(axis=0), first_nonfinite=firsts)
+  means = {k: np.where(num_ok > 0, np.where(finite, v, 0.0).sum(0) / np.maximum(num_ok, 1), np.nan)
+           for k, v in values.items()}
+  firsts = [None] * k_members
+  if not finite.all():
+    names = finite_part_names(states)  # paths only: the stacked state names the same leaves
+    for k in range(k_members):
+      bad = np.flatnonzero(~finite[:, k])
+      if bad.size:
+        parts = np.asarray(host["finite_parts"][int(bad[0]), k])
+        firsts[k] = (int(bad[0]), names[int(np.flatnonzero(~parts)[0])])
+  means.update(num_steps=len(metrics), nonfinite_steps=(~finite).sum(axis=0), first_nonfinite=firsts)
   return states, means
 
 
