@@ -37,6 +37,7 @@ def test_members_on_subsets_equal_separately_trained_runs(tmp_path):
   """Each member (own seed, own subset) ends with the params of a separate run of its seed on
   its subset alone: vmap changes nothing but the program."""
   config = _config()
+  config.ensemble_vectorize = True  # the vmapped program (the CPU default for a CNN is looped)
   dataset = data_lib.load_dataset(config.dataset)
   seeds = [3, 7, 11]
   membership = np.zeros((3, dataset.num_train), bool)
@@ -89,7 +90,8 @@ def _cli(args, capsys):
 
 def test_cli_ensemble_writes_ordinary_member_runs(tmp_path, capsys):
   """--config.ensemble=2 on a sparse config (random masks, one per member) writes two work
-  dirs, each the separate run of its seed: same identity, params within float tolerance."""
+  dirs, each the separate run of its seed: same identity, params within float tolerance (on CPU
+  the CNN's members take the looped path: ``ensemble.default_vectorize``)."""
   overrides = ["--config.regime=scratch", "--config.sparsity=0.8", "--config.mask.source=random",
                "--config.num_epochs=2", "--config.dataset.train_size=240",
                "--config.batch_size=40", "--config.optim.boundaries_epochs=(1,)",

@@ -13,6 +13,12 @@ members may share a mask (sparse members of one Sol-D) or each have their own. A
 subset draws exactly the batches of the separate run, so it ends with the separate run's params
 (to float tolerance: the vmapped convolutions are other XLA programs).
 
+Execution (:func:`default_vectorize`, ``config.ensemble_vectorize``): the vmapped program on
+accelerators and for MLPs; on the CPU backend a convolutional model's members instead take their
+steps one after another through the separate run's jitted step (:func:`make_looped_step`, a list
+of member states), because XLA:CPU runs the vmapped (grouped) convolutions several times slower
+per member. Batches, keys, checkpoints and results are the same either way.
+
 * :func:`train_members`: K members in memory (no work dir), returns the stacked state.
 * :func:`train_ensemble`: ``scripts/train.py --config.ensemble=K``: seeds ``seed .. seed+K-1``,
   each member written as an ordinary run in ``WORKDIR/seed<s>`` (config.json, identity.json,
@@ -44,7 +50,7 @@ from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
 from snnjax.train.state import TrainState
-from snnjax.train.step import finite_part_names, make_predict_fn, train_step
+from snnjax.train.step import finite_part_names, make_predict_fn, make_train_step, train_step
 
 PyTree = Any
 MEMBERS_FILE = "ensemble.json"
@@ -59,26 +65,36 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
 
 
 def member(tree: PyTree, k: int) -> PyTree:
-  """Member ``k`` of a stacked pytree (the leading axis dropped)."""
+  """Member ``k`` of a stacked pytree (the leading axis dropped) or of a list of members."""
+  if isinstance(tree, list):
+    return tree[k]
   return jax.tree.map(lambda a: a[k], tree)
 
 
 def num_members(tree: PyTree) -> int:
+  """K, of a stacked pytree or of a list of members."""
+  if isinstance(tree, list):
+    return len(tree)
   return int(jax.tree.leaves(tree)[0].shape[0])
+
+
+def unstack(tree: PyTree) -> list:
+  return [member(tree, k) for k in range(num_members(tree))]
 
 
 def member_configs(config: ml_collections.ConfigDict, seeds: Sequence[int] | None = None
                    ) -> list[ml_collections.ConfigDict]:
   """The members' own training configs: ``config`` with ``seed`` set (default: ``config.seed`` ..
   ``config.seed + config.ensemble - 1``) and no ``ensemble`` field, i.e. each the config of the
-  separate run it equals."""
+  separate run it equals (nor ``ensemble_vectorize``)."""
   if seeds is None:
     seeds = [int(config.seed) + k for k in range(int(config.get("ensemble", 1)))]
   out = []
   for s in seeds:
     c = copy.deepcopy(config)
-    if "ensemble" in c:
-      del c["ensemble"]
+    for field in ("ensemble", "ensemble_vectorize"):
+      if field in c:
+        del c[field]
     c.seed = int(s)
     out.append(c)
   return out
@@ -140,6 +156,35 @@ def make_ensemble_step(apply_fn: Callable, tx, *, augment: bool, compute_dtype=N
   return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0)), donate_argnums=(0,))
 
 
+def default_vectorize(config: ml_collections.ConfigDict) -> bool:
+  """Whether to run the members as one vmapped program (``config.ensemble_vectorize``, default
+  None = automatic): yes, except on the CPU backend for convolutional models, where the vmapped
+  convolutions become grouped convolutions that XLA:CPU runs several times slower per member
+  than K separate steps (BENCHMARKS.md, "Ensembles"); there the members take their steps one
+  after another through the separate run's own jitted step (:func:`make_looped_step`)."""
+  choice = config.get("ensemble_vectorize", None)
+  if choice is not None:
+    return bool(choice)
+  return not (jax.default_backend() == "cpu" and config.model.name != "mlp")
+
+
+def make_looped_step(apply_fn: Callable, tx, *, augment: bool, compute_dtype=None,
+                     nan_policy: str = "stop") -> Callable:
+  """``step(states, data, idx, keys)`` as :func:`make_ensemble_step`'s, but over a *list* of K
+  member states, each stepped by ``step.make_train_step``'s jitted step (the separate run's own
+  program, so each member's numbers are exactly its separate run's). Metrics stacked (K, ...)."""
+  single = make_train_step(apply_fn, tx, augment=augment, compute_dtype=compute_dtype,
+                           nan_policy=nan_policy)
+
+  def step(states, data, idx, keys):
+    idx = np.asarray(idx)
+    outs = [single(s, data, idx[k], keys[k]) for k, s in enumerate(states)]
+    metrics = {key: jnp.stack([m[key] for _, m in outs]) for key in outs[0][1]}
+    return [s for s, _ in outs], metrics
+
+  return step
+
+
 def make_ensemble_predict(apply_fn: Callable, *, compute_dtype=None) -> Callable:
   """Jitted eval-mode ``predict(params, batch_stats, x) -> (K, n, classes)`` for stacked members
   (``x`` (n, ...) shared)."""
@@ -181,7 +226,7 @@ def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, st
   keys = epoch_keys(aug_keys, first_step, len(batches))
   metrics = []
   for i, idx in enumerate(batches):
-    states, m = step_fn(states, train_data, jnp.asarray(idx), keys[i])
+    states, m = step_fn(states, train_data, idx, keys[i])
     metrics.append({k: m[k] for k in ("loss", "accuracy", "finite", "finite_parts")})
   k_members = num_members(states)
   if not metrics:
@@ -196,7 +241,7 @@ def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, st
            for k, v in values.items()}
   firsts = [None] * k_members
   if not finite.all():
-    names = finite_part_names(states)  # paths only: the stacked state names the same leaves
+    names = finite_part_names(member(states, 0))
     for k in range(k_members):
       bad = np.flatnonzero(~finite[:, k])
       if bad.size:
@@ -249,9 +294,9 @@ def _setup(config, dataset, num_train: int):
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
   steps_per_epoch = loop.num_steps_per_epoch(config, num_train, 1)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-  step_fn = make_ensemble_step(model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
-                               compute_dtype=_compute_dtype(config),
-                               nan_policy=config.get("nan_policy", "stop"))
+  make = make_ensemble_step if default_vectorize(config) else make_looped_step
+  step_fn = make(model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
+                 compute_dtype=_compute_dtype(config), nan_policy=config.get("nan_policy", "stop"))
   return model, steps_per_epoch, tx, schedule, step_fn
 
 
@@ -275,6 +320,9 @@ def train_members(config: ml_collections.ConfigDict, dataset, *, seeds: Sequence
     subsets = subset_indices(membership)
   model, steps, tx, _, step_fn = _setup(config, dataset, subsets.shape[1])
   states, _ = init_members(configs, model, dataset.input_shape, tx)
+  vectorize = default_vectorize(config)
+  if not vectorize:
+    states = unstack(states)
   data = {"x": jnp.asarray(dataset.x_train), "y": jnp.asarray(dataset.y_train)}
   aug_keys = jnp.stack([starting_point.augment_key(c) for c in configs])
   for epoch in range(int(config.num_epochs)):
@@ -289,7 +337,7 @@ def train_members(config: ml_collections.ConfigDict, dataset, *, seeds: Sequence
       print(f"[snnjax] ensemble of {len(seeds)}: epoch {epoch + 1}/{config.num_epochs} "
             f"mean batch loss {float(np.nanmean(means['loss'])):.4f} ({time.time() - t0:.1f}s)",
             file=sys.stderr)
-  return states
+  return states if vectorize else stack(states)
 
 
 # ----------------------------------------------------------------------------- --config.ensemble=K
@@ -371,7 +419,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
                             scores=None, steps_per_epoch=steps,
                             aug_key=starting_point.augment_key(c), meta_base=meta_base, info=info)
             for c, run, info in zip(configs, runs, infos)]
-    states = stack(member_states)
+    states = stack(member_states) if default_vectorize(config) else member_states
     del member_states
     data = {"x": jnp.asarray(dataset.x_train), "y": jnp.asarray(dataset.y_train)}
     aug_keys = jnp.stack([ctx.aug_key for ctx in ctxs])
