@@ -23,6 +23,8 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.measure.fisher.num_examples = 32
   c.measure.fisher.num_samples = 2
   c.measure.jacobian.num_examples = jacobian_examples
+  c.memorization.scores.num_models = 8
+  c.memorization.bootstrap = 50
   return c
 
 
@@ -64,4 +66,5 @@ def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ):
   c.interpolation.bn_examples = 200
   c.disagreement.long_tailed = False
   c.closing_gap.variants = ("fisher_penalty",)
+  c.memorization.enabled = False  # as the cifar10_cpu preset (tested on digits)
   return c

@@ -8,6 +8,7 @@ from snnjax.studies.stages import disagreement
 from snnjax.studies.stages import fisher_trend
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
+from snnjax.studies.stages import memorization
 from snnjax.studies.stages import regimes
 from snnjax.studies.stages import sanity
 from snnjax.studies.stages import table
@@ -18,6 +19,7 @@ REGISTRY = (
     sanity.STAGE,
     fisher_trend.STAGE,
     label_noise.STAGE,
+    memorization.STAGE,
     disagreement.STAGE,
     interpolation.STAGE,
     closing_gap.STAGE,
