@@ -82,6 +82,8 @@ def measure(members=(1, 4, 16), steps: int = 20, repeats: int = 5, *, model_name
   for k in members:
     configs = ensemble.member_configs(config, list(range(k)))
     states, _ = ensemble.init_members(configs, model, dataset.input_shape, tx)
+    if not vectorize:
+      states = ensemble.unstack(states)
     make = ensemble.make_ensemble_step if vectorize else ensemble.make_looped_step
     step = make(model.apply, tx, augment=False)
     eidx = [np.asarray(np.stack([rng.choice(dataset.num_train, b, replace=False)

@@ -34,7 +34,8 @@ run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (
 merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
 Every stage's settings start from its own defaults (``snnjax.studies.stages.<stage>``, gathered
 by ``snnjax.studies.study.default_config``): ``measure`` (the table's protocol), ``regimes``,
-``sanity``, ``fisher_trend``, ``label_noise``, ``disagreement``, ``interpolation``, ``closing_gap``;
+``sanity``, ``fisher_trend``, ``label_noise``, ``memorization``, ``disagreement``, ``interpolation``,
+``closing_gap``;
 this file sets what each preset changes. ``--config.<stage>.enabled=False`` skips a stage.
 """
 
@@ -67,6 +68,8 @@ CIFAR10_CPU_DEPARTURES = (
     "for clean runs; final numbers use the whole train and test splits.",
     "Interpolation: loss/accuracy and the BatchNorm recomputation on 5,000 training examples "
     "(study: all); data-scheduling scores from one sampled label per example.",
+    "Memorization scores: off (64 subset-trained ResNet-20s would exceed the budget; on in the "
+    "quick preset).",
 )
 
 
@@ -114,6 +117,7 @@ def get_config(preset: str = "quick"):
     # Exact scores cost C backward passes per training example: sample the labels instead.
     config.closing_gap.scores.kind = "mc"
     config.closing_gap.scores.num_samples = {"cifar10": 2, "cifar10_cpu": 1, "paper": 1}[preset]
+    config.memorization.fisher.kind = "mc"
 
   if preset == "cifar10_cpu":
     config.departures = CIFAR10_CPU_DEPARTURES
@@ -128,6 +132,7 @@ def get_config(preset: str = "quick"):
     config.interpolation.bn_examples = 5000
     config.sanity.max_probes = 50
     config.closing_gap.seeds = (0,)
+    config.memorization.enabled = False
   if preset == "paper":
     # Label noise on CIFAR-10 / ResNet-32 (the poster), everything else on CIFAR-100.
     config.disagreement.sparsity = 0.97
@@ -151,8 +156,8 @@ def _budget_sweep():
   config.sparsities = (0.95,)
   config.sparse_epochs = 6
   config.report_dir = "report-budget"
-  for stage in ("fisher_trend", "label_noise", "disagreement", "interpolation", "sanity",
-                "closing_gap"):
+  for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
+                "sanity", "closing_gap"):
     config[stage].enabled = False
   config.departures = tuple(config.departures) + (
       "Epoch-budget sweep: only the table at sparsity 0.95 with one seed; the sparse runs' "
