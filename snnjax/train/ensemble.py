@@ -172,15 +172,16 @@ def make_looped_step(apply_fn: Callable, tx, *, augment: bool, compute_dtype=Non
                      nan_policy: str = "stop") -> Callable:
   """``step(states, data, idx, keys)`` as :func:`make_ensemble_step`'s, but over a *list* of K
   member states, each stepped by ``step.make_train_step``'s jitted step (the separate run's own
-  program, so each member's numbers are exactly its separate run's). Metrics stacked (K, ...)."""
+  program, so each member's numbers are exactly its separate run's). Each metric is a list of
+  the K members' values (``train_epoch`` stacks them once per epoch)."""
   single = make_train_step(apply_fn, tx, augment=augment, compute_dtype=compute_dtype,
                            nan_policy=nan_policy)
 
   def step(states, data, idx, keys):
     idx = np.asarray(idx)
     outs = [single(s, data, idx[k], keys[k]) for k, s in enumerate(states)]
-    metrics = {key: jnp.stack([m[key] for _, m in outs]) for key in outs[0][1]}
-    return [s for s, _ in outs], metrics
+    # Metrics as lists over the members (stacked once per epoch by ``train_epoch``).
+    return [s for s, _ in outs], {key: [m[key] for _, m in outs] for key in outs[0][1]}
 
   return step
 
@@ -233,7 +234,15 @@ def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, st
     finite = np.ones((0, k_members), bool)
     values = {"loss": np.zeros((0, k_members)), "accuracy": np.zeros((0, k_members))}
   else:
-    host = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *metrics))
+    host = {}
+    for key in ("loss", "accuracy", "finite", "finite_parts"):
+      per_step = [m[key] for m in metrics]
+      if isinstance(per_step[0], list):  # the looped step: (steps, K) from lists of K values
+        per_step = [x for row in per_step for x in row]
+        host[key] = np.asarray(jnp.stack(per_step)).reshape((len(metrics), k_members)
+                                                            + np.shape(per_step[0]))
+      else:
+        host[key] = np.asarray(jnp.stack(per_step))
     finite = np.asarray(host["finite"], bool)
     values = {k: np.asarray(host[k], np.float64) for k in ("loss", "accuracy")}
   num_ok = finite.sum(axis=0)
