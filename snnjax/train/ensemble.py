@@ -137,23 +137,24 @@ def member_batches(seeds: Sequence[int], epoch: int, batch_size: int, subsets: n
 
 def make_ensemble_step(apply_fn: Callable, tx, *, augment: bool, compute_dtype=None,
                        nan_policy: str = "stop") -> Callable:
-  """Jitted ``step(states, data, idx, keys) -> (states, metrics)`` for K stacked members.
+  """Jitted ``step(states, data, idx, aug_keys, step) -> (states, metrics)`` for K stacked members.
 
   ``states``: a stacked ``TrainState`` (leading axis K); ``data = {"x": (N, ...), "y": (N,)}``
-  shared by all; ``idx`` (K, B) int32, each member's batch; ``keys`` (K,) keys, each member's
-  step key (split as ``step.make_train_step`` does). Every metric of ``step.train_step`` comes
-  back with a leading K. The states are donated.
+  shared by all; ``idx`` (K, B) int32, each member's batch; ``aug_keys`` (K,) keys, each member's
+  augmentation stream (``starting_point.augment_key``); ``step`` the global step index: member k's
+  step key is ``fold_in(aug_keys[k], step)``, split as ``step.make_train_step`` does. Every metric
+  of ``step.train_step`` comes back with a leading K. The states are donated.
   """
 
-  def one(state, data, idx, key):
+  def one(state, data, idx, aug_key, step):
     batch = {"x": jnp.take(data["x"], idx, axis=0), "y": jnp.take(data["y"], idx, axis=0)}
-    aug_key, _ = jax.random.split(key)
+    augment_key, _ = jax.random.split(jax.random.fold_in(aug_key, step))
     if augment:
-      batch["x"] = pipeline.augment_batch(aug_key, batch["x"])
+      batch["x"] = pipeline.augment_batch(augment_key, batch["x"])
     return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype,
                       nan_policy=nan_policy)
 
-  return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0)), donate_argnums=(0,))
+  return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, None)), donate_argnums=(0,))
 
 
 def default_vectorize(config: ml_collections.ConfigDict) -> bool:
@@ -170,20 +171,30 @@ def default_vectorize(config: ml_collections.ConfigDict) -> bool:
 
 def make_looped_step(apply_fn: Callable, tx, *, augment: bool, compute_dtype=None,
                      nan_policy: str = "stop") -> Callable:
-  """``step(states, data, idx, keys)`` as :func:`make_ensemble_step`'s, but over a *list* of K
-  member states, each stepped by ``step.make_train_step``'s jitted step (the separate run's own
-  program, so each member's numbers are exactly its separate run's). Each metric is a list of
-  the K members' values (``train_epoch`` stacks them once per epoch)."""
+  """``step(states, data, idx, aug_keys, step)`` as :func:`make_ensemble_step`'s, but over a
+  *list* of K member states (and a list of their K ``aug_keys``), each stepped by
+  ``step.make_train_step``'s step (the separate run's own program, so each member's numbers are
+  exactly its separate run's). Each metric is a list of the K members' values (``train_epoch``
+  stacks them once per epoch)."""
   single = make_train_step(apply_fn, tx, augment=augment, compute_dtype=compute_dtype,
                            nan_policy=nan_policy)
+  folded = jax.jit(lambda s, d, i, key, n: single(s, d, i, jax.random.fold_in(key, n)),
+                   donate_argnums=(0,))
 
-  def step(states, data, idx, keys):
+  def step(states, data, idx, aug_keys, step_index):
     idx = np.asarray(idx)
-    outs = [single(s, data, idx[k], keys[k]) for k, s in enumerate(states)]
-    # Metrics as lists over the members (stacked once per epoch by ``train_epoch``).
+    n = np.int32(step_index)
+    outs = [folded(s, data, idx[k], aug_keys[k], n) for k, s in enumerate(states)]
     return [s for s, _ in outs], {key: [m[key] for _, m in outs] for key in outs[0][1]}
 
   return step
+
+
+def member_keys(configs, vectorize: bool):
+  """The members' augmentation keys in the form their step takes: a (K,) key array for the
+  vmapped step, a list of K keys for the looped one."""
+  keys = [starting_point.augment_key(c) for c in configs]
+  return jnp.stack(keys) if vectorize else keys
 
 
 def make_ensemble_predict(apply_fn: Callable, *, compute_dtype=None) -> Callable:
@@ -207,27 +218,16 @@ def predict_members(predict: Callable, state: TrainState, x: np.ndarray, batch_s
   return np.concatenate(out, axis=1)
 
 
-@jax.jit
-def _step_keys(aug_keys: jax.Array, steps: jax.Array) -> jax.Array:
-  return jax.vmap(lambda i: jax.vmap(jax.random.fold_in, in_axes=(0, None))(aug_keys, i))(steps)
-
-
-def epoch_keys(aug_keys: jax.Array, first_step: int, num_steps: int) -> jax.Array:
-  """(num_steps, K) step keys: ``fold_in(aug_keys[k], first_step + i)`` at row i (the key of
-  global step ``first_step + i`` of member k, as in a separate run)."""
-  return _step_keys(aug_keys, jnp.arange(first_step, first_step + num_steps, dtype=jnp.int32))
-
-
 def train_epoch(states: TrainState, train_data: dict, batches: np.ndarray, *, step_fn: Callable,
-                aug_keys: jax.Array, first_step: int) -> tuple[TrainState, dict]:
-  """One epoch of all members: ``batches`` (steps, K, B). Returns the states and per-member
+                aug_keys, first_step: int) -> tuple[TrainState, dict]:
+  """One epoch of all members: ``batches`` (steps, K, B), ``aug_keys`` from :func:`member_keys`,
+  ``first_step`` the global index of the epoch's first step. Returns the states and per-member
   metrics, each (K,): ``loss`` and ``accuracy`` averaged over the member's finite steps,
   ``num_steps``, ``nonfinite_steps`` and ``first_nonfinite`` (a list of K entries, as
   ``loop.train_epoch``'s). The metrics stay on the device until the epoch's end."""
-  keys = epoch_keys(aug_keys, first_step, len(batches))
   metrics = []
   for i, idx in enumerate(batches):
-    states, m = step_fn(states, train_data, idx, keys[i])
+    states, m = step_fn(states, train_data, idx, aug_keys, first_step + i)
     metrics.append({k: m[k] for k in ("loss", "accuracy", "finite", "finite_parts")})
   k_members = num_members(states)
   if not metrics:
@@ -333,7 +333,7 @@ def train_members(config: ml_collections.ConfigDict, dataset, *, seeds: Sequence
   if not vectorize:
     states = unstack(states)
   data = {"x": jnp.asarray(dataset.x_train), "y": jnp.asarray(dataset.y_train)}
-  aug_keys = jnp.stack([starting_point.augment_key(c) for c in configs])
+  aug_keys = member_keys(configs, vectorize)
   for epoch in range(int(config.num_epochs)):
     t0 = time.time()
     batches = member_batches(seeds, epoch, config.batch_size, subsets)
@@ -431,7 +431,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
     states = stack(member_states) if default_vectorize(config) else member_states
     del member_states
     data = {"x": jnp.asarray(dataset.x_train), "y": jnp.asarray(dataset.y_train)}
-    aug_keys = jnp.stack([ctx.aug_key for ctx in ctxs])
+    aug_keys = member_keys(configs, default_vectorize(config))
     t_start = time.time()
     member_records = [r[-1] if r else {} for r in records]
     for epoch in range(start_epoch, config.num_epochs):
