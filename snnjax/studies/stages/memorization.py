@@ -362,7 +362,11 @@ def findings(rc, result) -> list[dict]:
   claim = "the examples Sol-S fails to fit and Sol-F fits have higher memorization scores"
   g = (result or {}).get("gaps", {}).get("scratch")
   if not g or g["interval"] is None:
-    return [findings_lib.finding("memorization_scores", claim, "the study's argument", "-",
+    ours = "-" if not g else (
+        f"no such example: Sol-S fits every training example Sol-F fits (train accuracy "
+        f"{result['solutions']['scratch']['train_accuracy']:.3f})" if g["count"] == 0 else
+        f"all {g['count']} examples are such examples: nothing to compare them with")
+    return [findings_lib.finding("memorization_scores", claim, "the study's argument", ours,
                                  "not measured")]
   lo, hi = g["interval"]
   status = ("reproduced" if lo > 0 else "not reproduced" if hi < 0 else "within sampling noise")
