@@ -32,6 +32,7 @@ import numpy as np
 
 from snnjax import models
 from snnjax.errors import UserError
+from snnjax.studies import runs as runs_lib
 from snnjax.train import ensemble
 
 
@@ -117,7 +118,7 @@ def default_settings() -> ml_collections.ConfigDict:
   s.num_models = 64             # K
   s.fraction = 0.7              # of the training set in each model's subset
   s.seed = 0                    # membership draws: row k from (seed, k)
-  s.num_epochs = 0              # 0 = the training config's own
+  s.num_epochs = 0              # 0 = the training config's own (else its schedule rescaled)
   s.test_examples = 0           # J: infl(i, j) for the first J test examples (0 = off)
   return s
 
@@ -144,8 +145,8 @@ def train_and_score(config: ml_collections.ConfigDict, dataset, settings: ml_col
   """
   validate_settings(settings)
   config = config.copy_and_resolve_references()
-  if int(settings.num_epochs):
-    config.num_epochs = int(settings.num_epochs)
+  if int(settings.num_epochs):  # the lr schedule moved to the same fractions of the shorter run
+    runs_lib.rescale_epochs(config, int(settings.num_epochs))
   k = int(settings.num_models)
   membership = draw_membership(k, dataset.num_train, float(settings.fraction), int(settings.seed))
   t0 = time.time()

@@ -379,18 +379,27 @@ def findings(rc, result) -> list[dict]:
 
 
 def estimate(costs) -> float:
-  """Seconds: the ensemble(s) (~K separate runs' training of Sol-D's config) and the per-example
-  Fisher traces of the solutions (dry-run estimate, cache aware)."""
+  """Seconds: the ensembles (K models on ``fraction`` of the training set each, Sol-D's epochs)
+  and the clean solutions' per-example Fisher traces (dry-run estimate, cache aware)."""
   seconds = 0.0
   m = costs.config.memorization
+  noisy_seeds = [s.seed for s in costs.runs if s.family == "noisy" and s.regime == "dense"]
   for spec, run in costs.runs.items():
-    if spec.family == "clean" and spec.regime == "dense" and spec.seed == _seed(costs.config):
-      d, g, f = costs.unit(spec.name)
-      if not costs.has("memorization-scores-clean", run.hash):
-        seconds += int(m.scores.num_models) * float(m.scores.fraction) * d.num_train * int(
-            run.config.num_epochs) * g
-      seconds += 4 * d.num_train * costs.fisher_g(m.fisher.kind, m.fisher.num_samples,
-                                                  d.num_classes) * g
+    if spec.regime != "dense":
+      continue
+    clean = spec.family == "clean" and spec.seed == _seed(costs.config)
+    noisy = (spec.family == "noisy" and m.noisy_scores and noisy_seeds
+             and spec.seed == min(noisy_seeds))
+    if not (clean or noisy):
+      continue
+    d, g, _ = costs.unit(spec.name)
+    what = "clean" if clean else "noisy"
+    if not costs.has(f"memorization-scores-{what}", run.hash):
+      seconds += int(m.scores.num_models) * float(m.scores.fraction) * d.num_train * int(
+          m.scores.num_epochs or run.config.num_epochs) * g
+    if clean:
+      seconds += (1 + len(sparse_regimes())) * d.num_train * costs.fisher_g(
+          m.fisher.kind, m.fisher.num_samples, d.num_classes) * g
   return seconds
 
 
