@@ -24,6 +24,7 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.measure.fisher.num_samples = 2
   c.measure.jacobian.num_examples = jacobian_examples
   c.memorization.scores.num_models = 8
+  c.memorization.scores.num_epochs = 0  # the runs' own two epochs
   c.memorization.bootstrap = 50
   return c
 
