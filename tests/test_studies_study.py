@@ -215,7 +215,7 @@ def test_memorization_scores_match_the_ensemble_and_the_solutions(study):
   want = memorization_scores.memorization(membership, correct)["mem"]
   np.testing.assert_allclose(np.asarray(m["mem"], float), want)
   ds = data_lib.load_dataset(_run(study, "clean", "dense").config.dataset)
-  fits = {r: _predictions(load_solution(_run(study, "clean", r, 0.9).workdir), ds.x_train)
+  fits = {r: load_solution(_run(study, "clean", r, 0.9).workdir).predict(ds.x_train).argmax(1)
           == ds.y_train for r in ("finetune", "scratch")}
   assert m["gaps"]["scratch"]["count"] == int((fits["finetune"] & ~fits["scratch"]).sum())
   for r in m["solutions"].values():
