@@ -115,7 +115,8 @@ def bootstrap_interval(fn, arrays, *, num: int, seed: int, level: float = 0.95) 
 
 def compare_groups(mem: np.ndarray, group: np.ndarray, *, num: int, seed: int) -> dict:
   """mean mem over ``group`` (N,) bool against all examples and against the rest, with the
-  bootstrap interval of (mean over group - mean over the rest)."""
+  bootstrap interval of (mean over group - mean over the rest); examples without a score (NaN:
+  in every subset or in none) are left out, of the group's ``count`` too."""
   group = np.asarray(group, bool)
   ok = np.isfinite(mem)
   mem, group = mem[ok], group[ok]
@@ -232,7 +233,8 @@ def compute(ctx) -> dict:
              "class_sizes": np.bincount(dataset.y_train, minlength=dataset.num_classes).tolist(),
              "num_top": k_top, "class_names": list(dataset.class_names or [])}
   finite = mem[np.isfinite(mem)]
-  summary = {"num_train": int(dataset.num_train), "mean": float(finite.mean()),
+  summary = {"num_train": int(dataset.num_train), "num_unscored": int((~np.isfinite(mem)).sum()),
+             "mean": float(finite.mean()),
              "median": float(np.median(finite)),
              "quantiles": {str(q): float(np.quantile(finite, q)) for q in (0.1, 0.25, 0.75, 0.9)},
              "fraction_above_half": float(np.mean(finite > 0.5)),
@@ -326,7 +328,8 @@ def report(rc, result) -> list[str]:
         f"score {fmt(s['mean'])} (median {fmt(s['median'])}, {s['fraction_above_half']:.1%} above "
         f"0.5, mean standard error {fmt(s['mean_se'])}); the models' accuracy on their own subset "
         f"{fmt(s['in_subset_accuracy'])}, on held-out training examples "
-        f"{fmt(s['held_out_accuracy'])}, on the test set {fmt(s['test_accuracy'])}. Solutions at "
+        f"{fmt(s['held_out_accuracy'])}, on the test set {fmt(s['test_accuracy'])}; "
+        f"{s.get('num_unscored', 0)} examples in every subset or in none have no score. Solutions at "
         f"sparsity {result['sparsity']:.2f}, seed {result['seed']}.", "",
         f"![memorization]({os.path.basename(path)})", "",
         "| examples | count | mean mem | mean mem, the rest | difference (95% bootstrap) |",
