@@ -26,6 +26,7 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.memorization.scores.num_models = 8
   c.memorization.scores.num_epochs = 0  # the runs' own two epochs
   c.memorization.bootstrap = 50
+  c.memorization.scores.test_examples = 3  # infl(i, j) for three test examples
   return c
 
 

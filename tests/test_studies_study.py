@@ -225,6 +225,10 @@ def test_memorization_scores_match_the_ensemble_and_the_solutions(study):
       rho, (lo, hi) = r[key]["rho"], r[key]["interval"]
       assert -1.0 <= lo <= hi <= 1.0 and np.isfinite(rho)
   assert sum(m["classes"]["top_counts"]) == m["classes"]["num_top"] == 15
+  infl = memorization_scores.influence(membership, np.asarray(ens["test_correct"], bool))["infl"]
+  assert [r["test"] for r in m["influence"]] == [0, 1, 2]
+  for r in m["influence"]:
+    assert r["infl"] == pytest.approx(np.nanmax(infl[:, r["test"]]))
   assert m["noisy"]["num_noisy"] > 0 and set(m["noisy"]["solutions"]) == {"dense", "finetune",
                                                                           "scratch"}
   with open(os.path.join(study["workdir"], "report", "results.json")) as f:

@@ -14,6 +14,8 @@ solutions at one sparsity and seed (Sol-D, Sol-F, Sol-S and every other sparse r
   solution's per-example true-Fisher trace (``fisher_scores.fisher_scores``: the table's Tr(F)
   restricted to one example) and per-example loss;
 * the class distribution of the top-scored examples;
+* with ``scores.test_examples`` J > 0, each of the first J test examples' most influential
+  training example (infl(i, j) with its standard error);
 * with ``noisy_scores`` and the label-noise stage's runs: a second ensemble on the noisy training
   set, and the scores of the noisy examples each noisy solution memorizes (predicts the noisy
   label) against those it gets right (the true label).
@@ -246,9 +248,17 @@ def compute(ctx) -> dict:
              "fraction": scores["fraction"]}
   for r in sols.values():
     del r["_q"]
+  influence = []
+  if "infl" in scores:  # settings.scores.test_examples > 0: each test example's top influence
+    infl = np.asarray(scores["infl"], float)
+    infl_se = np.asarray(scores["infl_se"], float)
+    for j in range(infl.shape[1]):
+      i = int(np.nanargmax(infl[:, j])) if np.isfinite(infl[:, j]).any() else 0
+      influence.append({"test": j, "train": i, "infl": float(infl[i, j]), "se": float(infl_se[i, j]),
+                        "same_label": bool(dataset.y_train[i] == dataset.y_test[j])})
   return {"sparsity": sp, "seed": seed, "summary": summary, "mem": mem.tolist(),
           "se": scores["se"], "solutions": sols, "gaps": gaps, "classes": classes,
-          "top_indices": top[:20].tolist(), "noisy": _noisy_part(ctx, m)}
+          "top_indices": top[:20].tolist(), "influence": influence, "noisy": _noisy_part(ctx, m)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -347,6 +357,13 @@ def report(rc, result) -> list[str]:
   c = result["classes"]
   md += ["", f"Classes of the top {c['num_top']} scores: "
          + ", ".join(f"{k}: {n}" for k, n in enumerate(c["top_counts"])) + "."]
+  if result.get("influence"):
+    md += ["", "Influence (Feldman & Zhang's infl(i, j)) on the first test examples: the most "
+           "influential training example of each.", "",
+           "| test example | training example | infl (se) | same label |", "|---|---|---|---|"]
+    for r in result["influence"]:
+      md.append(f"| {r['test']} | {r['train']} | {fmt(r['infl'])} ({fmt(r['se'])}) | "
+                f"{'yes' if r['same_label'] else 'no'} |")
   noisy = result.get("noisy")
   if noisy is not None:
     md += ["", f"Noisy training set ({noisy['num_noisy']} noisy labels; its own ensemble): mean "
