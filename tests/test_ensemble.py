@@ -138,6 +138,18 @@ def test_cli_refuses_a_bad_ensemble_before_writing(tmp_path, capsys):
   assert not os.path.exists(workdir)
 
 
+def test_cli_parses_the_ensemble_fields():
+  spec = os.path.join(ROOT, "configs", "dense.py") + ":quick"
+  config, _ = cli.parse(["train.py", "--config", spec, "--config.ensemble", "3",
+                         "--config.ensemble_vectorize=true", "--config.seed=2"])
+  assert (config.ensemble, config.ensemble_vectorize, config.seed) == (3, True, 2)
+  assert [int(c.seed) for c in ensemble.member_configs(config)] == [2, 3, 4]
+  assert all("ensemble" not in c and "ensemble_vectorize" not in c
+             for c in ensemble.member_configs(config))
+  config, _ = cli.parse(["train.py", "--config", spec])
+  assert "ensemble" not in config and "ensemble_vectorize" not in config
+
+
 def test_ensemble_is_not_part_of_the_identity_at_one():
   config = _config()
   d = config_io.config_to_dict(config)

@@ -108,6 +108,7 @@ def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
 
 
 ENSEMBLE_FLAG = re.compile(r"^--?config\.ensemble(=(.*))?$")
+VECTORIZE_FLAG = re.compile(r"^--?config\.ensemble_vectorize=(true|false|True|False|1|0)$")
 
 
 def split_ensemble(argv: list[str]) -> tuple[list[str], int | None]:
@@ -115,6 +116,8 @@ def split_ensemble(argv: list[str]) -> tuple[list[str], int | None]:
 
   ``ensemble`` is not a field of snnjax's configs (so it leaves every run's config as it was):
   ``parse`` adds it to the loaded config when given (see ``snnjax.train.ensemble``).
+  ``--config.ensemble_vectorize=true|false`` (the ensemble's execution, automatic without it) is
+  left in ``argv`` here and read by :func:`ensemble_vectorize`.
   """
   out, value, i = [], None, 0
   while i < len(argv):
@@ -136,6 +139,15 @@ def split_ensemble(argv: list[str]) -> tuple[list[str], int | None]:
   return out, value
 
 
+def ensemble_vectorize(argv: list[str]) -> bool | None:
+  """The value of ``--config.ensemble_vectorize=...`` in ``argv`` (None without one)."""
+  for arg in argv:
+    m = VECTORIZE_FLAG.match(arg)
+    if m is not None:
+      return m.group(1).lower() in ("true", "1")
+  return None
+
+
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
   spec = _config_file_arg(argv)
@@ -147,9 +159,11 @@ def parse(argv: list[str]):
     has_ensemble = "ensemble" in load_config_spec(spec)
   except (ValueError, TypeError, AttributeError, ImportError, SyntaxError, KeyError) as e:
     raise UserError(f"cannot load config {spec}: {e}") from e
-  ensemble = None
+  ensemble, vectorize = None, None
   if not has_ensemble:
+    vectorize = ensemble_vectorize(argv)
     argv, ensemble = split_ensemble(argv)
+    argv = [a for a in argv if VECTORIZE_FLAG.match(a) is None]
   flag_values = train_flags(argv)
   try:
     flag_values(argv)
@@ -158,6 +172,8 @@ def parse(argv: list[str]):
     raise override_error(e) from e
   if ensemble is not None and ensemble != 1:
     config.ensemble = ensemble
+    if vectorize is not None:
+      config.ensemble_vectorize = vectorize
   return config, flag_values.workdir or default_workdir(spec)
 
 
