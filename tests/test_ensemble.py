@@ -59,10 +59,11 @@ def test_members_on_subsets_equal_separately_trained_runs(tmp_path):
   # The members really differ (own init, own subset).
   a, b = (jax.tree.leaves(ensemble.member(states, k).params)[0] for k in (0, 1))
   assert not np.allclose(a, b)
-  predict = ensemble.make_ensemble_predict(load_solution(workdir).model.apply)
-  logits = ensemble.predict_members(predict, states, dataset.x_test, batch_size=128)
-  assert logits.shape == (3, len(dataset.x_test), dataset.num_classes)
-  np.testing.assert_allclose(logits[2], separate.predict(dataset.x_test), rtol=1e-4, atol=1e-4)
+  for vectorize in (True, False):
+    predict = ensemble.make_ensemble_predict(separate.model.apply, vectorize=vectorize)
+    logits = ensemble.predict_members(predict, states, dataset.x_test, batch_size=128)
+    assert logits.shape == (3, len(dataset.x_test), dataset.num_classes)
+    np.testing.assert_allclose(logits[2], separate.predict(dataset.x_test), rtol=1e-4, atol=1e-4)
 
 
 def test_member_batches_are_the_separate_runs_batches():

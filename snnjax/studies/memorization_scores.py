@@ -154,7 +154,8 @@ def train_and_score(config: ml_collections.ConfigDict, dataset, settings: ml_col
                                   membership=membership, log=log)
   seconds = time.time() - t0
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
-  predict = ensemble.make_ensemble_predict(model.apply)
+  predict = ensemble.make_ensemble_predict(model.apply,
+                                          vectorize=ensemble.default_vectorize(config))
   batch = int(config.eval_batch_size)
   train_pred = ensemble.predict_members(predict, states, dataset.x_train, batch).argmax(-1)
   test_pred = ensemble.predict_members(predict, states, dataset.x_test, batch).argmax(-1)

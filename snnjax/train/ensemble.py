@@ -197,16 +197,26 @@ def member_keys(configs, vectorize: bool):
   return jnp.stack(keys) if vectorize else keys
 
 
-def make_ensemble_predict(apply_fn: Callable, *, compute_dtype=None) -> Callable:
-  """Jitted eval-mode ``predict(params, batch_stats, x) -> (K, n, classes)`` for stacked members
-  (``x`` (n, ...) shared)."""
+def make_ensemble_predict(apply_fn: Callable, *, vectorize: bool = True, compute_dtype=None
+                          ) -> Callable:
+  """Eval-mode ``predict(params, batch_stats, x) -> (K, n, classes)`` for stacked members (``x``
+  (n, ...) shared): one jitted vmap, or with ``vectorize=False`` (convolutional models on CPU,
+  see :func:`default_vectorize`) the separate run's jitted forward once per member."""
   one = make_predict_fn(apply_fn, compute_dtype=compute_dtype)
-  return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+  if vectorize:
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+  def looped(params, batch_stats, x):
+    members = [(member(params, k), member(batch_stats, k)) for k in range(num_members(params))]
+    return jnp.stack([one(p, b, x) for p, b in members])
+
+  return looped
 
 
 def predict_members(predict: Callable, state: TrainState, x: np.ndarray, batch_size: int = 500
                     ) -> np.ndarray:
-  """(K, N, classes) float32 eval-mode logits of every member on every row of ``x``."""
+  """(K, N, classes) float32 eval-mode logits of every member on every row of ``x``
+  (``predict`` from :func:`make_ensemble_predict`)."""
   out = []
   n = len(x)
   for start in range(0, n, batch_size):
