@@ -10,7 +10,9 @@ Presets:
 
 * ``quick``: the embedded scikit-learn digits with the small CNN, every stage, one seed, with
   Sol-R (RigL from Init-S, ``configs/rigl95.py``; ``--config.sol_r=True`` adds it to any preset);
-  about 5 minutes on a 2-core CPU.
+  under 10 minutes on a 2-core CPU (the memorization scores' two 64-model ensembles are ~half of
+  it). The other presets leave the memorization stage off (two 64-model ensembles of their Sol-D's
+  training; ``--config.memorization.enabled=True`` turns it on).
 * ``cifar10``: everything on CIFAR-10 / ResNet-32 (``../shared/data/cifar10.npz`` offline).
 * ``cifar10_cpu``: every stage on real CIFAR-10 pixels (``../shared/data/cifar10.npz``: the
   20,000-image class-balanced train subset, the full test set) in under two hours on 2 CPU cores.
@@ -35,7 +37,8 @@ run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (
 merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
 Every stage's settings start from its own defaults (``snnjax.studies.stages.<stage>``, gathered
 by ``snnjax.studies.study.default_config``): ``measure`` (the table's protocol), ``regimes``,
-``sanity``, ``fisher_trend``, ``label_noise``, ``disagreement``, ``interpolation``, ``closing_gap``;
+``sanity``, ``fisher_trend``, ``label_noise``, ``memorization``, ``disagreement``, ``interpolation``,
+``closing_gap``;
 this file sets what each preset changes. ``--config.<stage>.enabled=False`` skips a stage.
 """
 
@@ -68,6 +71,8 @@ CIFAR10_CPU_DEPARTURES = (
     "for clean runs; final numbers use the whole train and test splits.",
     "Interpolation: loss/accuracy and the BatchNorm recomputation on 5,000 training examples "
     "(study: all); data-scheduling scores from one sampled label per example.",
+    "Memorization scores: off (64 subset-trained ResNet-20s would exceed the budget; on in the "
+    "quick preset).",
 )
 
 
@@ -112,10 +117,18 @@ def get_config(preset: str = "quick"):
   config.fisher_trend.num_examples = 256 if preset == "quick" else 512
   config.interpolation.num_examples = 500 if preset == "quick" else 2000
   config.sanity.num_examples = 128 if preset == "paper" else 256
+  if preset == "quick":
+    # 64 subset models per ensemble (clean and noisy) at 8 of Sol-D's 12 epochs (its schedule
+    # rescaled): the models fit their subsets (clean) and the ensembles stay ~1-2 min each.
+    config.memorization.scores.num_epochs = 8
   if preset != "quick":
     # Exact scores cost C backward passes per training example: sample the labels instead.
     config.closing_gap.scores.kind = "mc"
     config.closing_gap.scores.num_samples = {"cifar10": 2, "cifar10_cpu": 1, "paper": 1}[preset]
+    config.memorization.fisher.kind = "mc"
+    # 2 x 64 subset-trained copies of Sol-D's training: on with --config.memorization.enabled=True
+    # (on an accelerator; see snnjax.train.ensemble).
+    config.memorization.enabled = False
 
   if preset == "cifar10_cpu":
     config.departures = CIFAR10_CPU_DEPARTURES
@@ -153,8 +166,8 @@ def _budget_sweep():
   config.sparsities = (0.95,)
   config.sparse_epochs = 6
   config.report_dir = "report-budget"
-  for stage in ("fisher_trend", "label_noise", "disagreement", "interpolation", "sanity",
-                "closing_gap"):
+  for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
+                "sanity", "closing_gap"):
     config[stage].enabled = False
   config.departures = tuple(config.departures) + (
       "Epoch-budget sweep: only the table at sparsity 0.95 with one seed; the sparse runs' "

@@ -3,11 +3,8 @@
   python scripts/bench.py --out bench.json [--smoke] [--sections train,estimators,scaling,peers]
       [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
   python scripts/bench.py --preset cifar10_cpu --sections train,peers --out bench-cifar10_cpu.json
-<<<<<<< HEAD
-  python scripts/bench.py --preset device --out device.json     # the accelerator check (+ device.md)
-=======
   python scripts/bench.py --preset cifar10_cpu --sections dst --out bench-dst.json   # RigL/SET cost
->>>>>>> wp-dst
+  python scripts/bench.py --preset device --out device.json     # the accelerator check (+ device.md)
 
 Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
 convolution flag) unless ``SNNJAX_XLA_TUNING=0``; the report's ``machine.xla_flags`` says what ran.

@@ -25,6 +25,10 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.measure.fisher.num_samples = 2
   c.measure.jacobian.num_examples = jacobian_examples
   c.dynamic_sparsity.update_every = 2  # Sol-R's mask moves within the 12 steps of these runs
+  c.memorization.scores.num_models = 8
+  c.memorization.scores.num_epochs = 0  # the runs' own two epochs
+  c.memorization.bootstrap = 50
+  c.memorization.scores.test_examples = 3  # infl(i, j) for three test examples
   return c
 
 
@@ -66,4 +70,5 @@ def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ):
   c.interpolation.bn_examples = 200
   c.disagreement.long_tailed = False
   c.closing_gap.variants = ("fisher_penalty",)
+  c.memorization.enabled = False  # as the cifar10_cpu preset (tested on digits)
   return c

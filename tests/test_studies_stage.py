@@ -26,7 +26,7 @@ def _quick():
 
 def test_registry_order_and_names():
   assert stages_lib.NAMES == ("table", "regimes", "sanity", "fisher_trend", "label_noise",
-                              "disagreement", "interpolation", "closing_gap",
+                              "memorization", "disagreement", "interpolation", "closing_gap",
                               "dynamic_sparsity")
   assert study_lib.STAGES == ("solutions",) + stages_lib.NAMES + ("report",)
   assert stages_lib.get("sanity") is sanity.STAGE

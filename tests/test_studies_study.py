@@ -27,7 +27,7 @@ from snnjax.train.batchnorm import recompute_batch_stats
 from snnjax.train.solution import load_solution
 from snnjax.train.step import make_predict_fn
 
-FIGURES = ("table.png", "fisher_trend.png", "label_noise.png", "disagreement.png",
+FIGURES = ("table.png", "fisher_trend.png", "label_noise.png", "memorization.png", "disagreement.png",
            "interpolation.png", "interpolation_cosines.png", "dynamic_sparsity.png")
 
 
@@ -70,13 +70,14 @@ def test_every_artifact_is_written(study):
   with open(os.path.join(report, "report.md")) as f:
     text = f.read()
   for section in ("## Findings", "## The table", "## Regimes", "## Sanity check",
-                  "## Fisher trend", "## Label noise", "## Disagreement", "## Interpolation",
-                  "## Dynamic sparse training (Sol-R)", "## Wall times", "## Configs used"):
+                  "## Fisher trend", "## Label noise", "## Memorization scores", "## Disagreement",
+                  "## Interpolation", "## Dynamic sparse training (Sol-R)", "## Wall times",
+                  "## Configs used"):
     assert section in text
   with open(os.path.join(report, "results.json")) as f:
     saved = json.load(f)
-  assert {"table", "regimes", "sanity", "fisher_trend", "label_noise", "disagreement",
-          "interpolation", "dynamic_sparsity", "findings", "environment"} <= set(saved)
+  assert {"table", "regimes", "sanity", "fisher_trend", "label_noise", "memorization",
+          "disagreement", "interpolation", "dynamic_sparsity", "findings", "environment"} <= set(saved)
 
 
 def test_table_values_are_sane(study):
@@ -226,12 +227,47 @@ def test_interpolation_cosines_lie_in_range(study):
     assert sum(cos["top"]["class_counts"]) == cos["top"]["k"] >= 1
 
 
+def test_memorization_scores_match_the_ensemble_and_the_solutions(study):
+  """The stage's scores are Feldman-Zhang's formula over its cached ensemble; its 'Sol-F fits,
+  Sol-S does not' group is what the two solutions predict; its finding has a verdict."""
+  from snnjax.studies import memorization_scores  # pylint: disable=import-outside-toplevel
+  m = study["results"]["memorization"]
+  results_dir = os.path.join(study["workdir"], "results")
+  [path] = [p for p in os.listdir(results_dir) if p.startswith("memorization-scores-clean")]
+  with open(os.path.join(results_dir, path)) as f:
+    ens = json.load(f)["result"]
+  membership, correct = np.asarray(ens["membership"], bool), np.asarray(ens["correct"], bool)
+  assert membership.shape == (8, 300) and (membership.sum(1) == 210).all()
+  want = memorization_scores.memorization(membership, correct)["mem"]
+  np.testing.assert_allclose(np.asarray(m["mem"], float), want)
+  ds = data_lib.load_dataset(_run(study, "clean", "dense").config.dataset)
+  fits = {r: load_solution(_run(study, "clean", r, 0.9).workdir).predict(ds.x_train).argmax(1)
+          == ds.y_train for r in ("finetune", "scratch")}
+  scored = np.isfinite(want)  # with 8 models a few examples are never (or always) held out
+  assert m["summary"]["num_unscored"] == int((~scored).sum())
+  assert m["gaps"]["scratch"]["count"] == int((fits["finetune"] & ~fits["scratch"] & scored).sum())
+  for r in m["solutions"].values():
+    for key in ("fisher", "loss"):
+      rho, (lo, hi) = r[key]["rho"], r[key]["interval"]
+      assert -1.0 <= lo <= hi <= 1.0 and np.isfinite(rho)
+  assert sum(m["classes"]["top_counts"]) == m["classes"]["num_top"] == 15
+  infl = memorization_scores.influence(membership, np.asarray(ens["test_correct"], bool))["infl"]
+  assert [r["test"] for r in m["influence"]] == [0, 1, 2]
+  for r in m["influence"]:
+    assert r["infl"] == pytest.approx(np.nanmax(infl[:, r["test"]]))
+  assert m["noisy"]["num_noisy"] > 0 and set(m["noisy"]["solutions"]) == {"dense", "finetune",
+                                                                          "scratch"}
+  with open(os.path.join(study["workdir"], "report", "results.json")) as f:
+    [row] = [x for x in json.load(f)["findings"] if x["name"] == "memorization_scores"]
+  assert row["status"] in ("reproduced", "not reproduced", "within sampling noise")
+
+
 def test_rerun_skips_finished_stages_and_reruns_what_changed(study, capsys):
   mtimes = {n: os.path.getmtime(os.path.join(r["workdir"], "metrics.jsonl"))
             for n, r in study["results"]["runs"].items()}
   again = run_study(study["config"], study["workdir"], stages_to_run=(
-      "solutions", "table", "regimes", "fisher_trend", "label_noise", "disagreement",
-      "interpolation", "sanity"))
+      "solutions", "table", "regimes", "fisher_trend", "label_noise", "memorization",
+      "disagreement", "interpolation", "sanity"))
   assert again["cache"]["computed"] == []
   assert len(again["cache"]["reused"]) == len(study["results"]["cache"]["computed"])
   for name, r in again["runs"].items():
@@ -290,8 +326,8 @@ def test_a_moved_study_trains_nothing(study, tmp_path, capsys):
            for n, r in study["results"]["runs"].items()}
   capsys.readouterr()
   again = run_study(study["config"], moved, stages_to_run=(
-      "solutions", "table", "regimes", "fisher_trend", "label_noise", "disagreement",
-      "interpolation", "sanity"))
+      "solutions", "table", "regimes", "fisher_trend", "label_noise", "memorization",
+      "disagreement", "interpolation", "sanity"))
   assert again["cache"]["computed"] == []
   assert sorted(again["runs"]) == sorted(study["results"]["runs"])
   for name, r in again["runs"].items():

@@ -95,6 +95,22 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     raise UserError(f"bad options for model {name!r}: {e}") from e
 
 
+# The compiled init of each (model, input shape, options, key type): runs of one architecture
+# (an ensemble's members, a study's seeds) compile it once per process.
+_COMPILED_INITS: dict = {}
+
+
+def _compile_init(model, key, input_shape, fast_compile):
+  x = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  lowered = jax.jit(lambda k: model.init(k, x, train=False)).lower(key)
+  if fast_compile:
+    try:
+      return lowered.compile(compiler_options=_FAST_COMPILE_OPTIONS)
+    except Exception:  # pylint: disable=broad-except  # A backend without that option.
+      pass
+  return lowered.compile()
+
+
 def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int], *,
                    fast_compile: bool = True) -> tuple[PyTree, PyTree]:
   """Initializes ``model`` on a dummy batch of one example of shape ``input_shape``.
@@ -114,16 +130,15 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int],
     ``(params, batch_stats)``, plain dicts; ``batch_stats`` is ``{}`` for models without
     BatchNorm.
   """
-  x = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
-  lowered = jax.jit(lambda k: model.init(k, x, train=False)).lower(key)
-  compiled = None
-  if fast_compile:
-    try:
-      compiled = lowered.compile(compiler_options=_FAST_COMPILE_OPTIONS)
-    except Exception:  # pylint: disable=broad-except  # A backend without that option.
-      compiled = None
+  cache_key = (model, tuple(input_shape), bool(fast_compile), jax.typeof(key))
+  try:
+    compiled = _COMPILED_INITS.get(cache_key)
+  except TypeError:  # an unhashable model option (a list): compiled for this call only
+    cache_key, compiled = None, None
   if compiled is None:
-    compiled = lowered.compile()
+    compiled = _compile_init(model, key, input_shape, fast_compile)
+    if cache_key is not None:
+      _COMPILED_INITS[cache_key] = compiled
   variables = compiled(key)
   return variables["params"], variables.get("batch_stats", {})
 

@@ -108,6 +108,47 @@ def override_config(config: ml_collections.ConfigDict, overrides: list[str], *,
   return flag_values[name].value
 
 
+ENSEMBLE_FLAG = re.compile(r"^--?config\.ensemble(=(.*))?$")
+VECTORIZE_FLAG = re.compile(r"^--?config\.ensemble_vectorize=(true|false|True|False|1|0)$")
+
+
+def split_ensemble(argv: list[str]) -> tuple[list[str], int | None]:
+  """``argv`` without its ``--config.ensemble=K`` (or ``--config.ensemble K``) and that K.
+
+  ``ensemble`` is not a field of snnjax's configs (so it leaves every run's config as it was):
+  ``parse`` adds it to the loaded config when given (see ``snnjax.train.ensemble``).
+  ``--config.ensemble_vectorize=true|false`` (the ensemble's execution, automatic without it) is
+  left in ``argv`` here and read by :func:`ensemble_vectorize`.
+  """
+  out, value, i = [], None, 0
+  while i < len(argv):
+    m = ENSEMBLE_FLAG.match(argv[i])
+    if m is None:
+      out.append(argv[i])
+      i += 1
+      continue
+    text = m.group(2)
+    if m.group(1) is None:
+      if i + 1 >= len(argv):
+        raise UserError("--config.ensemble needs a value (an integer >= 1)")
+      text, i = argv[i + 1], i + 1
+    try:
+      value = int(text)
+    except ValueError as e:
+      raise UserError(f"config.ensemble must be an integer >= 1, got {text!r}") from e
+    i += 1
+  return out, value
+
+
+def ensemble_vectorize(argv: list[str]) -> bool | None:
+  """The value of ``--config.ensemble_vectorize=...`` in ``argv`` (None without one)."""
+  for arg in argv:
+    m = VECTORIZE_FLAG.match(arg)
+    if m is not None:
+      return m.group(1).lower() in ("true", "1")
+  return None
+
+
 def parse(argv: list[str]):
   """Parses ``argv`` (program name first); returns ``(config, workdir)`` or raises UserError."""
   spec = config_file_arg(argv)
@@ -122,6 +163,11 @@ def parse(argv: list[str]):
   except Exception as e:  # pylint: disable=broad-except  (a user's file may raise anything)
     raise UserError(f"cannot load config {spec}: {type(e).__name__}: {_one_line(e)}") from e
   check_training_config(loaded)  # a study config, None, ...: before overrides are applied to it
+  ensemble, vectorize = None, None
+  if "ensemble" not in loaded:
+    vectorize = ensemble_vectorize(argv)
+    argv, ensemble = split_ensemble(argv)
+    argv = [a for a in argv if VECTORIZE_FLAG.match(a) is None]
   flag_values = train_flags(argv)
   try:
     rest = flag_values(argv)
@@ -131,6 +177,10 @@ def parse(argv: list[str]):
   if len(rest) > 1:
     raise UserError(f"unexpected argument {rest[1]!r} (settings are --config.FIELD=VALUE, the run "
                     "directory --workdir DIR)")
+  if ensemble is not None and ensemble != 1:
+    config.ensemble = ensemble
+    if vectorize is not None:
+      config.ensemble_vectorize = vectorize
   workdir = flag_values.workdir or default_workdir(spec)
   check_path(workdir, "--workdir")
   return config, workdir
@@ -147,6 +197,7 @@ def quiet_library_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from snnjax.train.ensemble import train_ensemble  # pylint: disable=import-outside-toplevel
   from snnjax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   argv = sys.argv if argv is None else argv
   if wants_help(argv, train_flags(argv), __doc__):
@@ -155,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
   quiet_library_logs()
   try:
     config, workdir = parse(argv)
-    result = train_and_evaluate(config, workdir)
+    if config.get("ensemble", 1) != 1:
+      result = train_ensemble(config, workdir)
+    else:
+      result = train_and_evaluate(config, workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -27,7 +27,8 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
                   "distributed", "eval_batch_size")
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
-IDENTITY_DEFAULTS = {"nan_policy": "stop"}
+# ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.
+IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1}
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 # Fields every training config has (config_presets.base_config): a config without them is another kind.
 TRAINING_FIELDS = ("regime", "sparsity", "dataset", "model", "mask", "optim", "num_epochs",
@@ -288,6 +289,9 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
     check_path(c.dense_workdir, "config.dense_workdir")
   if "distributed" in c:
     _validate_distributed(c.distributed)
+  ensemble = c.get("ensemble", 1)
+  _check(isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble >= 1,
+         f"config.ensemble must be an integer >= 1, got {ensemble!r}")
 
 
 def check_path(path: str, what: str) -> None:

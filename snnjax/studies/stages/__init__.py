@@ -9,6 +9,7 @@ from snnjax.studies.stages import dynamic_sparsity
 from snnjax.studies.stages import fisher_trend
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
+from snnjax.studies.stages import memorization
 from snnjax.studies.stages import regimes
 from snnjax.studies.stages import sanity
 from snnjax.studies.stages import table
@@ -19,6 +20,7 @@ REGISTRY = (
     sanity.STAGE,
     fisher_trend.STAGE,
     label_noise.STAGE,
+    memorization.STAGE,
     disagreement.STAGE,
     interpolation.STAGE,
     closing_gap.STAGE,
