@@ -69,3 +69,29 @@ def xtrace(matmat: MatMat, omega: np.ndarray) -> tuple[float, float, np.ndarray,
     ar = y[:, i] - z @ proj
     ests[i] = np.trace(c.T @ h @ c) + r @ ar
   return float(ests.mean()), float(ests.std(ddof=1) / np.sqrt(s)), ests, s + q.shape[1]
+
+
+def xdiag(matmat: MatMat, omega: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+  """XDiag-style estimate of diag(A) from the test vectors ``omega`` (s, dim), s >= 2.
+
+  For each i, with P_i = Q_(i) Q_(i)^T as in :func:`xtrace`: diag(A) = diag(P_i A) +
+  diag((I - P_i) A), the first exact given P_i (rowsums of Q_(i) ⊙ A Q_(i), no product) and the
+  second estimated by w_i ⊙ (I - P_i) A w_i (unbiased: w_i is independent of P_i). Exact when
+  rank(A) < s. Returns (mean over i (dim,), its error estimate std_i / sqrt(s) (dim,), products).
+  """
+  omega = np.asarray(omega, np.float64)
+  s = omega.shape[0]
+  if s < 2:
+    raise ValueError("xdiag needs at least 2 test vectors")
+  y = np.asarray(matmat(omega), np.float64).T  # (dim, s)
+  q = _orth(y)
+  z = np.asarray(matmat(q.T), np.float64).T if q.shape[1] else q
+  g = q.T @ y
+  ests = np.zeros((s, omega.shape[1]))
+  for i in range(s):
+    c = _orth(np.delete(g, i, axis=1))
+    qc, zc = q @ c, z @ c  # Q_(i) and A Q_(i)
+    low = np.sum(qc * zc, axis=1)
+    resid = y[:, i] - qc @ (zc.T @ omega[i])  # (I - P_i) A w_i, with Q_(i)^T A w_i = (A Q_(i))^T w_i
+    ests[i] = low + omega[i] * resid
+  return ests.mean(axis=0), ests.std(axis=0, ddof=1) / np.sqrt(s), s + q.shape[1]
