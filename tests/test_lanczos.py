@@ -125,8 +125,8 @@ def test_spectral_density(masked):
   assert dens.nodes.min() >= exact[0] - slack and dens.nodes.max() <= exact[-1] + slack
   # Exact reference: the quadrature of f(t) = t is alpha_0 = v_p^T H v_p, so each trace sample is
   # z_p^T H z_p for the probe's Rademacher start z_p = sqrt(dim) v_p.
-  zs = np.stack([np.asarray(jax.random.rademacher(jax.random.fold_in(key, p), (h.shape[0],)),
-                            np.float64) for p in range(6)])
+  op = HessianOperator(loss, params, batch, mask)
+  zs = np.stack([np.asarray(op.probe(key, p), np.float64) for p in range(6)])
   np.testing.assert_allclose(dens.trace_samples, np.einsum("ki,ij,kj->k", zs, h, zs),
                              rtol=1e-4, atol=1e-6)
   assert dens.as_dict()["trace"] == dens.trace

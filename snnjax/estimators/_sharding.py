@@ -140,8 +140,10 @@ def pad_examples(tree: PyTree, size: int) -> PyTree:
       return a
     if n == 0 or n > size:
       raise ValueError(f"cannot pad {n} examples to {size}")
-    a = jnp.asarray(a)
-    return jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)], axis=0)
+    if isinstance(a, jax.Array):  # device data stays on the device
+      return jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)], axis=0)
+    a = np.asarray(a)  # host data: padded on the host (an eager jnp op compiles per size)
+    return np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)], axis=0)
   return jax.tree.map(pad, tree)
 
 

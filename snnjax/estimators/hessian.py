@@ -162,6 +162,9 @@ def _probe(key: jax.Array, i: jax.Array, params: PyTree, mvec: jax.Array | None,
   return z
 
 
+_probe_jit = jax.jit(_probe)
+
+
 def _quad_form(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree) -> jax.Array:
   """v^T H_b v = d^2/dt^2 loss_fn(params + t v, batch) at t = 0, by forward-over-forward mode."""
   def directional(p):
@@ -373,42 +376,49 @@ class HessianOperator:
       yield weight, _linearize(self.loss_fn, self.params, batch)
 
   # Products in the full space (device arrays).
-  def matmat_full(self, zs: Any) -> jax.Array:
-    """H applied to each row of zs (k, size) -> (k, size), masked in and out."""
-    zs = jnp.asarray(zs, self.dtype)
+  # Every loop below stacks, pads and sums on the host (numpy): an eager jnp op on a (k, ...)
+  # array would compile once per k.
+  def _padded(self, zs: Any) -> np.ndarray:
+    zs = np.asarray(zs, self.dtype)
+    return np.concatenate([zs, np.zeros((-zs.shape[0] % self.batch_probes, zs.shape[1]),
+                                        self.dtype)])
+
+  def matmat_full(self, zs: Any) -> np.ndarray:
+    """H applied to each row of zs (k, size) -> (k, size) float32 numpy, masked in and out."""
+    zs = np.asarray(zs, self.dtype)
     k = zs.shape[0]
     self.num_matvecs += k
     g = self.batch_probes
     out = None
     if len(self.batches) > 1 and k == 1:
       for weight, batch in zip(self.weights, self.batches):
-        hz = weight * _hvp_full(self.loss_fn, self.params, batch, self.mvec, zs[0])
+        hz = weight * np.asarray(_hvp_full(self.loss_fn, self.params, batch, self.mvec, zs[0]))
         out = hz if out is None else out + hz
       return out[None]
     for weight, f_jvp in self._linearizations():
       if g == 1:
-        rows = jnp.stack([_apply_seq(f_jvp, self.params, self.mvec, zs[i]) for i in range(k)])
+        rows = np.stack([np.asarray(_apply_seq(f_jvp, self.params, self.mvec, zs[i]))
+                         for i in range(k)])
       else:
-        padded = jnp.concatenate([zs, jnp.zeros((-k % g, zs.shape[1]), zs.dtype)])
-        rows = jnp.concatenate([_apply_group(f_jvp, self.params, self.mvec, padded[s:s + g])
-                                for s in range(0, padded.shape[0], g)])[:k]
+        padded = self._padded(zs)
+        rows = np.concatenate([np.asarray(_apply_group(f_jvp, self.params, self.mvec,
+                                                       padded[s:s + g]))
+                               for s in range(0, padded.shape[0], g)])[:k]
       out = weight * rows if out is None else out + weight * rows
     return out
 
   def quad_forms_full(self, zs: Any) -> np.ndarray:
     """z^T H z for each row z of zs (k, size) (masked): (k,) float64, averaged over examples."""
-    zs = jnp.asarray(zs, self.dtype)
-    k = zs.shape[0]
+    k = np.shape(zs)[0]
     self.num_quad_forms += k
     g = self.batch_probes
-    padded = jnp.concatenate([zs, jnp.zeros((-k % g, zs.shape[1]), zs.dtype)])  # one group shape
+    padded = self._padded(zs)  # one group shape
     total = None
     for weight, batch in zip(self.weights, self.batches):
-      vals = jnp.concatenate([_quad_rows(self.loss_fn, self.params, batch, self.mvec,
-                                         padded[s:s + g])
-                              for s in range(0, padded.shape[0], g)])[:k]
-      vals = np.asarray(vals, np.float64) * weight
-      total = vals if total is None else total + vals
+      vals = np.concatenate([np.asarray(_quad_rows(self.loss_fn, self.params, batch, self.mvec,
+                                                   padded[s:s + g]), np.float64)
+                             for s in range(0, padded.shape[0], g)])[:k]
+      total = vals * weight if total is None else total + vals * weight
     return total
 
   # Products in active coordinates (host arrays).
@@ -426,14 +436,14 @@ class HessianOperator:
 
   def probe(self, key: jax.Array, i: int) -> np.ndarray:
     """Rademacher probe i of ``key`` over the active coordinates, (dim,) (as the estimators use)."""
-    return self.to_dim(np.asarray(_probe(key, jnp.int32(i), self.params, self.mvec, None)))
+    return self.to_dim(np.asarray(_probe_jit(key, np.int32(i), self.params, self.mvec, None)))
 
   def _groups(self, start: int, count: int):
     """Probe indices start..start+count-1 padded to whole groups of ``batch_probes``."""
     g = self.batch_probes
     indices = np.arange(start, start + count, dtype=np.int32)
     padded = np.concatenate([indices, np.full(-count % g, start, np.int32)])
-    return [jnp.asarray(padded[s:s + g]) for s in range(0, padded.size, g)]
+    return [padded[s:s + g] for s in range(0, padded.size, g)]
 
   def quad_forms(self, key: jax.Array, start: int, count: int,
                  basis: jax.Array | None = None) -> np.ndarray:
@@ -454,13 +464,14 @@ class HessianOperator:
     total = None
     for weight, batch in zip(self.weights, self.batches):
       if self.batch_probes == 1:
-        vals = jnp.stack([_quad_seq(self.loss_fn, self.params, batch, self.mvec, key,
-                                    jnp.int32(i), basis) for i in range(start, start + count)])
+        vals = np.array([float(_quad_seq(self.loss_fn, self.params, batch, self.mvec, key,
+                                         np.int32(i), basis))
+                         for i in range(start, start + count)])
       else:
-        vals = jnp.concatenate([_quad_group(self.loss_fn, self.params, batch, self.mvec, key,
-                                            group, basis)
-                                for group in self._groups(start, count)])[:count]
-      vals = np.asarray(vals, np.float64) * weight
+        vals = np.concatenate([np.asarray(_quad_group(self.loss_fn, self.params, batch,
+                                                      self.mvec, key, group, basis), np.float64)
+                               for group in self._groups(start, count)])[:count]
+      vals = vals * weight
       total = vals if total is None else total + vals
     return total
 
@@ -480,9 +491,9 @@ class HessianOperator:
     else:
       sources = [(w, self.loss_fn, b) for w, b in zip(self.weights, self.batches)]
     for weight, fn, batch in sources:
-      vals = jnp.concatenate([_probe_products(fn, self.params, batch, self.mvec, key, group,
-                                              what=what) for group in groups])[:count]
-      vals = np.asarray(vals, np.float64)
+      vals = np.concatenate([np.asarray(_probe_products(fn, self.params, batch, self.mvec, key,
+                                                        group, what=what), np.float64)
+                             for group in groups])[:count]
       if what == "diag":
         vals = self.to_dim(vals)
       vals = vals * weight
@@ -546,6 +557,10 @@ def _run_probes(sample: Callable[[int, int], np.ndarray], max_probes: int, *,
       if half < rtol * abs(offset + totals.mean()):
         return samples, True
   return samples, False
+
+
+def _bucket(k: int) -> int:
+  return 1 << max(int(k) - 1, 0).bit_length()
 
 
 def _leaf_of_coordinate(op: HessianOperator) -> np.ndarray:
@@ -694,7 +709,10 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     key_s, key_g = jax.random.split(key)
     s = np.stack([op.probe(key_s, i) for i in range(k)])  # (k, dim)
     q, _ = np.linalg.qr(np.asarray(op.matmat(s), np.float64).T)  # (dim, k), on the host
-    basis = jnp.asarray(op.to_full(q.T))  # (k, size), orthonormal rows, zero off the mask
+    # (k', size): orthonormal rows, zero off the mask, padded with zero rows to k' = the next
+    # power of two (they project nothing), so sketch sizes share compilations.
+    basis = op.to_full(q.T)
+    basis = np.concatenate([basis, np.zeros((_bucket(k) - k, op.size), basis.dtype)])
     lowrank = float(np.sum(op.quad_forms_full(basis)))
     sample = lambda start, count: op.quad_forms(key_g, start, count, basis)
     samples, stopped = _run_probes(sample, k, rtol=rtol, min_probes=min(min_probes, k),
