@@ -14,7 +14,8 @@ process so every figure is a ratio within one run:
   applications (``--budgets``, ``--seeds`` repetitions) against a long Hutchinson reference
   (``--reference-probes``; its own standard error is reported beside).
 
-Times are medians of ``--reps`` calls after one warm-up call (compilation excluded).
+Times are medians of ``--reps`` calls after one warm-up call (compilation excluded). Applies
+``snnjax.xla_cpu.tune()`` like the CLIs (the report's ``machine.xla_flags`` says what ran).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from benchmarks import jax_bench
 from snnjax import estimators as est
+from snnjax import xla_cpu
 
 
 def _median_time(fn, reps: int) -> float:
@@ -119,6 +121,7 @@ def bench_trace_error(loss_fn, params, batch, args) -> dict:
 
 
 def main(argv=None) -> dict:
+  xla_cpu.tune()  # as the CLIs do (SNNJAX_XLA_TUNING=0 turns it off); before JAX starts
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="")
   parser.add_argument("--out", required=True)

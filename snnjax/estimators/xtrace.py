@@ -20,6 +20,9 @@ Hessian-vector products) is as good or better per unit of compute. XTrace uses a
 for both the sketch and the residual and reports an error that covers its whole estimate;
 Hutch++'s stderr covers only its residual part.
 
+:func:`xdiag` is the same construction for the diagonal (XDiag): diag(P_i A) exactly from the
+sketch plus w_i ⊙ (I - P_i) A w_i, averaged over i.
+
 Pure numpy on host arrays in float64 (products ``matmat`` may be float32): memory ~ 4 s dim
 doubles.
 """
