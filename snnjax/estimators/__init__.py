@@ -27,7 +27,7 @@ from snnjax.estimators.jacobian import jacobian_norm
 from snnjax.estimators.lanczos import (SpectralDensity, power_iteration, spectral_density,
                                        top_eigenvalues)
 from snnjax.estimators.param_subsets import combine_masks, param_subset_mask
-from snnjax.estimators.xtrace import xdiag, xtrace
+from snnjax.estimators.sketch import xdiag, xtrace
 
 _compilation.enable_from_env()  # opt-in: $SNNJAX_COMPILATION_CACHE=/dir
 

@@ -3,7 +3,7 @@
 * :func:`hessian_diagonal`: diag(H) of the mean loss over all examples of ``data`` (the operator
   of ``snnjax.estimators.hessian``): ``"hutchinson"`` (mean of z ⊙ Hz over Rademacher probes, one
   Hessian-vector product each), ``"xdiag"`` (leave-one-out sketch + Hutchinson,
-  ``snnjax.estimators.xtrace.xdiag``: better per product when the spectrum decays) or ``"exact"``
+  ``snnjax.estimators.sketch.xdiag``: better per product when the spectrum decays) or ``"exact"``
   (dense columns, ``dim`` products; guarded by ``max_dim``).
 * :func:`fisher_diagonal`: diag(F) of a softmax classifier, a per-example mean over the examples of
   ``data``, with ``labels="exact"`` (sum over classes c of p_c (grad log p_c)^2), ``"sampled"``
@@ -26,7 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from snnjax.errors import UserError
-from snnjax.estimators import _convs, _sharding, fisher, xtrace
+from snnjax.estimators import _convs, _sharding, fisher, sketch
 from snnjax.estimators._base import (Batch, PyTree, active_count, as_batches, as_pytree_fn,
                                      check_mask_matches_params)
 from snnjax.estimators.hessian import Devices, HessianOperator, LossFn
@@ -109,7 +109,7 @@ def hessian_diagonal(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Bat
   if method == "xdiag":
     s = min(int(num_probes) // 2, op.dim)
     omega = np.stack([op.probe(key, i) for i in range(s)])
-    value, stderr, used = xtrace.xdiag(op.matmat, omega)
+    value, stderr, used = sketch.xdiag(op.matmat, omega)
     return DiagonalEstimate(_as_tree(op, value), _as_tree(op, stderr), op.num_examples, used,
                             extra)
   total, total_sq, n = np.zeros(op.dim), np.zeros(op.dim), int(num_probes)

@@ -48,7 +48,7 @@ from jax.flatten_util import ravel_pytree
 from snnjax.errors import UserError
 from snnjax.estimators import _sharding
 from snnjax.estimators import blocks as _blocks
-from snnjax.estimators import xtrace as _xtrace
+from snnjax.estimators import sketch as _sketch
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
                                      check_mask_matches_params)
 
@@ -607,14 +607,14 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
       residual Hutchinson part only** (the variation of Tr(Q^T H Q) over sketches S is not in
       it; ``extra["stderr_covers"] = "residual"``): for an error bar on the whole estimate use
       ``"xtrace"`` or repeat with several keys.
-    * ``"xtrace"`` (Epperly, Tropp & Webber 2024; ``snnjax.estimators.xtrace``): ``num_probes``
+    * ``"xtrace"`` (Epperly, Tropp & Webber 2024; ``snnjax.estimators.sketch``): ``num_probes``
       = m products, s = m // 2 test vectors (s >= 2), exact on operators of rank < s; its stderr
       (std of the s leave-one-out estimates / sqrt(s)) covers the whole estimate.
     * ``"exact"``: Tr of the dense H[active, active] built from ``dim`` Hessian-vector products
       (a reference for small models; UserError above ``max_dim`` active coordinates, default
       ``EXACT_MAX_DIM``). stderr None; ``key`` and ``num_probes`` are not used.
 
-    Which to pick: see ``snnjax.estimators.xtrace`` (module doc) and BENCHMARKS.md.
+    Which to pick: see ``snnjax.estimators.sketch`` (module doc) and BENCHMARKS.md.
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar`` (mean over the batch). BatchNorm statistics and
@@ -712,8 +712,8 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     # (k', size): orthonormal rows, zero off the mask, padded with zero rows to k' = the next
     # power of two (they project nothing), so sketch sizes share compilations.
     basis = op.to_full(q.T)
+    lowrank = float(np.sum(op.quad_forms_full(basis)))  # k forms, in groups: no k-shaped compile
     basis = np.concatenate([basis, np.zeros((_bucket(k) - k, op.size), basis.dtype)])
-    lowrank = float(np.sum(op.quad_forms_full(basis)))
     sample = lambda start, count: op.quad_forms(key_g, start, count, basis)
     samples, stopped = _run_probes(sample, k, rtol=rtol, min_probes=min(min_probes, k),
                                    check_every=check_every, offset=lowrank)
@@ -726,7 +726,7 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
       raise UserError(f"xtrace needs num_probes >= 4 (two products per test vector), got "
                       f"{num_probes}")
     omega = np.stack([op.probe(key, i) for i in range(s)])
-    value, stderr, samples, _ = _xtrace.xtrace(op.matmat, omega)
+    value, stderr, samples, _ = _sketch.xtrace(op.matmat, omega)
     stopped = False
   stderr = _sample_stderr(samples)
   extra.update(samples=samples, stopped_early=stopped, halfwidth95=_Z95 * stderr)

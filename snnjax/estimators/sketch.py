@@ -1,4 +1,4 @@
-"""XTrace (Epperly, Tropp & Webber 2024): an exchangeable, leave-one-out Hutch++ and its error.
+"""XTrace and XDiag (Epperly, Tropp & Webber 2024): exchangeable leave-one-out sketches, with errors.
 
 For a symmetric operator A (dim x dim) and s test vectors w_1..w_s (Rademacher, ``2 s`` products
 with A in all): Y = A W, Q an orthonormal basis of range(Y), Z = A Q. For each i, Q_(i) is an

@@ -1,10 +1,10 @@
-"""Tests of snnjax.estimators.xtrace (XTrace, XDiag) on explicit matrices and a tiny model."""
+"""Tests of snnjax.estimators.sketch (XTrace, XDiag) on explicit matrices and a tiny model."""
 
 import jax
 import numpy as np
 
 import _tiny as tiny
-from snnjax.estimators import hessian, xtrace
+from snnjax.estimators import hessian, sketch
 
 
 def _rademacher(rng, s, dim):
@@ -20,11 +20,11 @@ def _low_rank_psd(dim=50, rank=5, seed=0):
 def test_xtrace_and_xdiag_exact_on_low_rank_psd():
   a = _low_rank_psd()
   omega = _rademacher(np.random.default_rng(1), 7, 50)  # rank 5 < s = 7 (14 products)
-  est, err, ests, used = xtrace.xtrace(lambda z: z @ a, omega)
+  est, err, ests, used = sketch.xtrace(lambda z: z @ a, omega)
   np.testing.assert_allclose(est, np.trace(a), rtol=1e-10)
   np.testing.assert_allclose(ests, np.trace(a), rtol=1e-10)
   assert err < 1e-9 and used <= 14
-  diag, diag_err, _ = xtrace.xdiag(lambda z: z @ a, omega)
+  diag, diag_err, _ = sketch.xdiag(lambda z: z @ a, omega)
   np.testing.assert_allclose(diag, np.diag(a), atol=1e-10)
   assert diag_err.max() < 1e-9
 
@@ -33,13 +33,13 @@ def test_xtrace_and_xdiag_unbiased_on_indefinite_matrix():
   rng = np.random.default_rng(2)
   g = rng.standard_normal((30, 30))
   a = g + g.T + np.diag(np.linspace(-3, 8, 30))
-  runs = [xtrace.xtrace(lambda z: z @ a, _rademacher(rng, 4, 30)) for _ in range(400)]
+  runs = [sketch.xtrace(lambda z: z @ a, _rademacher(rng, 4, 30)) for _ in range(400)]
   ests = np.array([r[0] for r in runs])
   se = ests.std(ddof=1) / np.sqrt(ests.size)
   assert abs(ests.mean() - np.trace(a)) < 4 * se, (ests.mean(), np.trace(a), se)
   # The error estimate is of the right size (not a strict bound): within 3x of the true spread.
   assert 0.33 < np.mean([r[1] for r in runs]) / ests.std() < 3
-  diags = np.array([xtrace.xdiag(lambda z: z @ a, _rademacher(rng, 4, 30))[0]
+  diags = np.array([sketch.xdiag(lambda z: z @ a, _rademacher(rng, 4, 30))[0]
                     for _ in range(200)])
   z = (diags.mean(0) - np.diag(a)) / (diags.std(0, ddof=1) / np.sqrt(200))
   assert np.mean(z ** 2) < 2.0 and np.abs(z).max() < 4.5, z
