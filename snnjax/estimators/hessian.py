@@ -1,4 +1,4 @@
-"""Hessian-vector products and stochastic estimates of the Hessian trace (Hutchinson, Hutch++).
+"""Hessian-vector products and estimates of the Hessian trace (Hutchinson, Hutch++, XTrace, exact).
 
 The Hessian is that of the **mean loss over all examples of** ``data``: with batches b of n_b
 examples (N in all), H = sum_b (n_b / N) H_b, where H_b is the Hessian of ``loss_fn(params, b)``
@@ -7,10 +7,17 @@ per-batch products, computed one batch at a time: memory is bounded by one batch
 
 With a ``mask`` (True = active), H is restricted to the active coordinates: the operator is
 H[active, active], of size ``dim = active_count(params, mask)``, so its trace is the sum of the
-active diagonal entries and its eigenvalues are those of that principal submatrix. Internally the
-vectors of the operator are flat float vectors over the active coordinates (in the order of
-``jax.flatten_util.ravel_pytree``); inactive coordinates are zero in every probe and are dropped
-from every product.
+active diagonal entries and its eigenvalues are those of that principal submatrix. The public
+vectors of :class:`HessianOperator` are flat float vectors over the active coordinates (in the
+order of ``jax.flatten_util.ravel_pytree``). The device kernels work in the FULL raveled space
+with a 0/1 mask vector (probes are drawn over all coordinates and multiplied by it), so masks
+of any density, probe counts and sketch sizes (Hutch++ pads its basis to a power of two) share
+their compilations; the host converts between the two spaces in numpy.
+
+Per-block traces (``blocks=``, ``snnjax.estimators.blocks``): each probe's z^T H z is split as
+sum_l <z_l, (H z)_l> over the param leaves l, from one Hessian-vector product per probe (through
+the kept linearization with one batch), so block traces use the same probes as the total and sum
+to it; measured cost against the plain total in BENCHMARKS.md ("Curvature toolkit").
 
 Speed (see BENCHMARKS.md, section 2): a trace probe needs only the quadratic form z^T H_b z, the
 second derivative of t -> loss(params + t z) at 0, which forward-over-forward mode (``jax.jvp`` of
