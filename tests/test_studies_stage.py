@@ -25,8 +25,8 @@ def _quick():
 
 
 def test_registry_order_and_names():
-  assert stages_lib.NAMES == ("table", "regimes", "sanity", "fisher_trend", "label_noise",
-                              "disagreement", "interpolation", "closing_gap")
+  assert stages_lib.NAMES == ("table", "regimes", "sanity", "per_layer", "fisher_trend",
+                              "label_noise", "disagreement", "interpolation", "closing_gap")
   assert study_lib.STAGES == ("solutions",) + stages_lib.NAMES + ("report",)
   assert stages_lib.get("sanity") is sanity.STAGE
   with pytest.raises(KeyError):

@@ -8,6 +8,7 @@ from snnjax.studies.stages import disagreement
 from snnjax.studies.stages import fisher_trend
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
+from snnjax.studies.stages import per_layer
 from snnjax.studies.stages import regimes
 from snnjax.studies.stages import sanity
 from snnjax.studies.stages import table
@@ -16,6 +17,7 @@ REGISTRY = (
     table.STAGE,
     regimes.STAGE,
     sanity.STAGE,
+    per_layer.STAGE,
     fisher_trend.STAGE,
     label_noise.STAGE,
     disagreement.STAGE,
