@@ -222,7 +222,7 @@ def test_rerun_skips_finished_stages_and_reruns_what_changed(study, capsys):
             for n, r in study["results"]["runs"].items()}
   again = run_study(study["config"], study["workdir"], stages_to_run=(
       "solutions", "table", "regimes", "fisher_trend", "label_noise", "disagreement",
-      "interpolation", "sanity"))
+      "interpolation", "sanity", "per_layer"))
   assert again["cache"]["computed"] == []
   assert len(again["cache"]["reused"]) == len(study["results"]["cache"]["computed"])
   for name, r in again["runs"].items():
