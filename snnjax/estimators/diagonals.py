@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterable
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
