@@ -30,7 +30,7 @@ def default_settings() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.enabled = True
   s.num_examples = 256          # training examples both solutions are measured on
-  s.num_probes = 30             # Hutchinson probes for the per-layer Tr(H)
+  s.num_probes = 20             # Hutchinson probes for the per-layer Tr(H)
   return s
 
 
