@@ -11,8 +11,9 @@ so they sum to the total (itself the sum over leaves) up to float64 rounding.
 * ``"layer"``: leaves grouped by their path minus the last key (``"stem/kernel"`` and
   ``"stem/bias"`` -> ``"stem"``);
 * a mapping ``{block name: [path prefixes]}``: a leaf joins the first block one of whose prefixes
-  its path starts with (``"stage1"`` matches ``"stage1/block0/conv1/kernel"``); leaves that match
-  none form the block ``"(other)"``;
+  its path starts with, as plain strings (``"stage1"`` matches ``"stage1_block0/conv1/kernel"``,
+  ``"stem"`` also ``"stem_bn/scale"``; end a prefix with ``"/"`` to match one module only);
+  leaves that match none form the block ``"(other)"``;
 * a callable ``path -> block name``.
 
 Block order: first appearance over the leaves.
@@ -73,7 +74,7 @@ def _name_of(spec: BlockSpec) -> Callable[[str], str]:
 
     def grouped(path):
       for name, prefixes in groups:
-        if any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes):
+        if any(path.startswith(p) for p in prefixes):
           return name
       return OTHER
     return grouped
