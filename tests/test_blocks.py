@@ -26,6 +26,12 @@ def test_block_specs():
   by_kind = blocks.make_blocks(model.params, lambda path: path.rsplit("/", 1)[-1])
   assert set(by_kind.names) == {"kernel", "bias"}
   np.testing.assert_allclose(layer.sum_leaves(np.ones(len(paths))).sum(), len(paths))
+  resnet_like = {"stem": {"kernel": np.ones(2)}, "stem_bn": {"scale": np.ones(2)},
+                 "stage1_block0": {"conv1": {"kernel": np.ones(3)}}, "head": {"bias": np.ones(1)}}
+  parts = blocks.make_blocks(resnet_like, {"stem": ["stem/"], "stage1": ["stage1"]})
+  names = dict(zip(blocks.leaf_paths(resnet_like), (parts.names[b] for b in parts.of_leaf)))
+  assert names == {"stem/kernel": "stem", "stem_bn/scale": blocks.OTHER,
+                   "stage1_block0/conv1/kernel": "stage1", "head/bias": blocks.OTHER}
   with pytest.raises(UserError):
     blocks.make_blocks(model.params, 3)
 
