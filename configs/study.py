@@ -37,7 +37,8 @@ run's ``seed``, ``sparsity`` and ``dense_workdir`` itself. ``train.overrides`` (
 merged into every run's config (e.g. ``{"num_epochs": 2}`` for a smoke test).
 Every stage's settings start from its own defaults (``snnjax.studies.stages.<stage>``, gathered
 by ``snnjax.studies.study.default_config``): ``measure`` (the table's protocol), ``regimes``,
-``sanity``, ``fisher_trend``, ``label_noise``, ``memorization``, ``disagreement``, ``interpolation``,
+``sanity``, ``per_layer``, ``fisher_trend``, ``label_noise``, ``memorization``, ``disagreement``,
+``interpolation``,
 ``closing_gap``;
 this file sets what each preset changes. ``--config.<stage>.enabled=False`` skips a stage.
 """
@@ -167,7 +168,7 @@ def _budget_sweep():
   config.sparse_epochs = 6
   config.report_dir = "report-budget"
   for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
-                "sanity", "closing_gap"):
+                "sanity", "per_layer", "closing_gap"):
     config[stage].enabled = False
   config.departures = tuple(config.departures) + (
       "Epoch-budget sweep: only the table at sparsity 0.95 with one seed; the sparse runs' "

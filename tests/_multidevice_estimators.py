@@ -16,7 +16,7 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 # The checkout's own snnjax (not an installed one) and the test helpers.
 sys.path[:0] = [os.path.dirname(_TESTS), _TESTS]
 import _tiny as tm  # noqa: E402
-from snnjax.estimators import _sharding, fisher, hessian, lanczos  # noqa: E402
+from snnjax.estimators import _sharding, diagonals, fisher, hessian, lanczos  # noqa: E402
 from snnjax.estimators._base import as_pytree_fn  # noqa: E402
 from snnjax.estimators.hessian import hessian_trace, hvp_over_data  # noqa: E402
 from snnjax.estimators.jacobian import jacobian_norm  # noqa: E402
@@ -131,6 +131,18 @@ def main():
                hvp_over_data(mlp_loss, mlp_params, mlp_batch, v),
                hvp_over_data(mlp_loss, mlp_params, mlp_batch, v, devices=ALL))
   checks.append("hvp_over_data")
+  # Per-block traces and diagonals: sharded like the totals.
+  one = hessian_trace(mlp_loss, mlp_params, mlp_batch, key=key, num_probes=2, blocks="layer")
+  many = hessian_trace(mlp_loss, mlp_params, mlp_batch, key=key, num_probes=2, blocks="layer",
+                       devices=ALL)
+  for name in one.blocks:
+    _close(one.blocks[name].value, many.blocks[name].value, f"hessian block {name}")
+  checks.append("hessian_blocks")
+  one = diagonals.fisher_diagonal(model.logits_fn, params, batch, mask=mask, chunk_size=4)
+  many = diagonals.fisher_diagonal(model.logits_fn, params, batch, mask=mask, chunk_size=4,
+                                   devices=ALL)
+  jax.tree.map(lambda a, b: _close(a, b, "fisher_diagonal"), one.value, many.value)
+  checks.append("fisher_diagonal")
   one = lanczos.top_eigenvalues(mlp_loss, mlp_params, mlp_batch, k=2, key=key, num_iters=6)
   many = lanczos.top_eigenvalues(mlp_loss, mlp_params, mlp_batch, k=2, key=key, num_iters=6,
                                  devices=ALL)

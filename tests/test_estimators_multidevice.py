@@ -30,7 +30,8 @@ def test_four_devices_match_one_device():
   for name in ["placement", "fisher_exact", "fisher_sampled", "fisher_data", "ggn",
                "grad_norms_data", "grad_norms_sampled", "per_example_grads", "grad_dots",
                "jacobian_logits_exact", "jacobian_probs_proj", "hessian_trace", "hvp_over_data",
-               "top_eigenvalues", "power_iteration", "spectral_density"]:
+               "top_eigenvalues", "power_iteration", "spectral_density", "hessian_blocks",
+               "fisher_diagonal"]:
     assert name in checks, (name, checks)
 
 

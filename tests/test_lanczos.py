@@ -8,6 +8,7 @@ import pytest
 import _tiny as tiny
 from snnjax.errors import MaskMismatchError, UserError
 from snnjax.estimators import EigenResult, SpectralDensity
+from snnjax.estimators.hessian import HessianOperator
 from snnjax.estimators.lanczos import (_tridiag, lanczos, power_iteration, spectral_density,
                                        top_eigenvalues)
 
@@ -45,7 +46,8 @@ def test_top_eigenvalues_match_eigh_mlp():
   assert isinstance(est, EigenResult) and est.method == "lanczos" and est.converged is None
   np.testing.assert_allclose(est.eigenvalues, eigs[:3], rtol=1e-3)
   assert est.value == est.eigenvalues[0] and est.residual == est.residuals[0]
-  assert est.num_matvecs == est.num_iters == 60 and est.num_examples == 64
+  # 60 Lanczos steps + one product per vector for the true residuals.
+  assert est.num_iters == 60 and est.num_matvecs == 63 and est.num_examples == 64
   assert est.dim == h.shape[0]
   for lam, u, r in zip(est.eigenvalues, est.eigenvectors, est.residuals):
     chex.assert_trees_all_equal_shapes(u, params)
@@ -53,6 +55,9 @@ def test_top_eigenvalues_match_eigh_mlp():
     np.testing.assert_allclose(np.linalg.norm(u), 1.0, rtol=1e-5)
     assert np.linalg.norm(h @ u - lam * u) < 2e-3 * abs(eigs[0])
     assert r < 2e-3 * abs(eigs[0])
+    # ``residuals`` is the TRUE ||Hu - lambda u|| (the Ritz estimates read ~0 in float32).
+    np.testing.assert_allclose(r, np.linalg.norm(h @ u - lam * u), rtol=0.05, atol=1e-6)
+  assert est.ritz_residuals.shape == (3,)
   d = est.as_dict()
   assert d["value"] == est.value and d["eigenvalues"] == [float(e) for e in est.eigenvalues]
   assert "eigenvectors" not in d
@@ -120,8 +125,8 @@ def test_spectral_density(masked):
   assert dens.nodes.min() >= exact[0] - slack and dens.nodes.max() <= exact[-1] + slack
   # Exact reference: the quadrature of f(t) = t is alpha_0 = v_p^T H v_p, so each trace sample is
   # z_p^T H z_p for the probe's Rademacher start z_p = sqrt(dim) v_p.
-  zs = np.stack([np.asarray(jax.random.rademacher(jax.random.fold_in(key, p), (h.shape[0],)),
-                            np.float64) for p in range(6)])
+  op = HessianOperator(loss, params, batch, mask)
+  zs = np.stack([np.asarray(op.probe(key, p), np.float64) for p in range(6)])
   np.testing.assert_allclose(dens.trace_samples, np.einsum("ki,ij,kj->k", zs, h, zs),
                              rtol=1e-4, atol=1e-6)
   assert dens.as_dict()["trace"] == dens.trace

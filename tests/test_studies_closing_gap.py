@@ -36,7 +36,7 @@ def _quick():
 def tiny_config():
   c = tiny_study(hessian_probes=4, jacobian_examples=16)
   for name in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
-               "sanity"):
+               "sanity", "per_layer"):
     c[name].enabled = False
   c.closing_gap.measure_tr_h = False
   c.closing_gap.fisher_examples = 16

@@ -25,9 +25,9 @@ def _quick():
 
 
 def test_registry_order_and_names():
-  assert stages_lib.NAMES == ("table", "regimes", "sanity", "fisher_trend", "label_noise",
-                              "memorization", "disagreement", "interpolation", "closing_gap",
-                              "dynamic_sparsity")
+  assert stages_lib.NAMES == ("table", "regimes", "sanity", "per_layer", "fisher_trend",
+                              "label_noise", "memorization", "disagreement", "interpolation",
+                              "closing_gap", "dynamic_sparsity")
   assert study_lib.STAGES == ("solutions",) + stages_lib.NAMES + ("report",)
   assert stages_lib.get("sanity") is sanity.STAGE
   with pytest.raises(KeyError):

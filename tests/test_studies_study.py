@@ -43,6 +43,8 @@ def tiny_config():
   c.interpolation.num_examples = 24
   c.sanity.num_examples = 16
   c.sanity.max_probes = 8
+  c.per_layer.num_examples = 16
+  c.per_layer.num_probes = 4
   c.closing_gap.enabled = False
   return c
 
@@ -106,6 +108,21 @@ def test_sanity_check_reports_both_traces(study):
     # ReLU CNN with eval-mode BatchNorm: Tr(H) = Tr(F) exactly, so Hutchinson must agree.
     assert r["agree"], r
     assert abs(r["tr_h"]["value"] - r["tr_f_exact"]["value"]) <= 3 * r["tr_h"]["stderr"]
+
+
+def test_per_layer_traces_sum_to_the_totals(study):
+  result = study["results"]["per_layer"]
+  assert set(result) == {"0.9"}
+  for regime in ("finetune", "scratch"):
+    r = result["0.9"][regime]
+    assert len(r["layers"]) >= 3
+    np.testing.assert_allclose(sum(l["tr_h"] for l in r["layers"].values()), r["tr_h"],
+                               rtol=1e-9)
+    np.testing.assert_allclose(sum(l["tr_f"] for l in r["layers"].values()), r["tr_f"],
+                               rtol=1e-9)
+  with open(os.path.join(study["workdir"], "report", "report.md")) as f:
+    assert "## Per-layer curvature" in f.read()
+  assert os.path.getsize(os.path.join(study["workdir"], "report", "per_layer_0.9.png")) > 0
 
 
 def test_fisher_trend_has_a_point_per_kept_checkpoint(study):
@@ -267,7 +284,7 @@ def test_rerun_skips_finished_stages_and_reruns_what_changed(study, capsys):
             for n, r in study["results"]["runs"].items()}
   again = run_study(study["config"], study["workdir"], stages_to_run=(
       "solutions", "table", "regimes", "fisher_trend", "label_noise", "memorization",
-      "disagreement", "interpolation", "sanity"))
+      "disagreement", "interpolation", "sanity", "per_layer"))
   assert again["cache"]["computed"] == []
   assert len(again["cache"]["reused"]) == len(study["results"]["cache"]["computed"])
   for name, r in again["runs"].items():

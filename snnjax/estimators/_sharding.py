@@ -141,8 +141,10 @@ def pad_examples(tree: PyTree, size: int) -> PyTree:
       return a
     if n == 0 or n > size:
       raise ValueError(f"cannot pad {n} examples to {size}")
-    a = jnp.asarray(a)
-    return jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)], axis=0)
+    if isinstance(a, jax.Array):  # device data stays on the device
+      return jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)], axis=0)
+    a = np.asarray(a)  # host data: padded on the host (an eager jnp op compiles per size)
+    return np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)], axis=0)
   return jax.tree.map(pad, tree)
 
 
@@ -158,6 +160,7 @@ def check_chunk_size(chunk_size: int | None) -> int:
 
 def example_chunks(
     arrays: Mapping[str, Any], chunk_size: int, devices: None | str | Sequence[jax.Device] = None,
+    pad_to: int | None = None,
 ) -> Iterator[tuple[int, int, dict]]:
   """Splits per-example ``arrays`` into equal chunks, placed for ``devices``.
 
@@ -165,6 +168,9 @@ def example_chunks(
     arrays: dict of arrays with one common leading size n (examples).
     chunk_size: maximum examples per chunk (rounded up to a multiple of the device count).
     devices: see :func:`resolve_devices`.
+    pad_to: chunk size to use instead of ``min(chunk_size, n)`` (rounded up likewise): callers
+      looping over several batches pass the first batch's size so that a short last batch is
+      padded to the same chunk shape (one compilation).
 
   Yields:
     ``(start, num_valid, chunk)``: the chunk's first example, how many of its examples are real
@@ -174,7 +180,7 @@ def example_chunks(
   devs = resolve_devices(devices)
   n = _leading_size(dict(arrays))
   num_dev = 1 if devs is None else len(devs)
-  size = min(chunk_size, n)
+  size = min(chunk_size, n) if pad_to is None else int(pad_to)
   size = -(-size // num_dev) * num_dev
   sharding = None if devs is None else NamedSharding(data_mesh(devs), PartitionSpec(DATA_AXIS))
   for start in range(0, n, size):
@@ -225,6 +231,7 @@ def _sharded_call(replicated, chunk, *, fn, devices):
 def map_examples(
     fn: ChunkFn, replicated: PyTree, arrays: Mapping[str, Any], *,
     chunk_size: int, devices: None | str | Sequence[jax.Device] = None, to_host: bool = True,
+    pad_to: int | None = None,
 ) -> PyTree:
   """Applies a per-chunk function to all examples, chunk by chunk, and concatenates the results.
 
@@ -238,6 +245,7 @@ def map_examples(
     chunk_size: examples per call (see :func:`example_chunks`).
     devices: see :func:`resolve_devices`.
     to_host: return numpy arrays (True) or jax arrays.
+    pad_to: see :func:`example_chunks`.
 
   Returns:
     The pytree of per-example results with leading size n (padding dropped).
@@ -248,7 +256,7 @@ def map_examples(
   else:
     call = functools.partial(_sharded_call, fn=fn, devices=devs)
   outs = []
-  for _, num_valid, chunk in example_chunks(arrays, chunk_size, devs):
+  for _, num_valid, chunk in example_chunks(arrays, chunk_size, devs, pad_to):
     out = call(replicated, chunk)
     if to_host:
       out = jax.tree.map(lambda a: host_array(a)[:num_valid], out)

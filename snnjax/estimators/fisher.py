@@ -61,6 +61,7 @@ import numpy as np
 
 from snnjax.errors import UserError
 from snnjax.estimators import _convs, _sharding
+from snnjax.estimators import blocks as _blocks
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_batches,
                                      as_pytree_fn, check_mask_matches_params, mean_and_stderr)
 
@@ -97,10 +98,13 @@ def _masked_leaves(grads: PyTree, mask: PyTree | None) -> list:
 
 def _masked_sqnorms(grads: PyTree, mask: PyTree | None) -> jax.Array:
   """Squared norms (k,) of a pytree of k stacked gradients (leaves (k, ...)), mask applied."""
-  total = 0.0
-  for g in _masked_leaves(grads, mask):
-    total = total + jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1)
-  return total
+  return jnp.sum(_masked_leaf_sqnorms(grads, mask), axis=1)
+
+
+def _masked_leaf_sqnorms(grads: PyTree, mask: PyTree | None) -> jax.Array:
+  """Per-leaf squared norms (k, L) of k stacked gradients (leaves (k, ...)), mask applied."""
+  return jnp.stack([jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1)
+                    for g in _masked_leaves(grads, mask)], axis=1)
 
 
 def _cotangent_grads(logits_fn, params, x, make_cotangents):
@@ -140,7 +144,7 @@ def _example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("cpu_rewrites",))
 def _exact_fisher_chunk(replicated, chunk, *, cpu_rewrites):
-  """Per-example sum over the classes ``classes`` of p_c ||mask * grad log p_c||^2: (c,)."""
+  """Per-example, per-leaf sum over ``classes`` of p_c ||mask * grad log p_c||^2: (c, L)."""
   logits_fn, params, mask, classes = replicated
 
   def one(x):
@@ -148,14 +152,14 @@ def _exact_fisher_chunk(replicated, chunk, *, cpu_rewrites):
       p = jax.nn.softmax(logits.astype(jnp.float32))
       return jax.nn.one_hot(classes, logits.shape[-1], dtype=jnp.float32) - p[None, :], p[classes]
     grads, weights = _cotangent_grads(logits_fn, params, x, make)
-    return jnp.sum(weights * _masked_sqnorms(grads, mask))
+    return jnp.sum(weights[:, None] * _masked_leaf_sqnorms(grads, mask), axis=0)
 
   return _vmap_examples(one, cpu_rewrites)(chunk["x"])
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "cpu_rewrites"))
 def _label_sqnorms_chunk(replicated, chunk, *, num_samples, cpu_rewrites):
-  """||mask * grad log p_y||^2 per example and label: (c, k).
+  """||mask * grad log p_y||^2 per example, label and param leaf: (c, k, L).
 
   Labels are ``chunk["y"]`` (c,) when ``num_samples`` is 0, else ``num_samples`` labels per
   example sampled from the model's softmax with the key ``fold_in(key, chunk["index"][i])``.
@@ -166,7 +170,7 @@ def _label_sqnorms_chunk(replicated, chunk, *, num_samples, cpu_rewrites):
     def make(logits):
       return _label_cotangents(logits, _example_labels(logits, y, k, num_samples)), None
     grads, _ = _cotangent_grads(logits_fn, params, x, make)
-    return _masked_sqnorms(grads, mask)
+    return _masked_leaf_sqnorms(grads, mask)
 
   keys = _example_keys(key, chunk["index"]) if num_samples else chunk["index"]
   return _vmap_examples(one, cpu_rewrites)(chunk["x"], chunk["y"], keys)
@@ -286,7 +290,7 @@ def _over_data(fn, replicated, data, *, logits_fn, params, label_key, chunk_size
   """
   chunk_size = _sharding.check_chunk_size(chunk_size)
   replicated = _sharding.replicate((as_pytree_fn(logits_fn), *replicated), devices)
-  outs, offset, num_classes = [], 0, None
+  outs, offset, num_classes, pad_to = [], 0, None, None
   for batch in as_batches(data):
     if "x" not in batch:
       raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
@@ -301,8 +305,10 @@ def _over_data(fn, replicated, data, *, logits_fn, params, label_key, chunk_size
     else:
       y = _labels_of(batch, label_key, n, num_classes)
     arrays = {"x": x, "y": y, "index": np.arange(offset, offset + n, dtype=np.int32)}
+    if pad_to is None:  # the first batch sets the chunk shape: a short last batch is padded
+      pad_to = min(chunk_size, n)
     outs.append(_sharding.map_examples(fn, replicated, arrays, chunk_size=chunk_size,
-                                       devices=devices, to_host=to_host))
+                                       devices=devices, to_host=to_host, pad_to=pad_to))
     offset += n
   if not outs:
     raise UserError("data holds no examples")
@@ -392,25 +398,70 @@ def per_example_grad_norms(
     mask: PyTree | None = None, chunk_size: int | None = None, squared: bool = True,
     devices: Devices = None, cpu_rewrites: bool | None = None,
 ) -> np.ndarray:
-  """Per-example norms ||g_i|| of the cross-entropy gradient (= of grad_params log p_y(x_i)).
+  """Per-example norms of the cross-entropy gradient (= of grad_params log p_y(x_i)).
+
+  **By default these are SQUARED norms** ||g_i||^2 (``squared=True``, the default kept for the
+  callers); pass ``squared=False`` for ||g_i||. Not averaged: one value per example.
 
   Args:
     logits_fn, params, data, labels, label_key, key, mask, chunk_size, devices, cpu_rewrites:
       as in :func:`per_example_grads`.
-    squared: return ||g_i||^2 (True) or ||g_i||.
+    squared: return ||g_i||^2 (True, default) or ||g_i||.
 
   Returns:
-    float64 numpy array (N,), N the number of examples in ``data``, in data order.
+    float64 numpy array (N,), N the number of examples in ``data``, in data order: ||g_i||^2
+    (the sum over all active coordinates of g_i^2) or ||g_i||. Per-block squared norms from the
+    same gradients: :func:`per_example_sqnorms_by_block`.
   """
-  labels = _check_labels(labels, PER_EXAMPLE_LABELS, "per_example_grad_norms")
+  sq = _leaf_sqnorms(logits_fn, params, data, labels=labels, label_key=label_key, key=key,
+                     mask=mask, chunk_size=chunk_size, devices=devices,
+                     cpu_rewrites=cpu_rewrites, what="per_example_grad_norms").sum(axis=1)
+  return sq if squared else np.sqrt(sq)
+
+
+def _leaf_sqnorms(logits_fn, params, data, *, labels, label_key, key, mask, chunk_size, devices,
+                  cpu_rewrites, what) -> np.ndarray:
+  """Per-example, per-leaf squared gradient norms (N, L) float64 (one label per example)."""
+  labels = _check_labels(labels, PER_EXAMPLE_LABELS, what)
   mask = check_mask_matches_params(params, mask)
-  key, source = _label_setup(labels, key, label_key, "per_example_grad_norms")
+  key, source = _label_setup(labels, key, label_key, what)
   fn = _sharding.chunk_fn(_label_sqnorms_chunk, num_samples=int(labels == "sampled"),
                           cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
   sq, _, _ = _over_data(fn, (params, mask, key), data, logits_fn=logits_fn, params=params,
                         label_key=source, chunk_size=chunk_size, devices=devices)
-  sq = sq[:, 0].astype(np.float64)
-  return sq if squared else np.sqrt(sq)
+  return sq[:, 0].astype(np.float64)
+
+
+class BlockSqNorms(NamedTuple):
+  """Per-example SQUARED gradient norms, total and per block (:func:`per_example_sqnorms_by_block`).
+
+  ``total`` (N,) float64 ||g_i||^2; ``blocks`` {block name: (N,) float64 ||g_i restricted to the
+  block||^2}; the blocks sum to ``total`` (float64 rounding). Not averaged over examples.
+  """
+  total: np.ndarray
+  blocks: dict
+
+
+def per_example_sqnorms_by_block(
+    logits_fn: LogitsFn, params: PyTree, data: Batch | Iterable[Batch], *,
+    blocks: _blocks.BlockSpec = "layer", labels: str = "data", label_key: str = "y",
+    key: jax.Array | None = None, mask: PyTree | None = None, chunk_size: int | None = None,
+    devices: Devices = None, cpu_rewrites: bool | None = None,
+) -> BlockSqNorms:
+  """Per-example squared norms ||g_i||^2 broken down into blocks of params, in one pass.
+
+  The same jitted program (and compilation) as :func:`per_example_grad_norms`, which computes
+  per-leaf squared norms and sums them; here the leaves are summed per block instead.
+  ``blocks``: ``snnjax.estimators.blocks`` (``"leaf"``, ``"layer"``, a mapping or a callable).
+  Other arguments as in :func:`per_example_grads`.
+  """
+  parts = _blocks.make_blocks(params, blocks)
+  sq = _leaf_sqnorms(logits_fn, params, data, labels=labels, label_key=label_key, key=key,
+                     mask=mask, chunk_size=chunk_size, devices=devices,
+                     cpu_rewrites=cpu_rewrites, what="per_example_sqnorms_by_block")
+  per_block = parts.sum_leaves(sq)
+  return BlockSqNorms(total=sq.sum(axis=1),
+                      blocks={name: per_block[:, b] for b, name in enumerate(parts.names)})
 
 
 def per_example_grad_dots(
@@ -454,9 +505,12 @@ def fisher_trace(
     labels: str = "exact", key: jax.Array | None = None, mask: PyTree | None = None,
     num_samples: int = 1, chunk_size: int | None = None, class_chunk_size: int | None = None,
     label_key: str = "y", devices: Devices = None, cpu_rewrites: bool | None = None,
-    return_per_example: bool = False,
+    return_per_example: bool = False, blocks: _blocks.BlockSpec | None = None,
 ) -> Estimate:
   """Trace of the Fisher information, a per-example mean over the examples of ``data``.
+
+  The value is a SUM over the active coordinates (a trace) of the per-example Fisher, AVERAGED
+  over the examples: mean_i E_y ||grad log p_y(x_i)||^2 (squared norms, averaged).
 
   Args:
     logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
@@ -478,6 +532,9 @@ def fisher_trace(
     devices: None, ``"all"`` or a sequence of devices to shard the examples over.
     cpu_rewrites: grouped convolutions as batched dots (None: on CPU only; module doc).
     return_per_example: also return the per-example traces as ``extra["per_example"]``.
+    blocks: optional breakdown (``snnjax.estimators.blocks``): ``Estimate.blocks`` then holds
+      Tr(F_BB) per block, from the same per-example gradients (and sampled labels) as the total,
+      with the same kind of stderr; they sum to ``value``. No extra pass or compilation.
 
   Returns:
     An Estimate: ``value`` the mean over examples of the per-example trace. ``stderr``: None for
@@ -517,14 +574,18 @@ def fisher_trace(
     for start in range(0, num_classes, step):
       classes = jnp.arange(start, min(start + step, num_classes), dtype=jnp.int32)
       part, n, _ = _over_data(fn, (params, mask, classes), data, label_key=None, **common)
-      per_example = per_example + part.astype(np.float64)
+      per_example = per_example + part.astype(np.float64)  # (N, L)
+    per_leaf = per_example
+    per_example = per_leaf.sum(axis=1)
   else:
     key, source = _label_setup(labels, key, label_key, "fisher_trace")
     fn = _sharding.chunk_fn(_label_sqnorms_chunk, cpu_rewrites=rewrites,
                             num_samples=num_samples if labels == "sampled" else 0)
     samples, n, num_classes = _over_data(fn, (params, mask, key), data, label_key=source,
                                          **common)
-    samples = samples.astype(np.float64)
+    samples = samples.astype(np.float64)  # (N, S, L)
+    per_leaf = samples.mean(axis=1)
+    samples = samples.sum(axis=2)
     per_example = samples.mean(axis=1)
     if labels == "sampled":
       _, stderr = mean_and_stderr(per_example)
@@ -538,7 +599,18 @@ def fisher_trace(
   extra["example_std"] = float(per_example.std(ddof=1)) if n > 1 else None
   if return_per_example:
     extra["per_example"] = per_example
-  return Estimate(value=value, stderr=stderr, num_examples=n, num_probes=num_probes, extra=extra)
+  block_ests = None
+  if blocks is not None:
+    parts = _blocks.make_blocks(params, blocks)
+    per_block = parts.sum_leaves(per_leaf)  # (N, B)
+    block_ests = {}
+    for b, name in enumerate(parts.names):
+      v, se = mean_and_stderr(per_block[:, b])
+      block_ests[name] = Estimate(value=v, stderr=se if labels == "sampled" else None,
+                                  num_examples=n, num_probes=num_probes,
+                                  extra={"labels": labels})
+  return Estimate(value=value, stderr=stderr, num_examples=n, num_probes=num_probes, extra=extra,
+                  blocks=block_ests)
 
 
 def ggn_trace(

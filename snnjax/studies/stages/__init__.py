@@ -10,6 +10,7 @@ from snnjax.studies.stages import fisher_trend
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
 from snnjax.studies.stages import memorization
+from snnjax.studies.stages import per_layer
 from snnjax.studies.stages import regimes
 from snnjax.studies.stages import sanity
 from snnjax.studies.stages import table
@@ -18,6 +19,7 @@ REGISTRY = (
     table.STAGE,
     regimes.STAGE,
     sanity.STAGE,
+    per_layer.STAGE,
     fisher_trend.STAGE,
     label_noise.STAGE,
     memorization.STAGE,
