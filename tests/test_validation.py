@@ -170,3 +170,10 @@ def test_garbage_metrics_are_a_clear_error(tmp_path, content, message):
   (tmp_path / "metrics.jsonl").write_bytes(content)
   with pytest.raises(UserError, match=message):
     RunDir(tmp_path).epoch_records()
+
+
+@pytest.mark.parametrize("content", ["{}", '{"regime": "dense"}', "[1, 2]"])
+def test_a_config_json_missing_fields_matches_no_config(tmp_path, content):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(content)
+  _refused(tmp_path, TINY, "is not a snnjax run's config")

@@ -66,6 +66,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise UserError(f"{e}; use a fresh --workdir") from e
   if old is None:
     return
+  missing = ([k for k in config_io.TRAINING_FIELDS if k not in old] if isinstance(old, dict)
+             else ["(not a JSON object)"])
+  if missing:  # {} or a partial file matches nothing
+    raise UserError(f"{run.config_path} is not a snnjax run's config (no field {missing[0]}); "
+                    "use a fresh --workdir")
   new = config_io.config_to_dict(config)
   stored = run.stored_identity() or {}
   old_r = config_io.run_identity(old, dense_identity=stored.get("dense_identity"))
