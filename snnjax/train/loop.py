@@ -32,7 +32,7 @@ from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, evaluate, parallel, starting_point
 from snnjax.train import lock as lock_lib
-from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.checkpoint import CheckpointStore, CorruptCheckpointError
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
 from snnjax.train.solution import load_solution
@@ -484,7 +484,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = RunDir(workdir)
   check_workdir(config, run.path)
   _initialize_distributed(config)
-  final_metrics = run.final_metrics()
+  try:
+    final_metrics = run.final_metrics()
+  except CorruptCheckpointError:
+    holder = lock_lib.owner(run.lock_path)  # a checkpoint rotated away by a live owner meanwhile?
+    if holder is not None and not lock_lib.is_stale(holder):
+      raise lock_lib.LockedError(f"{run.lock_path} is held by {lock_lib.describe(holder)}; wait "
+                                 "for it to finish") from None
+    raise
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
     return final_metrics
