@@ -2,6 +2,8 @@
 a clean refusal naming the owner's pid and host, stale locks (dead pid, old heartbeat) taken over,
 and two processes started at once on one work dir (or one shared Sol-D prerequisite) never crash."""
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -12,7 +14,7 @@ import time
 
 import pytest
 
-from snnjax.train import lock
+from snnjax.train import cli, lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, os.path.join(REPO, "scripts", "train.py")]
@@ -131,14 +133,15 @@ def test_racing_threads_hold_it_one_at_a_time(tmp_path):
 def test_a_second_train_on_a_held_workdir_refuses_naming_the_owner(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  with lock.hold(workdir / "lock.json"):
-    out = subprocess.run(TRAIN + DENSE + ["--workdir", str(workdir)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-  assert out.returncode == 2
-  lines = out.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+  with lock.hold(workdir / "lock.json"):  # held by this process: train.py's main, in process
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+      rc = cli.main(["train.py"] + DENSE + ["--workdir", str(workdir)])
+  assert rc == 2
+  lines = err.getvalue().strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
   assert f"pid {os.getpid()} on host {socket.gethostname()}" in lines[0]
-  assert sorted(os.listdir(workdir)) == []  # nothing written
+  assert sorted(os.listdir(workdir)) == []  # nothing written (the lock file is gone again)
 
 
 def _start(args):

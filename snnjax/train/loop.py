@@ -32,7 +32,7 @@ from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, dst, evaluate, parallel, starting_point
 from snnjax.train import lock as lock_lib
-from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.checkpoint import CheckpointStore, CorruptCheckpointError
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
 from snnjax.train.solution import load_solution
@@ -66,6 +66,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise UserError(f"{e}; use a fresh --workdir") from e
   if old is None:
     return
+  missing = ([k for k in config_io.TRAINING_FIELDS if k not in old] if isinstance(old, dict)
+             else ["(not a JSON object)"])
+  if missing:  # {} or a partial file matches nothing
+    raise UserError(f"{run.config_path} is not a snnjax run's config (no field {missing[0]}); "
+                    "use a fresh --workdir")
   new = config_io.config_to_dict(config)
   stored = run.stored_identity() or {}
   old_r = config_io.run_identity(old, dense_identity=stored.get("dense_identity"))
@@ -475,7 +480,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = RunDir(workdir)
   check_workdir(config, run.path)
   parallel.initialize_distributed(config.distributed)
-  final_metrics = run.final_metrics()
+  try:
+    final_metrics = run.final_metrics()
+  except CorruptCheckpointError:
+    holder = lock_lib.owner(run.lock_path)  # a checkpoint rotated away by a live owner meanwhile?
+    if holder is not None and not lock_lib.is_stale(holder):
+      raise lock_lib.LockedError(f"{run.lock_path} is held by {lock_lib.describe(holder)}; wait "
+                                 "for it to finish") from None
+    raise
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
     return final_metrics
