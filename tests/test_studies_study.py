@@ -273,7 +273,7 @@ def test_memorization_scores_match_the_ensemble_and_the_solutions(study):
   for r in m["influence"]:
     assert r["infl"] == pytest.approx(np.nanmax(infl[:, r["test"]]))
   assert m["noisy"]["num_noisy"] > 0 and set(m["noisy"]["solutions"]) == {"dense", "finetune",
-                                                                          "scratch"}
+                                                                          "scratch", "rigl"}
   with open(os.path.join(study["workdir"], "report", "results.json")) as f:
     [row] = [x for x in json.load(f)["findings"] if x["name"] == "memorization_scores"]
   assert row["status"] in ("reproduced", "not reproduced", "within sampling noise")

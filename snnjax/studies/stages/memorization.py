@@ -4,8 +4,8 @@ A subset ensemble (``config.memorization.scores``: K models of the clean Sol-D's
 each on a random fraction of the training set, one vmapped program through
 :mod:`snnjax.train.ensemble`) gives every training example its memorization score mem(i) with a
 standard error (:mod:`snnjax.studies.memorization_scores`). Against those scores, for the clean
-solutions at one sparsity and seed (Sol-D, Sol-F, Sol-S and every other sparse regime of
-``runs.REGIMES``):
+solutions at one sparsity and seed (Sol-D, Sol-F, Sol-S and, with ``config.sol_r``, Sol-R:
+``runs.sparse_regimes``):
 
 * the score distribution of the training set;
 * the scores of the examples Sol-F fits (predicts their training label, eval mode) and a sparse-
@@ -76,14 +76,15 @@ def _seed(config) -> int:
   return int(config.memorization.seed) if int(config.memorization.seed) >= 0 else int(config.seeds[0])
 
 
-def sparse_regimes() -> tuple[str, ...]:
-  return tuple(r for r in runs_lib.REGIMES if r != "dense")
+def sparse_regimes(config) -> tuple[str, ...]:
+  """The study's sparse regimes (Sol-F, Sol-S and, with ``config.sol_r``, Sol-R)."""
+  return runs_lib.sparse_regimes(config)
 
 
 def plan(config) -> set:
   sp, seed = _sparsity(config), _seed(config)
   out = {runs_lib.RunSpec("clean", "dense", 0.0, seed)}
-  out |= {runs_lib.RunSpec("clean", r, sp, seed) for r in sparse_regimes()}
+  out |= {runs_lib.RunSpec("clean", r, sp, seed) for r in sparse_regimes(config)}
   return out
 
 
@@ -212,7 +213,7 @@ def compute(ctx) -> dict:
   mem = np.asarray(scores["mem"], float)
   num, bseed = int(m.bootstrap), int(m.bootstrap_seed)
   sols = {}
-  for regime in ("dense",) + sparse_regimes():
+  for regime in ("dense",) + sparse_regimes(ctx.config):
     spec = dense_spec if regime == "dense" else runs_lib.RunSpec("clean", regime, sp, seed)
     if spec in ctx.runs:
       q = _solution_quantities(ctx, spec, ctx.runs[spec], dataset)
@@ -418,7 +419,7 @@ def estimate(costs) -> float:
       seconds += int(m.scores.num_models) * float(m.scores.fraction) * d.num_train * int(
           m.scores.num_epochs or run.config.num_epochs) * g
     if clean:
-      seconds += (1 + len(sparse_regimes())) * d.num_train * costs.fisher_g(
+      seconds += (1 + len(sparse_regimes(costs.config))) * d.num_train * costs.fisher_g(
           m.fisher.kind, m.fisher.num_samples, d.num_classes) * g
   return seconds
 
