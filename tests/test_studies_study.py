@@ -18,6 +18,7 @@ from _study_configs import tiny_study
 from snnjax import data as data_lib
 from snnjax import sparsity
 from snnjax.studies.stages import dynamic_sparsity
+from snnjax.studies.stages import memorization
 from snnjax.studies import commands
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import study as study_lib
@@ -276,7 +277,11 @@ def test_memorization_scores_match_the_ensemble_and_the_solutions(study):
                                                                           "scratch", "rigl"}
   with open(os.path.join(study["workdir"], "report", "results.json")) as f:
     [row] = [x for x in json.load(f)["findings"] if x["name"] == "memorization_scores"]
-  assert row["status"] in ("reproduced", "not reproduced", "within sampling noise")
+  group = m["gaps"]["scratch"]["count"]
+  if group < memorization.MIN_GROUP:  # a handful of examples decides nothing
+    assert row["status"] == "not measured"
+  else:
+    assert row["status"] in ("reproduced", "not reproduced", "within sampling noise")
 
 
 def test_rerun_skips_finished_stages_and_reruns_what_changed(study, capsys):

@@ -137,6 +137,24 @@ def estimator_mask(params: Any, mask: Any, include: str) -> Any:
   return subsets.combine_masks(mask, subsets.param_subset_mask(params, include))
 
 
+def subset_traces(solution, dataset, *, num_examples: int, num_probes: int, seed: int = 0,
+                  blocks=None) -> tuple:
+  """``(Tr(H), exact Tr(F))`` Estimates of ``solution`` on ``num_examples`` seeded training
+  examples (eval-mode BatchNorm, every parameter, the mask applied): Hutchinson with exactly
+  ``num_probes`` probes (no early stop) and the exact Fisher, each averaged over the examples;
+  ``blocks`` (the estimators' ``blocks=``) adds per-block answers from the same probes."""
+  idx = train_subset(dataset.num_train, num_examples, seed)
+  batch = {"x": dataset.x_train[idx], "y": dataset.y_train[idx]}
+  logits_fn, loss_fn = solution.functions(bn_mode="eval")
+  mask = estimator_mask(solution.params, solution.mask, "all")
+  extra = {} if blocks is None else {"blocks": blocks}
+  tr_h = hessian_lib.hessian_trace(loss_fn, solution.params, batch, key=jax.random.key(seed),
+                                   num_probes=int(num_probes), mask=mask, rtol=None, **extra)
+  tr_f = fisher_lib.fisher_trace(logits_fn, solution.params, batch, labels="exact", mask=mask,
+                                 **extra)
+  return tr_h, tr_f
+
+
 def accuracy_metrics(solution, dataset, *, batch_size: int = 500) -> dict:
   """Eval-mode loss/accuracy of ``solution`` on the whole train split (labels trained on; also
   the true labels) and the test split."""

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import os
 
-import jax
 import ml_collections
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.estimators import fisher as fisher_lib
-from snnjax.estimators import hessian as hessian_lib
 from snnjax.studies import figures
 from snnjax.studies import measure as measure_lib
 from snnjax.studies.stage import Stage
@@ -44,14 +41,8 @@ def validate(config) -> None:
 def layer_traces(solution, dataset, *, num_examples: int, num_probes: int, seed: int = 0
                  ) -> dict:
   """Per-layer Tr(H) (Hutchinson, same probes as the total) and exact Tr(F) of ``solution``."""
-  idx = measure_lib.train_subset(dataset.num_train, num_examples, seed)
-  batch = {"x": dataset.x_train[idx], "y": dataset.y_train[idx]}
-  logits_fn, loss_fn = solution.functions(bn_mode="eval")
-  mask = measure_lib.estimator_mask(solution.params, solution.mask, "all")
-  tr_h = hessian_lib.hessian_trace(loss_fn, solution.params, batch, key=jax.random.key(seed),
-                                   num_probes=int(num_probes), mask=mask, blocks="layer")
-  tr_f = fisher_lib.fisher_trace(logits_fn, solution.params, batch, labels="exact", mask=mask,
-                                 blocks="layer")
+  tr_h, tr_f = measure_lib.subset_traces(solution, dataset, num_examples=num_examples,
+                                         num_probes=num_probes, seed=seed, blocks="layer")
   return {"tr_h": tr_h.value, "tr_h_stderr": tr_h.stderr, "tr_f": tr_f.value,
           "layers": {name: {"tr_h": b.value, "tr_h_stderr": b.stderr,
                             "tr_f": tr_f.blocks[name].value}

@@ -13,12 +13,9 @@ correct checks would fail by chance).
 
 from __future__ import annotations
 
-import jax
 import ml_collections
 
 from snnjax.errors import UserError
-from snnjax.estimators import fisher as fisher_lib
-from snnjax.estimators import hessian as hessian_lib
 from snnjax.studies import measure as measure_lib
 from snnjax.studies.stage import Stage
 from snnjax.train.run_dir import RunDir
@@ -42,13 +39,8 @@ def validate(config) -> None:
 def check_solution(solution, dataset, *, num_examples: int, max_probes: int, seed: int = 0
                    ) -> dict:
   """Tr(H) and the exact Tr(F) of ``solution`` on ``num_examples`` training examples."""
-  idx = measure_lib.train_subset(dataset.num_train, num_examples, seed)
-  batch = {"x": dataset.x_train[idx], "y": dataset.y_train[idx]}
-  logits_fn, loss_fn = solution.functions(bn_mode="eval")
-  mask = measure_lib.estimator_mask(solution.params, solution.mask, "all")
-  tr_h = hessian_lib.hessian_trace(loss_fn, solution.params, batch, key=jax.random.key(seed),
-                                   num_probes=int(max_probes), mask=mask, rtol=None)
-  tr_f = fisher_lib.fisher_trace(logits_fn, solution.params, batch, labels="exact", mask=mask)
+  tr_h, tr_f = measure_lib.subset_traces(solution, dataset, num_examples=num_examples,
+                                         num_probes=max_probes, seed=seed)
   diff = tr_h.value - tr_f.value
   z = diff / tr_h.stderr if tr_h.stderr else float("inf")
   return {"tr_h": tr_h.as_dict(), "tr_f_exact": tr_f.as_dict(), "difference": diff,
