@@ -128,3 +128,27 @@ def test_each_worker_gets_its_own_gpus():
   assert "CUDA_VISIBLE_DEVICES" not in workers.worker_env(0, 2, [], environ={})
   assert workers.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
   assert workers.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_a_missing_sol_d_nobody_trains_is_an_error_not_a_wait(tmp_path):
+  """``train_all`` waits for a Sol-D only while some worker is going to train it; a Sol-D that is
+  neither planned nor held is ``train_and_evaluate``'s business (here: prerequisites=error)."""
+  import threading  # pylint: disable=import-outside-toplevel
+  from snnjax.studies import runs as runs_lib  # pylint: disable=import-outside-toplevel
+  from tests._train_configs import tiny  # pylint: disable=import-outside-toplevel
+  config = tiny("scratch", dataset="digits", model="cnn", sparsity=0.5)
+  config.dense_workdir = str(tmp_path / "no-sol-d")
+  run = runs_lib.Run(runs_lib.RunSpec("clean", "scratch", 0.5, 0), config,
+                     str(tmp_path / "scratch"), "0" * 12)
+  outcome = {}
+
+  def target():
+    try:
+      runs_lib.train_all([run], runs_lib.DatasetCache(), log=lambda m: None, poll_s=0.1)
+    except UserError as e:
+      outcome["error"] = str(e)
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(timeout=120)
+  assert not thread.is_alive(), "train_all waits for a Sol-D nobody will train"
+  assert "no-sol-d" in outcome.get("error", ""), outcome

@@ -234,7 +234,7 @@ def train_all(runs: Iterable[Run], datasets: DatasetCache, *, log=cache_lib.log,
   order = [run_name(r) for r in pending]
   total, waiting = len(pending), None
   while pending:
-    run = next((r for r in pending if _claimable(r)), None)
+    run = next((r for r in pending if _claimable(r, pending)), None)
     if run is None:
       if waiting != len(pending):
         log(f"{what}: {len(pending)} runs are held by other workers (or wait for their Sol-D)")
@@ -257,18 +257,27 @@ def train_all(runs: Iterable[Run], datasets: DatasetCache, *, log=cache_lib.log,
   return {name: out[name] for name in order}
 
 
-def _claimable(run: Run) -> bool:
+def _claimable(run: Run, pending: Sequence[Run]) -> bool:
   """Whether this worker can take ``run`` now: finished (nothing to do), or its work dir free of
-  a live owner and its Sol-D (if it needs one) finished."""
+  a live owner and its Sol-D (if it needs one) ready. A Sol-D is waited for only while a worker is
+  going to train it (it is among ``pending`` or held by a live owner); any other missing Sol-D is
+  left to ``train_and_evaluate`` (its ``prerequisites`` setting: an error, or train it first)."""
   workdir = RunDir(run.workdir)
   if workdir.final_metrics(verify=False) is not None:  # train_and_evaluate verifies it
     return True
-  record = lock_lib.owner(workdir.lock_path)
-  if record is not None and not lock_lib.is_stale(record):
+  if _held(workdir):
     return False
   if config_io.needs_dense_run(run.config) and run.config.dense_workdir:
-    return RunDir(run.config.dense_workdir).final_metrics(verify=False) is not None
+    dense = RunDir(run.config.dense_workdir)
+    if dense.final_metrics(verify=False) is not None:
+      return True
+    return not (_held(dense) or any(RunDir(r.workdir).path == dense.path for r in pending))
   return True
+
+
+def _held(workdir: RunDir) -> bool:
+  record = lock_lib.owner(workdir.lock_path)
+  return record is not None and not lock_lib.is_stale(record)
 
 
 def run_name(run: Run) -> str:
