@@ -75,13 +75,16 @@ def test_two_workers_one_killed_and_restarted_equal_one_worker(tmp_path):
   run_study(config_io.load_config_spec(config_file), str(single))
 
   multi = tmp_path / "multi"
-  a = _worker(config_file, multi, 0)
+  # Worker 1 starts first, so that it (not worker 0) holds a run when it is killed; worker 0
+  # starts meanwhile and waits for that run (the Sol-D) or takes another.
   b = _worker(config_file, multi, 1)
   deadline = time.time() + 300
   while not any(rec and rec["pid"] == b.pid for rec in _held_runs(multi).values()):
     assert time.time() < deadline, "worker 1 never claimed a run"
     assert b.poll() is None, b.communicate()[0][-3000:]
-    time.sleep(0.2)
+    time.sleep(0.05)
+  a = _worker(config_file, multi, 0)
+  time.sleep(1.0)
   b.send_signal(signal.SIGKILL)
   b.wait()
   b = _worker(config_file, multi, 1)
