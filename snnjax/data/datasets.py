@@ -3,7 +3,9 @@
 Steps, in order (each seeded from ``cfg.seed`` with its own stream, so changing one does not
 change the others):
 
-1. raw splits from the source (see :mod:`snnjax.data.sources`);
+1. raw splits from the source (see :mod:`snnjax.data.sources`); ``downsample=k > 1`` replaces
+   every image by its exact k x k average pooling in raw units (float32; ``k=2`` makes CIFAR's
+   32x32 images 16x16, a quarter of a convolutional network's FLOPs), see :func:`average_pool`;
 2. normalization statistics from the source's **full** train split (before any subset), per
    channel, in raw units; ``norm_stats="standard"`` uses the published CIFAR values instead
    (:data:`snnjax.data.sources.STANDARD_STATS`: CIFAR-10 and CIFAR-100 differ);
@@ -17,6 +19,7 @@ The test split is never subset, corrupted or reordered.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping
 
@@ -47,6 +50,7 @@ _DEFAULTS = {
     "imbalance_ratio": 1.0,
     "normalize": True,
     "norm_stats": "train",
+    "downsample": 1,
 }
 
 
@@ -82,6 +86,12 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
   c = _read_config(cfg)
   name = c["name"]
   raw = _load_raw(name, c["source"], c["npz_path"], c["data_dir"])
+  if c["downsample"] > 1:
+    if not raw.is_image:
+      raise UserError(f"dataset.downsample={c['downsample']} pools images; {name} examples are "
+                      "vectors")
+    raw = dataclasses.replace(raw, x_train=average_pool(raw.x_train, c["downsample"]),
+                              x_test=average_pool(raw.x_test, c["downsample"]))
   mean, std = _normalization(name, raw, c["normalize"], c["norm_stats"])
 
   seed = c["seed"]
@@ -117,6 +127,19 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
       train_source_index=keep,
       class_names=sources.CLASS_NAMES[name],
   )
+
+
+def average_pool(x: np.ndarray, k: int) -> np.ndarray:
+  """(N, H, W, C) images -> (N, H/k, W/k, C) float32 means of non-overlapping k x k windows.
+
+  Exact for 8-bit pixels (a sum of at most 64 values below 256, divided by a power of two or
+  another k^2: the float32 mean of the integers). ``H`` and ``W`` must be multiples of ``k``.
+  """
+  n, h, w, c = x.shape
+  if h % k or w % k:
+    raise UserError(f"dataset.downsample={k} does not divide the {h}x{w} images")
+  blocks = np.asarray(x, np.float64).reshape(n, h // k, k, w // k, k, c)
+  return (blocks.sum(axis=(2, 4)) / (k * k)).astype(np.float32)
 
 
 def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, *, per_channel: bool = True
@@ -172,6 +195,7 @@ def _read_config(cfg) -> dict:
     c["imbalance_ratio"] = float(c["imbalance_ratio"])
     c["train_size"] = _as_int(c["train_size"], "train_size")
     c["seed"] = _as_int(c["seed"], "seed")
+    c["downsample"] = _as_int(c["downsample"], "downsample")
   except (TypeError, ValueError) as e:
     raise UserError(f"dataset config: {e}") from e
   if not 0.0 <= c["label_noise"] < 1.0:
@@ -180,6 +204,8 @@ def _read_config(cfg) -> dict:
     raise UserError(f"dataset.imbalance_ratio must be >= 1, got {c['imbalance_ratio']}")
   if c["train_size"] < 0:
     raise UserError(f"dataset.train_size must be >= 0 (0 = all), got {c['train_size']}")
+  if not 1 <= c["downsample"] <= 8:
+    raise UserError(f"dataset.downsample must be in [1, 8], got {c['downsample']}")
   if c["seed"] < 0:
     raise UserError(f"dataset.seed must be >= 0, got {c['seed']}")
   c["normalize"] = bool(c["normalize"])

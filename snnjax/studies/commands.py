@@ -313,3 +313,45 @@ def measure_main(argv: list[str] | None = None) -> int:
   cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
   print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
   return 0
+
+
+def pilot_main(argv: list[str] | None = None) -> int:
+  """``scripts/pilot.py``: trains the convergence pilot's candidates, writes OUT/pilot.{json,png}."""
+  argv = sys.argv if argv is None else argv
+  xla_cpu.tune()
+  _quiet_libraries()
+  parser = argparse.ArgumentParser(prog="pilot.py", description=(
+      "Dense candidates on real CIFAR-10: train error, test accuracy and memorized noisy labels "
+      "against images processed and wall time."))
+  parser.add_argument("--workdir", required=True, help="one work dir per candidate under it")
+  parser.add_argument("--out", required=True, help="folder for pilot.json and pilot.png")
+  parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+  parser.add_argument("--npz", default=None, help="CIFAR-10 npz (default ../shared/data/cifar10.npz)")
+  parser.add_argument("--collect-only", action="store_true", help="train nothing; redraw")
+  try:
+    try:
+      args = parser.parse_args(argv[1:])
+    except SystemExit as e:
+      return 0 if e.code == 0 else 2
+    from snnjax.studies import pilot  # pylint: disable=import-outside-toplevel
+    from snnjax.train import config_presets  # pylint: disable=import-outside-toplevel
+    chosen = pilot.select([n for n in args.only.split(",") if n])
+    npz = args.npz or config_presets.CIFAR10_NPZ
+    if not args.collect_only and not os.path.isfile(npz):
+      raise UserError(f"no CIFAR-10 npz at {npz} (see ../shared/data/README-cifar10.md)")
+    os.makedirs(args.out, exist_ok=True)
+    from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+    for c in ([] if args.collect_only else chosen):
+      print(f"[pilot] {c.name}: {c.about}", file=sys.stderr, flush=True)
+      pilot.train(c, args.workdir, npz)
+      result = pilot.collect(args.workdir)
+      cache_lib.write_json(os.path.join(args.out, "pilot.json"), result)
+    result = pilot.collect(args.workdir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  cache_lib.write_json(os.path.join(args.out, "pilot.json"), result)
+  pilot.plot(result, os.path.join(args.out, "pilot.png"))
+  print(json.dumps({"json": os.path.join(args.out, "pilot.json"),
+                    "figure": os.path.join(args.out, "pilot.png")}))
+  return 0

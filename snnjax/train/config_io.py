@@ -28,7 +28,10 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 # ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.
-IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1}
+# A dotted name is a nested field (``dataset.downsample``: 16x16 inputs; ``optim.schedule``).
+IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1, "dataset.downsample": 1,
+                     "optim.schedule": "step"}
+SCHEDULES = ("step", "linear", "cosine")  # snnjax.train.optim.SCHEDULES (no jax import here)
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 # Fields every training config has (config_presets.base_config): a config without them is another kind.
 TRAINING_FIELDS = ("regime", "sparsity", "dataset", "model", "mask", "optim", "num_epochs",
@@ -74,8 +77,14 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
 def result_fields(d: dict) -> dict:
   """The part of a config dict that determines a run's numbers (``IDENTITY_DEFAULTS`` at their
   default values left out)."""
-  return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS
-          and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
+  out = {k: v for k, v in d.items() if k not in RUNTIME_FIELDS
+         and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
+  for name, default in IDENTITY_DEFAULTS.items():
+    if "." in name:
+      block, field = name.split(".", 1)
+      if isinstance(out.get(block), dict) and out[block].get(field, default) == default:
+        out[block] = {k: v for k, v in out[block].items() if k != field}
+  return out
 
 
 def needs_dense_run(config) -> bool:
@@ -225,6 +234,9 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
          f"config.dataset.noise_kind must be uniform or flip, got {d.noise_kind!r}")
   _check_number(d.imbalance_ratio, "dataset.imbalance_ratio", 1.0, 1e6)
   _check_int(d.train_size, "dataset.train_size", 0)
+  _check_int(d.get("downsample", 1), "dataset.downsample", 1, 8)
+  _check(d.get("downsample", 1) == 1 or d.name not in VECTOR_DATASETS,
+         f"config.dataset.downsample={d.get('downsample')} pools images; {d.name} examples are vectors")
   if model_names:
     _check(c.model.name in model_names,
            f"config.model.name must be one of {tuple(model_names)}, got {c.model.name!r}")
@@ -245,6 +257,8 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check_number(o.weight_decay, "optim.weight_decay", 0.0, 1.0, high_open=True)
   _check_number(o.decay, "optim.decay", 0.0, 1.0, low_open=True)
   _check_number(o.warmup_epochs, "optim.warmup_epochs", 0.0, MAX_EPOCHS)
+  _check(o.get("schedule", "step") in SCHEDULES,
+         f"config.optim.schedule must be one of {SCHEDULES}, got {o.get('schedule')!r}")
   boundaries = o.boundaries_epochs
   _check(isinstance(boundaries, (tuple, list)),
          f"config.optim.boundaries_epochs must be a tuple of epochs, got {boundaries!r}")

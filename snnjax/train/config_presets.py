@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset.imbalance_ratio = 1.0     # >1: exponential long-tailed train set
   config.dataset.seed = 0                  # subset / noise seed
   config.dataset.augment = True            # pad-4 random crop + horizontal flip (images only)
+  config.dataset.downsample = 1            # k > 1: k x k average pooling of the raw pixels (2: 16x16)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "resnet32"
@@ -84,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.boundaries_epochs = (100, 150)
   config.optim.decay = 0.1
   config.optim.warmup_epochs = 0.0
+  config.optim.schedule = "step"           # step (boundaries_epochs) | linear | cosine (decay to 0)
 
   # Fisher-information regularization (the study's proposal; Jastrzebski et al. 2021's "Fisher
   # penalty"): loss + weight * ||masked grad of CE at model-sampled labels||^2 on `num_examples` of

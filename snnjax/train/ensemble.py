@@ -313,7 +313,7 @@ def _compute_dtype(config):
 def _setup(config, dataset, num_train: int):
   model = models.create_model(config.model.name, dataset.num_classes, **dict(config.model.kwargs))
   steps_per_epoch = loop.num_steps_per_epoch(config, num_train, 1)
-  tx, schedule = make_optimizer(config.optim, steps_per_epoch)
+  tx, schedule = make_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   make = make_ensemble_step if default_vectorize(config) else make_looped_step
   step_fn = make(model.apply, tx, augment=bool(config.dataset.augment and dataset.is_image),
                  compute_dtype=_compute_dtype(config), nan_policy=config.get("nan_policy", "stop"))

@@ -499,7 +499,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps_per_epoch = num_steps_per_epoch(config, dataset.num_train, mesh.devices.size)
   scores = curriculum_scores(config, dataset.num_train)
   ensure_prerequisites(config)
-  tx, schedule = make_optimizer(config.optim, steps_per_epoch)
+  tx, schedule = make_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   state, info = create_train_state(config, model, dataset.input_shape, tx)
   mask_updates = dst.make(  # rigl / set: the mask updates (None otherwise)
       config, model, state, steps_per_epoch, augment=bool(config.dataset.augment and dataset.is_image),

@@ -87,13 +87,57 @@ def piecewise_schedule(base_lr: float, steps_per_epoch: int, *,
   return with_warmup
 
 
-def make_optimizer(optim_cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformationExtraArgs,
-                                                                  optax.Schedule]:
-  """Builds the masked SGD and its schedule from a ``config.optim`` block."""
-  schedule = piecewise_schedule(
-      float(optim_cfg.lr), steps_per_epoch,
-      boundaries_epochs=tuple(optim_cfg.boundaries_epochs), decay=float(optim_cfg.decay),
-      warmup_epochs=float(optim_cfg.get("warmup_epochs", 0.0)))
+SCHEDULES = ("step", "linear", "cosine")
+
+
+def decay_schedule(kind: str, base_lr: float, total_steps: int, *, warmup_epochs: float = 0.0,
+                   steps_per_epoch: int = 1) -> optax.Schedule:
+  """A learning rate that decays smoothly to 0 at ``total_steps``: ``linear`` or ``cosine``.
+
+  With ``warmup_epochs`` the rate first rises linearly to ``base_lr`` (as in
+  :func:`piecewise_schedule`); the decay then spans the remaining steps. Step ``t`` of the decay
+  has ``base_lr * (1 - t / T)`` (linear) or ``base_lr * (1 + cos(pi t / T)) / 2`` (cosine), with
+  ``T`` the decay's length: the last step's rate is ``base_lr / T`` (linear), never 0.
+  """
+  if base_lr <= 0:
+    raise UserError(f"optim.lr must be > 0, got {base_lr}")
+  if kind not in ("linear", "cosine"):
+    raise UserError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
+  warmup_steps = max(0, int(round(warmup_epochs * steps_per_epoch)))
+  decay_steps = max(1, int(total_steps) - warmup_steps)
+
+  def schedule(count):
+    t = jnp.clip(count - warmup_steps, 0, decay_steps).astype(jnp.float32) / decay_steps
+    if kind == "linear":
+      value = base_lr * (1.0 - t)
+    else:
+      value = base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    if warmup_steps:
+      ramp = base_lr * (count + 1) / warmup_steps
+      value = jnp.where(count < warmup_steps, jnp.minimum(ramp, base_lr), value)
+    return value
+
+  return schedule
+
+
+def make_optimizer(optim_cfg: Any, steps_per_epoch: int, num_epochs: int = 1
+                   ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
+  """Builds the masked SGD and its schedule from a ``config.optim`` block.
+
+  ``optim_cfg.schedule``: ``step`` (piecewise constant, ``boundaries_epochs`` and ``decay``; the
+  default) or ``linear`` / ``cosine`` decay to 0 over ``num_epochs`` (see :func:`decay_schedule`;
+  ``boundaries_epochs`` is then unused).
+  """
+  kind = optim_cfg.get("schedule", "step")
+  if kind == "step":
+    schedule = piecewise_schedule(
+        float(optim_cfg.lr), steps_per_epoch,
+        boundaries_epochs=tuple(optim_cfg.boundaries_epochs), decay=float(optim_cfg.decay),
+        warmup_epochs=float(optim_cfg.get("warmup_epochs", 0.0)))
+  else:
+    schedule = decay_schedule(kind, float(optim_cfg.lr), steps_per_epoch * int(num_epochs),
+                              warmup_epochs=float(optim_cfg.get("warmup_epochs", 0.0)),
+                              steps_per_epoch=steps_per_epoch)
   tx = masked_sgd(schedule, momentum=float(optim_cfg.momentum),
                   nesterov=bool(optim_cfg.nesterov), weight_decay=float(optim_cfg.weight_decay))
   return tx, schedule
