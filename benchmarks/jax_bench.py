@@ -118,8 +118,11 @@ def preset_setup_kwargs(preset: str) -> dict:
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   config = config_io.load_config_spec(os.path.join(ROOT, "configs", "dense.py") + f":{preset}")
   kwargs = dict(config.model.kwargs)
+  image = 32 // int(config.dataset.get("downsample", 1)) if config.dataset.name.startswith(
+      "cifar") else 32
   return {"model": config.model.name, "width": float(kwargs.get("width", 1.0)),
-          "shortcut": str(kwargs.get("shortcut", "A")), "batch": int(config.batch_size)}
+          "shortcut": str(kwargs.get("shortcut", "A")), "batch": int(config.batch_size),
+          "image": image}
 
 
 # ------------------------------------------------------------------------------------------------

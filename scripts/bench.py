@@ -4,6 +4,7 @@
       [--torch-python /root/peers/bin/python] [--xla-flags "--xla_cpu_..."] [--no-materialize]
   python scripts/bench.py --preset cifar10_cpu --sections train,peers --out bench-cifar10_cpu.json
   python scripts/bench.py --preset cifar10_cpu --sections dst --out bench-dst.json   # RigL/SET cost
+  python scripts/bench.py --preset cifar10_fit --sections train,peers --out bench-cifar10_fit.json
   python scripts/bench.py --preset device --out device.json     # the accelerator check (+ device.md)
 
 Like the training and study CLIs it applies ``snnjax.xla_cpu.tune()`` (the measured XLA:CPU
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
   ap.add_argument("--xla-flags", default="",
                   help="appended to XLA_FLAGS before JAX starts its backend (and passed to the "
                        "scaling subprocesses), e.g. the CPU flags BENCHMARKS.md recommends")
-  ap.add_argument("--preset", default="", choices=("", "cifar10_cpu", "device"),
+  ap.add_argument("--preset", default="", choices=("", "cifar10_cpu", "cifar10_fit", "device"),
                   help="cifar10_cpu: benchmark the model and batch size of that training preset "
                        "instead of ResNet-32; device: the accelerator check "
                        "(benchmarks/device_check.py)")

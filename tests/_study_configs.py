@@ -42,12 +42,15 @@ def small_cifar10_npz(path: str, num_train: int = 2000, num_test: int = 1000) ->
   return path
 
 
-def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ):
-  """The ``cifar10_cpu`` study on real CIFAR-10 pixels (``npz_path``) shrunk to a smoke run: two
-  seeds, every stage at one sparsity (0.95), two-epoch runs on 400 training images, small
-  measurement subsets; disagreement on the balanced set only and one closing-the-gap variant (the
-  long-tailed runs and the scheduled variants are tested on digits)."""
-  c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + ":cifar10_cpu")
+def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ, preset: str = "cifar10_cpu"):
+  """The ``cifar10_cpu`` (or ``cifar10_fit``) study on real CIFAR-10 pixels (``npz_path``) shrunk
+  to a smoke run: two seeds, every stage at one sparsity (0.95), two-epoch runs on 400 training
+  images (the preset's architecture and resolution), small measurement subsets; disagreement on
+  the balanced set only and one closing-the-gap variant (the long-tailed runs and the scheduled
+  variants are tested on digits)."""
+  c = config_io.load_config_spec(os.path.join(ROOT, "configs", "study.py") + f":{preset}")
+  c.seeds = (0, 1)
+  c.label_noise.seeds = (0,)
   c.sparsities = (0.95,)
   c.fisher_trend.sparsities = (0.95,)
   c.interpolation.sparsity = 0.95
@@ -72,5 +75,6 @@ def tiny_cifar10_cpu_study(npz_path: str = CIFAR10_NPZ):
   c.interpolation.bn_examples = 200
   c.disagreement.long_tailed = False
   c.closing_gap.variants = ("fisher_penalty",)
-  c.memorization.enabled = False  # as the cifar10_cpu preset (tested on digits)
+  c.dynamic_sparsity.update_every = 2  # Sol-R's mask moves within the 16 steps of these runs
+  c.memorization.enabled = False  # as the real-image presets (tested on digits)
   return c

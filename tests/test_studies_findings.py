@@ -162,3 +162,31 @@ def test_label_noise_finding_says_when_the_difference_is_sampling_noise():
   assert get(result(0.069, 0.068))["status"] == "within sampling noise"
   assert get(result(0.20, 0.10))["status"] == "reproduced"
   assert get(result(0.10, 0.20))["status"] == "not reproduced"
+
+
+def test_label_noise_findings_read_every_seed_and_the_dense_regime():
+  def final(m):
+    return {"noisy_memorized": m, "noisy_correct": 0.4, "test_accuracy": 0.4,
+            "num_train": 5000, "effective_noise_rate": 0.27}
+
+  def result(pairs, dense=(0.95, 0.97)):
+    out = {}
+    for seed, (f, s) in enumerate(pairs):
+      out[f"f{seed}"] = {"regime": "finetune", "seed": seed, "final": final(f)}
+      out[f"s{seed}"] = {"regime": "scratch", "seed": seed, "final": final(s)}
+      out[f"d{seed}"] = {"regime": "dense", "seed": seed, "final": final(dense[seed])}
+    return {"label_noise": out}
+
+  def get(r):
+    return {f["name"]: f for f in report.evaluate_findings(study_lib.default_config(), r,
+                                                           setups_match=False)}
+  both = get(result([(0.9, 0.6), (0.92, 0.65)]))
+  assert both["label_noise_memorization"]["status"] == "reproduced"
+  assert "seed 0" in both["label_noise_memorization"]["ours"]
+  assert "seed 1" in both["label_noise_memorization"]["ours"]
+  # One seed each way: no verdict beyond the noise.
+  assert get(result([(0.9, 0.6), (0.6, 0.9)]))["label_noise_memorization"]["status"] == (
+      "within sampling noise")
+  assert both["label_noise_regime"]["status"] == "reproduced"
+  low = get(result([(0.9, 0.6), (0.92, 0.65)], dense=(0.95, 0.07)))
+  assert low["label_noise_regime"]["status"] == "not reproduced"

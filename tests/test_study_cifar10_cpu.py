@@ -1,20 +1,13 @@
-"""The laptop preset on real CIFAR-10: its plan, its cost estimate and a smoke run of every stage."""
+"""The under-trained laptop preset on real CIFAR-10: its plan, its cost estimate and its budget sweep
+(the real-data smoke run of every stage is the converged preset's: tests/test_study_cifar10_fit.py)."""
 
-import json
 import os
 
 import pytest
 
-from _study_configs import CIFAR10_NPZ, ROOT, small_cifar10_npz, tiny_cifar10_cpu_study
-from snnjax.studies import commands, dry_run, findings, study
+from _study_configs import ROOT
+from snnjax.studies import commands, dry_run, study
 from snnjax.train import config_io
-
-needs_cifar10 = pytest.mark.skipif(
-    not os.path.isfile(CIFAR10_NPZ),
-    reason=f"the real CIFAR-10 subset is not at {CIFAR10_NPZ} (see ../shared/data/README)")
-
-FIGURES = ("table.png", "fisher_trend.png", "label_noise.png", "disagreement.png",
-           "interpolation.png", "interpolation_cosines.png", "closing_gap.png")
 
 
 def _preset(name):
@@ -65,58 +58,6 @@ def test_dry_run_cli_on_the_full_preset_points_to_the_laptop_preset(tmp_path, ca
   assert "clean-dense-seed0" in out and "to train" in out
   assert "hours" in out and "cifar10_cpu" in out and "GPU" in out
   assert not os.path.exists(tmp_path / "s")
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory):
-  if not os.path.isfile(CIFAR10_NPZ):
-    pytest.skip(f"the real CIFAR-10 subset is not at {CIFAR10_NPZ}")
-  root = tmp_path_factory.mktemp("cifar10_cpu")
-  config = tiny_cifar10_cpu_study(small_cifar10_npz(str(root / "cifar10-small.npz")))
-  workdir = str(root / "study")
-  results = study.run_study(config, workdir)
-  return config, workdir, results
-
-
-@needs_cifar10
-def test_real_data_smoke_run_produces_every_artifact(smoke_study):
-  config, workdir, results = smoke_study
-  report_dir = os.path.join(workdir, "report")
-  for name in ("report.md", "results.json") + FIGURES:
-    assert os.path.getsize(os.path.join(report_dir, name)) > 0, name
-  text = open(os.path.join(report_dir, "report.md")).read()
-  for section in ("## Departures from the study's protocol", "## Findings", "## The table",
-                  "## Regimes", "## Sanity check", "## Fisher trend", "## Label noise",
-                  "## Disagreement", "## Interpolation", "## Closing the gap"):
-    assert section in text, section
-  stored = json.load(open(os.path.join(report_dir, "results.json")))
-  rows = stored["table"]["rows"]
-  assert {(r["regime"], r["sparsity"]) for r in rows} == {
-      ("dense", 0.0), ("finetune", 0.95), ("scratch", 0.95)}
-  assert all(r["seeds"] == [0, 1] for r in rows)          # the table has two seeds
-  assert all(r["test_accuracy"]["sd"] is not None for r in rows)
-  assert {f["status"] for f in stored["findings"]} <= set(findings.STATUSES)
-  acc = next(f for f in stored["findings"] if f["name"] == "test_accuracy")
-  assert acc["status"] in ("reproduced", "within seed spread", "not reproduced")
-  assert [c["sparsity"] for c in acc["comparisons"]] == [0.95]
-  assert all(c["separated"] is not None for c in acc["comparisons"])
-  assert set(results["label_noise"]) == {"noisy-dense-seed0", "noisy-finetune-0.95-seed0",
-                                         "noisy-scratch-0.95-seed0"}  # one seed here
-  assert set(results["disagreement"]) == {"clean-seed0", "clean-seed1"}
-  assert set(results["interpolation"]) == {"seed0"}
-  assert set(results["closing_gap"]["per_seed"]) == {"seed0"}
-  # Real pixels: the train set is the npz's, 400 images, 10 classes.
-  assert stored["num_classes"] == 10
-
-
-@needs_cifar10
-def test_dry_run_of_a_finished_study_has_no_training_left(smoke_study):
-  config, workdir, _ = smoke_study
-  plan = dry_run.plan_study(config, workdir, log=lambda m: None)
-  assert all(r["finished"] for r in plan["runs"])
-  assert len(plan["runs"]) == 6 + 3 + 1   # clean (2 seeds) + noisy + the gap variant
-  assert plan["training_s"] == 0.0
-  assert all(v == 0.0 for k, v in plan["stages"].items()), plan["stages"]
 
 
 def test_budget_sweep_reuses_the_studys_runs_and_rescales_the_sparse_schedule(tmp_path):

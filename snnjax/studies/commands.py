@@ -328,6 +328,9 @@ def pilot_main(argv: list[str] | None = None) -> int:
   parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
   parser.add_argument("--npz", default=None, help="CIFAR-10 npz (default ../shared/data/cifar10.npz)")
   parser.add_argument("--collect-only", action="store_true", help="train nothing; redraw")
+  parser.add_argument("--time-steps", action="store_true",
+                      help="also time each architecture's train step (run on an idle machine): "
+                           "the summary's idle cost to fit")
   try:
     try:
       args = parser.parse_args(argv[1:])
@@ -350,8 +353,66 @@ def pilot_main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  timings_path = os.path.join(args.out, "step_seconds.json")
+  if args.time_steps:
+    cache_lib.write_json(timings_path, pilot.step_seconds_per_image(
+        [c for c in pilot.CANDIDATES if c.name in result["runs"]], npz, args.workdir))
+  timings = cache_lib.read_json(timings_path) if os.path.isfile(timings_path) else None
+  result["summary"] = pilot.summarize(result, timings)
   cache_lib.write_json(os.path.join(args.out, "pilot.json"), result)
+  with open(os.path.join(args.out, "pilot.md"), "w") as f:
+    f.write("\n".join(pilot.markdown(result["summary"])) + "\n")
   pilot.plot(result, os.path.join(args.out, "pilot.png"))
   print(json.dumps({"json": os.path.join(args.out, "pilot.json"),
                     "figure": os.path.join(args.out, "pilot.png")}))
+  return 0
+
+
+def budget_main(argv: list[str] | None = None) -> int:
+  """``scripts/budget_sweep.py``: the budget study at several sparse epochs, then one summary."""
+  argv = sys.argv if argv is None else argv
+  xla_cpu.tune()
+  _quiet_libraries()
+  parser = argparse.ArgumentParser(prog="budget_sweep.py", description=(
+      "The Sol-F / Sol-S comparison at several sparse-run budgets (a <preset>_budget study "
+      "config); writes DIR/budget-sweep.md and .json."))
+  parser.add_argument("--config", required=True, help="e.g. configs/study.py:cifar10_fit_budget")
+  parser.add_argument("--workdir", required=True, help="the base study's directory")
+  parser.add_argument("--epochs", required=True, help="comma-separated sparse epochs, e.g. 10,20,40")
+  parser.add_argument("--seeds", default="", help="comma-separated seeds (default: the config's)")
+  parser.add_argument("--summary-only", action="store_true", help="train nothing; summarize")
+  try:
+    try:
+      args = parser.parse_args(argv[1:])
+    except SystemExit as e:
+      return 0 if e.code == 0 else 2
+    try:
+      epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+      seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as e:
+      raise UserError(f"--epochs and --seeds take comma-separated integers ({e})") from None
+    if not epochs or any(not 1 <= e <= 100_000 for e in epochs):
+      raise UserError(f"--epochs must name epochs in [1, 100000], got {args.epochs!r}")
+    if any(not 0 <= s < 2**31 for s in seeds):
+      raise UserError(f"--seeds must be in [0, 2^31), got {args.seeds!r}")
+    _check_study_config(args.config)
+    config = _load_config_file(args.config)
+    if not int(config.get("sparse_epochs", 0)):
+      raise UserError(f"{args.config} is not a budget config (sparse_epochs is 0); use a "
+                      "configs/study.py:<preset>_budget preset")
+    from snnjax.studies import budget  # pylint: disable=import-outside-toplevel
+    from snnjax.studies import study as study_lib  # pylint: disable=import-outside-toplevel
+    for e in ([] if args.summary_only else epochs):  # every budget's config validates first
+      study_lib.validate(budget.sweep_config(config, e, seeds))
+    summary = (budget.summarize(args.workdir, epochs) if args.summary_only
+               else budget.run_sweep(config, args.workdir, epochs, seeds=seeds))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  out = os.path.join(args.workdir, "budget-sweep")
+  cache_lib.write_json(out + ".json", summary)
+  with open(out + ".md", "w") as f:
+    f.write("\n".join(budget.markdown(summary)) + "\n")
+  print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
   return 0

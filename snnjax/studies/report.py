@@ -91,8 +91,37 @@ def _wall_times_section(results: dict) -> list[str]:
   return md
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def portable(value, workdir: str):
+  """``value`` (JSON-able) with this machine's absolute paths made relative: the study directory
+  relative to the current directory (``DIR`` when it lies outside it), the repository's and the
+  current directory's own paths relative to them. Reports name no path of the machine that ran
+  them, so a committed report reads the same from any clone."""
+  shown = os.path.relpath(os.path.abspath(workdir)) if workdir else "DIR"
+  if shown.startswith(".."):
+    shown = "DIR"
+  prefixes = [(os.path.abspath(workdir), shown)] if workdir else []
+  prefixes += [(REPO_ROOT + os.sep, ""), (os.getcwd() + os.sep, ""), (REPO_ROOT, ".")]
+
+  def fix(v):
+    if isinstance(v, str):
+      for prefix, replacement in prefixes:
+        v = v.replace(prefix, replacement)
+      return v
+    if isinstance(v, dict):
+      return {k: fix(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+      return [fix(x) for x in v]
+    return v
+
+  return fix(value)
+
+
 def write_report(config, results: dict, outdir: str) -> str:
-  """Writes ``outdir/report.md``, the figures and ``results.json``; returns the report path."""
+  """Writes ``outdir/report.md``, the figures and ``results.json`` (with :func:`portable` paths);
+  returns the report path."""
   os.makedirs(outdir, exist_ok=True)
   env = environment()
   results = dict(results)
@@ -126,9 +155,10 @@ def write_report(config, results: dict, outdir: str) -> str:
          config_io.format_config(config), "```", "",
          "Training configs: each run's `config.json` in its work dir under `runs/`.", ""]
 
+  workdir = results.get("workdir", "")
   report_path = os.path.join(outdir, "report.md")
   with open(report_path, "w") as f:
-    f.write("\n".join(md) + "\n")
+    f.write(portable("\n".join(md), workdir) + "\n")
   results["study_config"] = cache_lib.to_json(config)
-  cache_lib.write_json(os.path.join(outdir, "results.json"), results)
+  cache_lib.write_json(os.path.join(outdir, "results.json"), portable(results, workdir))
   return report_path

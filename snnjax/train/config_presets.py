@@ -15,6 +15,12 @@ each: a docstring with the run commands and ``get_config(preset)`` calling :func
   test set) on a budget that fits a 2-core laptop: ResNet-20 at half width (8/16/32 channels,
   option A), 8 epochs for Sol-D and 6 for Sol-F / Sol-S, the study's schedule shapes compressed
   (see :func:`cifar10_cpu`). ``cifar10_cpu_noisy`` adds the 30% label noise of ``noisy``.
+  Too short to fit anything (Sol-D train error 0.33): kept as the under-trained contrast.
+* ``cifar10_fit``: real CIFAR-10 in the regime the study is about, chosen by the convergence pilot
+  (``docs/results/pilot/``): a 5,000-image class-balanced subset at 16x16 (2x2 average pooling),
+  ResNet-20 (16/32/64), no augmentation, lr 0.1 decayed linearly to 0, 20 epochs for every clean
+  run: Sol-D fits its train set (train error 0) and so do Sol-F / Sol-S where they can
+  (see :func:`cifar10_fit`). ``cifar10_fit_noisy``: 30% label noise, 30 epochs, memorized.
 
 A user's own config file may call these builders and override fields, or stand alone (any module
 with ``get_config()`` loads with ``snnjax.train.config_io.load_config_spec``).
@@ -29,10 +35,14 @@ from snnjax.train.config_io import DST_REGIMES
 # Standard CIFAR-10 location here; tests and presets that need it skip/explain when it is absent.
 CIFAR10_NPZ = "../shared/data/cifar10.npz"
 
-PRESETS = ("", "quick", "noisy", "quick_noisy", "cifar100", "cifar10_cpu", "cifar10_cpu_noisy")
+PRESETS = ("", "quick", "noisy", "quick_noisy", "cifar100", "cifar10_cpu", "cifar10_cpu_noisy",
+           "cifar10_fit", "cifar10_fit_noisy")
 
 # The laptop budget (cifar10_cpu): epochs of Sol-D and of every sparse run (Sol-F = Sol-S).
 CPU_EPOCHS = {"dense": 8, "sparse": 6}
+# The fitted budget (cifar10_fit): epochs of every clean run (Sol-D = Sol-F = Sol-S) and of
+# every run with label noise.
+FIT_EPOCHS = {"clean": 20, "noisy": 30}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -178,6 +188,37 @@ def cifar10_cpu(config: ml_collections.ConfigDict, *, noisy: bool) -> None:
   config.eval_every_epochs = 1 if noisy else 2
 
 
+def cifar10_fit(config: ml_collections.ConfigDict, *, noisy: bool) -> None:
+  """Real CIFAR-10 in the study's regime on 2 cores (chosen from the pilot, see the module doc).
+
+  * Data: 5,000 images of the 20,000-image subset (class-balanced, ``dataset.seed``), 16x16 by
+    exact 2x2 average pooling; no augmentation (the study's own CIFAR-10 loader had none);
+    statistics of the pooled 20,000 images.
+  * Model: ResNet-20, full width (16/32/64, option A; 0.27M weights), ~1,500 train images/s.
+  * Optimization: SGD 0.9, wd 2e-4, batch 128, lr 0.1 decayed linearly to 0 over the run (the
+    pilot fits faster with it than with the step schedule compressed); every clean run 20 epochs
+    (Sol-F and Sol-S: a fresh schedule, the same budget as Sol-D), label-noise runs 30.
+  * Evaluation on the whole train subset and test set every 5 epochs (label noise: every 2);
+    checkpoints every 5 epochs (the Fisher trend sets its own cadence).
+  """
+  config.dataset.name = "cifar10"
+  config.dataset.downsample = 2
+  config.dataset.train_size = 5000
+  config.dataset.augment = False
+  config.model.name = "resnet20"
+  config.model.kwargs = ml_collections.ConfigDict({"shortcut": "A", "width": 1.0})
+  config.num_epochs = FIT_EPOCHS["noisy" if noisy else "clean"]
+  config.optim.lr = 0.1
+  config.optim.schedule = "linear"
+  config.optim.boundaries_epochs = ()
+  config.optim.warmup_epochs = 0.0
+  config.train_eval_size = 0
+  # Clean runs: evaluated every 5 epochs (the plateau criterion compares the last quarter's
+  # ends); label-noise runs every 2 (the memorization curves).
+  config.eval_every_epochs = 2 if noisy else 5
+  config.checkpoint_every_epochs = 5
+
+
 def _quick(config: ml_collections.ConfigDict) -> None:
   """The embedded digits with the small CNN, a seconds-long schedule."""
   config.dataset.name = "digits"
@@ -217,6 +258,8 @@ def apply(config: ml_collections.ConfigDict, preset: str, *, name: str) -> ml_co
     config.model.kwargs = ml_collections.ConfigDict({})
   if preset.startswith("cifar10_cpu"):
     cifar10_cpu(config, noisy=noisy)
+  if preset.startswith("cifar10_fit"):
+    cifar10_fit(config, noisy=noisy)
   if quick:
     _quick(config)
   if config.regime != "dense":
