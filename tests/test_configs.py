@@ -170,3 +170,28 @@ def test_config_presets_is_a_training_layer_module():
     imports = [l.split()[1] for l in f if l.startswith(("import ", "from "))]
   assert all(not m.startswith("snnjax") or m.split(".")[1] in ("data", "models", "sparsity", "train")
              for m in imports), imports
+
+
+def test_new_fields_at_their_defaults_keep_identities_and_change_them_when_set():
+  """dataset.downsample and optim.schedule are nested identity defaults: left out at 1 / step
+  (every earlier run keeps its identity), part of the identity otherwise; bad values refused."""
+  from snnjax.errors import UserError  # pylint: disable=import-outside-toplevel
+  config = load("configs/scratch95.py:quick")
+  base = config_io.identity_hash(config)
+  assert "downsample" not in config_io.result_fields(config_io.config_to_dict(config))["dataset"]
+  config.dataset.downsample = 2
+  assert config_io.identity_hash(config) != base
+  config.dataset.downsample = 1
+  config.optim.schedule = "cosine"
+  assert config_io.identity_hash(config) != base
+  config.optim.schedule = "step"
+  assert config_io.identity_hash(config) == base
+  for field, value in (("schedule", "exp"),):
+    bad = load("configs/dense.py:quick")
+    bad.optim[field] = value
+    with pytest.raises(UserError, match="optim.schedule"):
+      config_io.validate_config(bad)
+  bad = load("configs/dense.py:quick")
+  bad.dataset.downsample = 0
+  with pytest.raises(UserError, match="downsample"):
+    config_io.validate_config(bad)

@@ -79,3 +79,28 @@ def test_piecewise_schedule_boundaries_and_warmup():
 def test_schedule_rejects_non_positive_lr():
   with pytest.raises(UserError):
     optim.piecewise_schedule(0.0, 10)
+
+
+def test_linear_and_cosine_decay_to_zero_over_the_run():
+  lin = optim.decay_schedule("linear", 0.1, 100)
+  np.testing.assert_allclose([lin(0), lin(50), lin(99), lin(100), lin(150)],
+                             [0.1, 0.05, 0.001, 0.0, 0.0], rtol=1e-5, atol=1e-9)
+  cos = optim.decay_schedule("cosine", 0.1, 100)
+  np.testing.assert_allclose([cos(0), cos(50), cos(100)], [0.1, 0.05, 0.0], rtol=1e-5, atol=1e-9)
+  warm = optim.decay_schedule("linear", 0.1, 100, warmup_epochs=1, steps_per_epoch=10)
+  np.testing.assert_allclose([warm(0), warm(9), warm(10), warm(55), warm(100)],
+                             [0.01, 0.1, 0.1, 0.05, 0.0], rtol=1e-5, atol=1e-9)
+  with pytest.raises(UserError):
+    optim.decay_schedule("exponential", 0.1, 100)
+
+
+def test_make_optimizer_reads_the_schedule_field():
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  cfg = ml_collections.ConfigDict({"lr": 0.1, "momentum": 0.9, "nesterov": False,
+                                   "weight_decay": 0.0, "boundaries_epochs": (1,), "decay": 0.1,
+                                   "warmup_epochs": 0.0, "schedule": "linear"})
+  _, sched = optim.make_optimizer(cfg, steps_per_epoch=10, num_epochs=4)
+  np.testing.assert_allclose([sched(0), sched(20), sched(40)], [0.1, 0.05, 0.0], atol=1e-7)
+  cfg.schedule = "step"  # the boundaries apply again
+  _, sched = optim.make_optimizer(cfg, steps_per_epoch=10, num_epochs=4)
+  np.testing.assert_allclose([sched(9), sched(10)], [0.1, 0.01], rtol=1e-6)
