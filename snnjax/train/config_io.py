@@ -96,7 +96,9 @@ def needs_dense_run(config) -> bool:
 
 def run_identity(d: dict, *, dense_identity: str | None = None) -> dict:
   """The location-free identity of a run of config dict ``d``: its result fields, ``dense_workdir``
-  replaced by the identity hash of the Sol-D run it names ("" when the regime needs none).
+  replaced by the identity hash of the Sol-D run it names ("" when the regime needs none) and
+  ``curriculum.scores_path`` by the file's name (a study names its scores files by the hash of
+  what they hold; the content itself is compared through ``identity.json``'s ``scores_digest``).
 
   That hash is read from ``DENSE/identity.json`` or computed from ``DENSE/config.json`` (itself
   location-free). ``dense_identity`` gives it instead, for a caller that plans a run before its
@@ -121,8 +123,49 @@ def digest(value: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
-def _run_identity(d: dict, dense_identity: str | None, depth: int) -> dict:
+def scores_digest(path: str) -> str | None:
+  """16 hex digits of sha256 of the bytes of the scores file ``path``; None when it is unreadable."""
+  try:
+    with open(path, "rb") as f:
+      return hashlib.sha256(f.read()).hexdigest()[:16]
+  except (OSError, TypeError, ValueError):
+    return None
+
+
+def curriculum_scores_path(d: dict) -> str:
+  """The scores file a config dict's curriculum reads ("" without one)."""
+  cur = d.get("curriculum")
+  if not isinstance(cur, dict) or cur.get("kind", "none") == "none":
+    return ""
+  return str(cur.get("scores_path") or "")
+
+
+def check_config_identity(workdir: str, d: Any) -> None:
+  """Refuses a ``workdir/config.json`` (as dict ``d``) that is not the run ``identity.json`` names
+  (a config edited after training: its numbers would be reported under the edited fields).
+  Nothing to compare without an identity.json (a run whose Sol-D was never resolved)."""
+  stored = read_json(os.path.join(workdir, IDENTITY_FILE))
+  if not isinstance(stored, dict) or not stored.get("identity") or not isinstance(d, dict):
+    return
+  dense = stored.get("dense_identity")
+  dense = None if dense is None else str(dense)
+  try:
+    candidates = {digest(_run_identity(d, dense, 0, legacy=legacy)) for legacy in (False, True)}
+  except (KeyError, TypeError, AttributeError) as e:
+    raise UserError(f"{os.path.join(workdir, 'config.json')} is not a snnjax run's config "
+                    f"({type(e).__name__}: {e})") from e
+  if str(stored["identity"]) not in candidates:
+    raise UserError(f"{os.path.join(workdir, 'config.json')} does not match the run's identity "
+                    f"({os.path.join(workdir, IDENTITY_FILE)}): the config was changed after the run "
+                    "was trained; restore it, or train the changed config in a fresh --workdir")
+
+
+def _run_identity(d: dict, dense_identity: str | None, depth: int, *, legacy: bool = False) -> dict:
   out = result_fields(d)
+  cur = out.get("curriculum")
+  if not legacy and isinstance(cur, dict) and cur.get("scores_path"):
+    # Location-free: the name only (``legacy``: the path as written, as identities were before).
+    out["curriculum"] = {**cur, "scores_path": os.path.basename(str(cur["scores_path"]))}
   if "dense_workdir" not in out:
     return out
   if not needs_dense_run(d):
