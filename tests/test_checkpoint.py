@@ -198,22 +198,53 @@ def test_a_final_checkpoint_replaced_by_an_earlier_one_is_refused(run):
   assert load_solution(str(run / "checkpoints" / "62")).step == 62  # the real one still loads
 
 
-@pytest.mark.parametrize("field,value", [("sparsity", 0.5), ("regime", "scratch"), ("seed", 7)])
-def test_an_edited_config_json_is_refused_by_load_solution_and_measure(run, tmp_path, field, value):
-  """config.json edited after training (e.g. sparsity 0.5 on another run): its identity.json
-  disagrees, so neither load_solution nor measure.py reports numbers under the edited fields."""
+@pytest.mark.parametrize("field,value", [("sparsity", 0.5), ("regime", "scratch"), ("seed", 7),
+                                         ("dataset.name", "digits"),
+                                         ("model.kwargs.hidden_sizes", [16])])
+def test_an_edited_config_json_is_refused_by_load_solution_and_measure(run, tmp_path, capsys,
+                                                                       field, value):
+  """config.json edited after training (e.g. sparsity 0.5 on another run, another dataset or
+  channel list): its identity.json disagrees, so neither load_solution nor measure.py reports
+  numbers under the edited fields (issue 23)."""
   path = run / "config.json"
   d = json.loads(path.read_text())
-  d[field] = value
+  *parents, name = field.split(".")
+  node = d
+  for p in parents:
+    node = node.setdefault(p, {})
+  node[name] = value
   path.write_text(json.dumps(d))
   with pytest.raises(UserError, match="does not match the run's identity"):
     load_solution(str(run))
-  if field == "sparsity":
-    out = _measure_cli("--workdir", str(run), "--out", str(tmp_path / "m"), "--quiet")
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "does not match the run's identity" in lines[0], out.stderr
+  if field in ("sparsity", "dataset.name"):
+    from snnjax.studies import commands  # pylint: disable=import-outside-toplevel
+    capsys.readouterr()
+    assert commands.measure_main(["measure.py", "--workdir", str(run), "--out",
+                                  str(tmp_path / "m"), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "does not match the run's identity" in lines[0], lines
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("dataset", {"name": "digits"}, "was trained on inputs of shape (40,)"),
+    ("model", {"kwargs": {"hidden_sizes": [16]}}, "does not match the model/config")])
+def test_measure_without_identity_refuses_a_config_of_another_dataset_or_width(
+    run, tmp_path, capsys, field, value, needle):
+  """Even without identity.json, a config.json naming another dataset or channel list is one
+  error line from measure.py, not a JAX traceback."""
+  from snnjax.studies import commands  # pylint: disable=import-outside-toplevel
+  os.unlink(run / "identity.json")
+  path = run / "config.json"
+  d = json.loads(path.read_text())
+  d[field].update(value)
+  path.write_text(json.dumps(d))
+  capsys.readouterr()
+  assert commands.measure_main(["measure.py", "--workdir", str(run), "--out", str(tmp_path / "m"),
+                                "--quiet"]) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+  assert not (tmp_path / "m.json").exists()
 
 
 def test_measure_prints_one_line_for_a_truncated_final_checkpoint(run, tmp_path):

@@ -52,6 +52,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   run = RunDir(workdir)
   config_io.check_path(run.path, "the work dir")
+  if config_io.is_study_dir(run.path) and not config_io.is_run_dir(run.path):
+    raise UserError(f"{run.path} is a study directory (runs/, results/), not a training run's work "
+                    "dir: use a fresh --workdir (a study is run by scripts/study.py)")
   for name, is_dir in (("checkpoints", True), ("init", True), ("best_on_test", True),
                        ("config.json", False), ("metrics.jsonl", False), ("lock.json", False)):
     path = os.path.join(run.path, name)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from snnjax.errors import UserError
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -26,8 +26,8 @@ def default_settings() -> ml_collections.ConfigDict:
 
 
 def validate(config) -> None:
-  if float(config.regimes.threshold) < 0.0:
-    raise UserError("study regimes.threshold must be >= 0")
+  # a gap in train error: a fraction of the training set
+  config_io.check_number(config.regimes.threshold, "study regimes.threshold", 0.0, 1.0)
 
 
 def classify(train_error: float, dense_train_error: float, threshold: float) -> str:
