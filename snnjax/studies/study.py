@@ -73,6 +73,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(bool(name) and os.sep not in name and name not in (".", "..", "runs", "results"),
         f"study report_dir must be a plain folder name inside the study dir, got {name!r}")
   config_io.check_numbers(config, "study")  # no NaN, inf or 20-digit integer anywhere
+  config_io.check_types(config, default_config(), "study")  # each setting of its default's kind
   for stage in stages_lib.REGISTRY:
     check(stage.key in config, f"the study config has no {stage.key} settings (stage "
           f"{stage.name}); start from snnjax.studies.study.default_config()")
@@ -81,7 +82,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       chosen = {int(s) for s in settings.seeds}
       check(chosen <= {int(s) for s in config.seeds},
             f"study {stage.key}.seeds must be some of the study seeds {tuple(config.seeds)}")
-    stage.validate(config)
+    try:
+      stage.validate(config)
+    except UserError:
+      raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+      raise UserError(f"study {stage.key}: a setting of the wrong kind ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())})") from e
   validate_training_configs(config)
 
 

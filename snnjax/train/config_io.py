@@ -423,6 +423,34 @@ def check_path(path: str, what: str, *, read_only_ok: bool = False) -> None:
          f"{what}: cannot create {path} ({parent} is not writable)")
 
 
+def check_types(node: Any, defaults: Any, where: str) -> None:
+  """Every field of ``node`` (a ConfigDict, nested) that ``defaults`` has holds a value of the
+  default's kind: a bool for a bool, a number for a float, an integer for an int (an integral
+  float counts), text for text, a tuple or list for a tuple, a block for a block. The first
+  other value is named (``where.field``); fields ``defaults`` lacks are the validators' business."""
+  for key, value in node.items():
+    if key not in defaults:
+      continue
+    default, name = defaults[key], f"{where}.{key}"
+    if isinstance(default, (ml_collections.ConfigDict, dict)):
+      _check(isinstance(value, (ml_collections.ConfigDict, dict)),
+             f"{name} is a block of settings, got {value!r}")
+      check_types(value, default, name)
+    elif isinstance(default, bool):
+      _check(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
+    elif isinstance(default, int):
+      _check(_is_int(value) or (isinstance(value, float) and math.isfinite(value)
+                                and value.is_integer()),
+             f"{name} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+      _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+             f"{name} must be a number, got {value!r}")
+    elif isinstance(default, str):
+      _check(isinstance(value, str), f"{name} must be text, got {value!r}")
+    elif isinstance(default, (tuple, list)):
+      _check(isinstance(value, (tuple, list)), f"{name} must be a tuple, got {value!r}")
+
+
 def is_run_dir(path: str) -> bool:
   """Whether ``path`` holds a training run (its config.json, metrics.jsonl or checkpoints/)."""
   return any(os.path.lexists(os.path.join(path, name))
