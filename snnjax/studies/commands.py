@@ -77,6 +77,9 @@ def parse_study(argv: list[str]):
     raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   config_io.check_path(flag_values.workdir, "--workdir")
+  if config_io.is_run_dir(flag_values.workdir):
+    raise UserError(f"--workdir {flag_values.workdir} is a training run's work dir (config.json, "
+                    "checkpoints/), not a study directory: give the study its own --workdir")
   stages = tuple(flag_values.stages) if flag_values.stages else None
   from snnjax.studies.study import STAGES  # pylint: disable=import-outside-toplevel
   unknown = sorted(set(stages or ()) - set(STAGES))
@@ -142,6 +145,18 @@ def study_main(argv: list[str] | None = None) -> int:
     return 2
   print(os.path.join(report_dir(config, workdir), "report.md"))
   return 0
+
+
+def exit_cli(code: int) -> None:
+  """``sys.exit(code)`` for the scripts; after an error (2) without the interpreter's finalization:
+  reads that tensorstore still has in flight after a failed checkpoint restore would print
+  tracebacks ("RuntimeError: Event loop is closed") after the one error line. Nothing is written
+  after an error, so nothing is lost by skipping it."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if code == 2:
+    os._exit(2)  # pylint: disable=protected-access
+  sys.exit(code)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,8 +304,13 @@ def measure_main(argv: list[str] | None = None) -> int:
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
     from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel
     solutions = [load_solution(p) for p in paths]  # all load (or fail) before measuring
+    datasets = {}
     for sol in solutions:  # a diverged run (NaN params) is refused before anything is written
       measure_lib.check_finite_solution(sol)
+      key = json.dumps(sol.config.dataset.to_dict(), sort_keys=True, default=str)
+      if key not in datasets:
+        datasets[key] = data_lib.load_dataset(sol.config.dataset)
+      measure_lib.check_solution_dataset(sol, datasets[key])
     if os.path.dirname(out):
       os.makedirs(os.path.dirname(out), exist_ok=True)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[measure] {m}", file=sys.stderr,
@@ -298,7 +318,7 @@ def measure_main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (path, sol) in enumerate(zip(paths, solutions)):
       log(f"[{i + 1}/{len(paths)}] {path} ({sol.config.regime}, sparsity {sol.config.sparsity})")
-      dataset = data_lib.load_dataset(sol.config.dataset)
+      dataset = datasets[json.dumps(sol.config.dataset.to_dict(), sort_keys=True, default=str)]
       m = measure_lib.measure_solution(sol, dataset, settings, log=lambda s: log(f"  {s}"))
       rows.append({"path": path, "checkpoint": sol.path, "regime": sol.config.regime,
                    "sparsity": float(sol.config.sparsity), "step": sol.step, "epoch": sol.epoch,

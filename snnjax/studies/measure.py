@@ -26,12 +26,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from snnjax import sparsity
 from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import param_subsets as subsets
-from snnjax import sparsity
+from snnjax.train import config_io
 from snnjax.train import starting_point
 from snnjax.train.loop import nonfinite_leaf
 
@@ -75,24 +76,34 @@ def validate_settings(s: ml_collections.ConfigDict) -> None:
   def check(cond, message):
     if not cond:
       raise UserError(message)
+  count, probes = config_io.MAX_COUNT, config_io.MAX_PROBES
+  for name in ("subset_seed", "key_seed"):
+    config_io.check_int(s[name], f"measure.{name}", 0, config_io.MAX_SEED)
+  config_io.check_int(s.eval_batch_size, "measure.eval_batch_size", 1, count)
   for name in ("hessian", "fisher", "jacobian"):
-    check(int(s[name].num_examples) >= 1, f"measure.{name}.num_examples must be >= 1")
+    config_io.check_int(s[name].num_examples, f"measure.{name}.num_examples", 1, count)
   check(s.hessian.method in hessian_lib.METHODS,
         f"measure.hessian.method must be one of {hessian_lib.METHODS}, got {s.hessian.method!r}")
-  check(int(s.hessian.max_probes) >= 1, "measure.hessian.max_probes must be >= 1")
-  check(int(s.hessian.min_probes) >= 2, "measure.hessian.min_probes must be >= 2")
-  check(float(s.hessian.rtol) >= 0, "measure.hessian.rtol must be >= 0 (0 = no early stop)")
-  check(int(s.hessian.batch_size) >= 1, "measure.hessian.batch_size must be >= 1")
+  config_io.check_int(s.hessian.max_probes, "measure.hessian.max_probes", 1, probes)
+  config_io.check_int(s.hessian.min_probes, "measure.hessian.min_probes", 2, probes)
+  check(s.hessian.min_probes <= s.hessian.max_probes,
+        f"measure.hessian.min_probes={s.hessian.min_probes} exceeds measure.hessian.max_probes="
+        f"{s.hessian.max_probes}: the early stop comes after min_probes, at most max_probes")
+  config_io.check_number(s.hessian.rtol, "measure.hessian.rtol (0 = no early stop)", 0.0, 1e6)
+  config_io.check_int(s.hessian.batch_size, "measure.hessian.batch_size", 1, count)
   check(s.hessian.bn_mode in ("eval", "train"), "measure.hessian.bn_mode must be eval or train")
   for name in ("hessian", "fisher"):
     check(s[name].params in PARAM_SUBSETS,
           f"measure.{name}.params must be one of {PARAM_SUBSETS}, got {s[name].params!r}")
   check(s.fisher.kind in fisher_lib.FISHER_KINDS,
         f"measure.fisher.kind must be one of {fisher_lib.FISHER_KINDS}, got {s.fisher.kind!r}")
-  check(int(s.fisher.num_samples) >= 1, "measure.fisher.num_samples must be >= 1")
-  check(int(s.jacobian.num_projections) >= 0, "measure.jacobian.num_projections must be >= 0")
+  config_io.check_int(s.fisher.num_samples, "measure.fisher.num_samples", 1, probes)
+  config_io.check_int(s.fisher.chunk_size, "measure.fisher.chunk_size", 1, count)
+  config_io.check_int(s.jacobian.num_projections, "measure.jacobian.num_projections", 0, probes)
+  config_io.check_int(s.jacobian.chunk_size, "measure.jacobian.chunk_size", 1, count)
   check(int(s.jacobian.num_projections) == 0 or bool(s.jacobian.squared),
         "measure.jacobian.num_projections > 0 needs measure.jacobian.squared=True")
+  config_io.check_numbers(s, "measure")  # and no NaN, inf or 20-digit integer anywhere else
 
 
 def describe_settings(s: ml_collections.ConfigDict) -> list[str]:
@@ -184,6 +195,20 @@ def check_finite_solution(solution) -> None:
     if bad is not None:
       raise UserError(f"{name} of {solution.path} are not finite (leaf {bad}); the run diverged: "
                       "retrain it (lower config.optim.lr) instead of measuring it")
+
+
+def check_solution_dataset(solution, dataset) -> None:
+  """Refuses a solution whose checkpoint was trained on inputs or classes other than ``dataset``'s
+  (the dataset its config.json names): its numbers would be meaningless, or a JAX shape error."""
+  shape, classes = solution.meta.get("input_shape"), solution.meta.get("num_classes")
+  if shape is not None and tuple(shape) != tuple(dataset.input_shape):
+    raise UserError(f"{solution.path} was trained on inputs of shape {tuple(shape)}, but its "
+                    f"config.json names {dataset.name} ({tuple(dataset.input_shape)}): the config "
+                    "does not belong to this checkpoint")
+  if classes is not None and int(classes) != int(dataset.num_classes):
+    raise UserError(f"{solution.path} was trained on {classes} classes, but its config.json names "
+                    f"{dataset.name} ({dataset.num_classes} classes): the config does not belong "
+                    "to this checkpoint")
 
 
 def _check_finite_value(solution, what: str, value) -> None:

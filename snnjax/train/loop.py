@@ -52,6 +52,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   run = RunDir(workdir)
   config_io.check_path(run.path, "the work dir")
+  if config_io.is_study_dir(run.path) and not config_io.is_run_dir(run.path):
+    raise UserError(f"{run.path} is a study directory (runs/, results/), not a training run's work "
+                    "dir: use a fresh --workdir (a study is run by scripts/study.py)")
   for name, is_dir in (("checkpoints", True), ("init", True), ("best_on_test", True),
                        ("config.json", False), ("metrics.jsonl", False), ("lock.json", False)):
     path = os.path.join(run.path, name)
@@ -71,8 +74,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if missing:  # {} or a partial file matches nothing
     raise UserError(f"{run.config_path} is not a snnjax run's config (no field {missing[0]}); "
                     "use a fresh --workdir")
+  config_io.check_config_identity(run.path, old)
   new = config_io.config_to_dict(config)
   stored = run.stored_identity() or {}
+  if not isinstance(stored, dict):
+    raise UserError(f"{run.identity_path} is not a snnjax run's identity; use a fresh --workdir")
+  _check_scores_content(config, run, stored)
   old_r = config_io.run_identity(old, dense_identity=stored.get("dense_identity"))
   new_r = config_io.run_identity(new)
   if "dense_workdir" in old_r and "dense_workdir" in new_r and (
@@ -84,6 +91,17 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if diff:
     raise UserError(f"{workdir} holds a run with a different config (fields {', '.join(diff)}); "
                     "use a new --workdir or the original config")
+
+
+def _check_scores_content(config: ml_collections.ConfigDict, run: RunDir, stored: dict) -> None:
+  """A curriculum's scores file counts by its name in the identity and by its content here: other
+  scores under the same name are another run."""
+  path = config_io.curriculum_scores_path(config_io.config_to_dict(config))
+  before = stored.get("scores_digest")
+  now = config_io.scores_digest(path) if path and before else None
+  if before and now is not None and now != before:
+    raise UserError(f"config.curriculum.scores_path={path} holds other scores than the ones the run "
+                    f"in {run.path} was trained with (its content differs); use a new --workdir")
 
 
 def _unresolved(identity: str) -> bool:
@@ -228,9 +246,34 @@ def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
       print(f"[snnjax] note: the run began under another numerics environment ({before}; now "
             f"{now}): later epochs may differ in the last bits from an uninterrupted run",
             file=sys.stderr)
-  records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
+  records = _complete_records(store, run, [r for r in run.epoch_records() if r["epoch"] <= start_epoch],
+                             start_epoch)
   run.write_records(records)
   return state, start_epoch, records
+
+
+def _complete_records(store: CheckpointStore, run: RunDir, records: list[dict], epochs: int
+                      ) -> list[dict]:
+  """``records`` (epochs 1..``epochs`` resumed from) with every epoch record metrics.jsonl lost (a
+  truncated or edited file) that a kept checkpoint's meta holds put back, said on stderr; epochs no
+  checkpoint holds are named there too (their numbers are gone, the training is not)."""
+  have = {r["epoch"] for r in records}
+  if len(have) >= epochs:
+    return records
+  restored = {}
+  for step in store.steps():
+    meta = store.restore_meta(step)
+    record = meta.get("record") or meta.get("final_metrics")
+    if isinstance(record, dict) and record.get("epoch") not in have and record.get("epoch", 0) <= epochs:
+      restored[record["epoch"]] = record
+  if restored:
+    print(f"[snnjax] note: {run.metrics_path} lacked the records of epochs {sorted(restored)}; "
+          "restored from their checkpoints' meta", file=sys.stderr)
+  lost = sorted(set(range(1, epochs + 1)) - have - set(restored))
+  if lost:
+    print(f"[snnjax] note: {run.metrics_path} lacks the records of epochs {lost} and no kept "
+          "checkpoint holds them: those epochs stay without a record", file=sys.stderr)
+  return sorted(records + list(restored.values()), key=lambda r: r["epoch"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,7 +477,8 @@ def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_stor
     best_store.save(record["step"], host_state,
                     {**ctx.meta_base, "epoch": epoch, "selection": "best test accuracy (on test data)"})
   if due:
-    meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info}
+    meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info,
+            "record": record}  # metrics.jsonl's line of this epoch, restored from here if lost
     if last_epoch:
       meta["final_metrics"] = record
     ckpt_store.save(record["step"], host_state, meta)

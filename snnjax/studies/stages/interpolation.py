@@ -36,6 +36,7 @@ from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.batchnorm import recompute_batch_stats
 from snnjax.train.run_dir import RunDir
 from snnjax.train.step import forward
@@ -67,7 +68,11 @@ def validate(config) -> None:
   check(all(0.0 < float(a) < 1.0 for a in it.cosine_alphas),
         "study interpolation.cosine_alphas must lie in (0, 1) (the direction flips beyond 1)")
   check(0.0 < float(it.top_fraction) <= 1.0, "study interpolation.top_fraction must lie in (0, 1]")
-  check(int(it.num_examples) >= 1, "study interpolation.num_examples must be >= 1")
+  config_io.check_int(it.num_examples, "study interpolation.num_examples", 1, config_io.MAX_COUNT)
+  for name in ("eval_examples", "bn_examples"):
+    config_io.check_int(it[name], f"study interpolation.{name}", 0, config_io.MAX_COUNT)
+  for name in ("bn_batch_size", "chunk_size"):
+    config_io.check_int(it[name], f"study interpolation.{name}", 1, config_io.MAX_COUNT)
 
 
 def plan(config) -> set:
