@@ -441,13 +441,14 @@ def _restore_common(stores, states_list, runs) -> tuple[list, int]:
   return out, epoch
 
 
-def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=None) -> dict:
+def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
+                   on_start: Callable[[], None] | None = None) -> dict:
   """``--config.ensemble=K``: trains seeds ``config.seed .. +K-1`` as one vmapped program.
 
   Member s is written to ``WORKDIR/seed<s>`` as the separate run ``--config.seed=s`` would write
   its work dir (``WORKDIR/ensemble.json`` lists them). Returns ``{"members": {seed: final
   record}, "wall_time_s"}``. Finished members are not retrained; when every member is finished
-  nothing is trained.
+  nothing is trained. ``on_start()`` runs once every check has passed, before anything is written.
   """
   config_io.validate_config(config, models.model_names())
   check_supported(config)
@@ -477,6 +478,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
                "steps_per_epoch": steps, "dataset": dataset.name}
   predict = make_predict_fn(model.apply, compute_dtype=_compute_dtype(config))
+  if on_start is not None:
+    on_start()
   os.makedirs(workdir, exist_ok=True)
   listing = os.path.join(workdir, MEMBERS_FILE)
   with open(listing + ".tmp", "w") as f:

@@ -459,7 +459,8 @@ def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        epoch_hook: EpochHook | None = None, dataset=None,
-                       wait_for_lock: bool | float = False) -> dict:
+                       wait_for_lock: bool | float = False,
+                       on_start: Callable[[], None] | None = None) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
 
   Resumes from the last checkpoint in ``workdir``; a finished run (its final checkpoint verified)
@@ -470,6 +471,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   The work dir is written only while this process holds its lock (``WORKDIR/lock.json``,
   ``snnjax.train.lock``): another live owner makes it refuse (``wait_for_lock=False``), or wait up
   to ``wait_for_lock`` seconds (True: until the owner is done, as a shared Sol-D prerequisite does).
+  ``on_start()`` runs once every check has passed and the lock is held, right before the work dir
+  is first written (``scripts/train.py`` prints the resolved config and identity there).
 
   Raises:
     UserError: invalid config, a work dir holding a different run, a missing prerequisite run, a
@@ -513,6 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with contextlib.ExitStack() as stores:
     stores.enter_context(_workdir_lock(run, wait_for_lock))
     check_workdir(config, run.path)  # again: a run that held the lock meanwhile may have begun it
+    if on_start is not None:
+      on_start()
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
