@@ -24,7 +24,7 @@ DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
 RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
-                  "distributed", "eval_batch_size")
+                  "distributed", "eval_batch_size", "tensorboard")
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 # ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.

@@ -129,6 +129,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.distributed.heartbeat_timeout_s = 100  # a silent peer is declared dead after this long
   config.distributed.initialization_timeout_s = 300
   config.progress = True                   # progress bar on a terminal
+  # TensorBoard event files in WORKDIR/tensorboard (snnjax.train.summaries; needs tensorboardX).
+  # Not part of a run's identity (config_io.RUNTIME_FIELDS).
+  config.tensorboard = False
   return config
 
 

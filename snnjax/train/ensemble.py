@@ -51,7 +51,7 @@ from snnjax import data as data_lib
 from snnjax import models
 from snnjax.data import pipeline
 from snnjax.errors import UserError
-from snnjax.train import config_io, dst, loop, starting_point
+from snnjax.train import config_io, dst, loop, starting_point, summaries
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
@@ -452,6 +452,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
   """
   config_io.validate_config(config, models.model_names())
   check_supported(config)
+  summaries.check_available(config)
   configs = member_configs(config)
   seeds = [int(c.seed) for c in configs]
   runs = [RunDir(member_workdir(workdir, s)) for s in seeds]
@@ -506,6 +507,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
     aug_keys = member_keys(configs, default_vectorize(config))
     t_start = time.time()
     member_records = [r[-1] if r else {} for r in records]
+    events = [exit_stack.enter_context(summaries.open_writer(c, run.path))
+              for c, run in zip(configs, runs)]
     for epoch in range(start_epoch, config.num_epochs):
       t0 = time.time()
       batches = member_batches(seeds, epoch, config.batch_size,
@@ -534,6 +537,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
         record = strict_json_values(record)
         records[k].append(record)
         run.write_records(records[k])
+        events[k].write(record)
         loop.save_checkpoints(ctx, state_k, record, store, None, -1.0)
         member_records[k] = record
       if config.progress:

@@ -31,6 +31,7 @@ from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, dst, evaluate, parallel, starting_point
+from snnjax.train import summaries
 from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore, CorruptCheckpointError
 from snnjax.train.optim import make_optimizer
@@ -480,6 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
+  summaries.check_available(config)  # --config.tensorboard without its writer: refused up front
   run = RunDir(workdir)
   check_workdir(config, run.path)
   parallel.initialize_distributed(config.distributed)
@@ -541,6 +543,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
                       config.progress)))
     record = records[-1] if records else {}
+    events = stores.enter_context(summaries.open_writer(config, run.path,
+                                                        primary=parallel.is_primary()))
     t_start = time.time()
     for epoch in range(start_epoch, config.num_epochs):
       last = ckpt_store.latest_step()
@@ -550,6 +554,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 last_checkpoint=kept)
       records.append(record)
       run.write_records(records)
+      events.write(record)
       best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)
       if bar is None and config.progress:
         _log_epoch(config, record)
