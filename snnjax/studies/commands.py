@@ -218,14 +218,23 @@ def measure_settings(config_spec: str | None, overrides: list[str]):
   return settings
 
 
-def _measure_markdown(rows: list[dict], settings_text: list[str]) -> str:
+def _measure_markdown(rows: list[dict], settings_text: list[str], settings=None) -> str:
+  """The measure.md table; each estimate's column says what its ± covers
+  (``measure.plus_minus``; the protocol's last line says it in full)."""
+  from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
+  pm = measure_lib.plus_minus(settings or measure_lib.default_settings())
+
   def est(e):
     if e is None:
       return "-"
     text = f"{e['value']:.5g}"
     return text + (f" ± {e['stderr']:.2g}" if e.get("stderr") is not None else "")
-  lines = ["| solution | regime | sparsity | step | train error | test acc | Tr(F) | Tr(H) | "
-           "Jacobian |", "|---|---|---|---|---|---|---|---|---|"]
+
+  def head(key, name):
+    return f"{name} ± {pm[key]['short']}" if pm[key] else f"{name} (exact, no ±)"
+  lines = ["| solution | regime | sparsity | step | train error | test acc | "
+           f"{head('tr_f', 'Tr(F)')} | {head('tr_h', 'Tr(H)')} | {head('jacobian', 'Jacobian')} |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     m = r["measurement"]
     lines.append(f"| `{r['path']}` | {r['regime']} | {r['sparsity']:.2f} | {r['step']} | "
@@ -311,8 +320,9 @@ def measure_main(argv: list[str] | None = None) -> int:
   from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
   text = measure_lib.describe_settings(settings)
   with open(out + ".md", "w") as f:
-    f.write(_measure_markdown(rows, text))
-  cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
+    f.write(_measure_markdown(rows, text, settings))
+  cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text,
+                                       "plus_minus": measure_lib.plus_minus(settings), "rows": rows})
   print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
   return 0
 
