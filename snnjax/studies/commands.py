@@ -60,7 +60,8 @@ def parse_study(argv: list[str]):
   argv = ["--dry_run" if a == "--dry-run" else a for a in argv]  # both spellings
   spec = train_cli.config_file_arg(argv)
   if spec is not None:
-    _check_study_config(spec)
+    # an unknown field: named, with the closest known ones ("did you mean")
+    train_cli.check_override_fields(argv, _check_study_config(spec))
   flag_values = study_flags(argv)
   try:
     rest = flag_values(argv)
@@ -102,15 +103,17 @@ def _load_config_file(spec: str):
   return config
 
 
-def _check_study_config(spec: str) -> None:
-  """Loads ``spec`` once: a file that raises, returns no ConfigDict, or holds a training config
-  gets its own one-line error (before absl's flag parser wraps it in a traceback)."""
+def _check_study_config(spec: str):
+  """Loads ``spec`` once (and returns it): a file that raises, returns no ConfigDict, or holds a
+  training config gets its own one-line error (before absl's flag parser wraps it in a
+  traceback)."""
   if not os.path.isfile(spec.partition(":")[0]):
     raise UserError(f"config file not found: {spec.partition(':')[0]}")
   config = _load_config_file(spec)
   if "seeds" not in config or "measure" not in config:
     hint = " (a training config? use scripts/train.py)" if "regime" in config else ""
     raise UserError(f"{spec} is not a study config (no field seeds/measure){hint}")
+  return config
 
 
 def study_main(argv: list[str] | None = None) -> int:
@@ -150,17 +153,6 @@ class _Parser(argparse.ArgumentParser):
     raise UserError(message.splitlines()[0])
 
 
-def _settings_lines(node, prefix: str = "") -> list[str]:
-  """``  --config.a.b=value`` for every leaf of the measurement settings (the --help epilog)."""
-  lines = []
-  for key, value in node.items():
-    if hasattr(value, "items"):
-      lines += _settings_lines(value, f"{prefix}{key}.")
-    else:
-      lines.append(f"  --config.{prefix}{key}={value}")
-  return lines
-
-
 def _measure_parser() -> argparse.ArgumentParser:
   from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
   p = _Parser(
@@ -170,7 +162,7 @@ def _measure_parser() -> argparse.ArgumentParser:
           "with the study's protocol; every setting can be overridden with --config.FIELD=VALUE."),
       epilog="measurement settings (--config.FIELD=VALUE overrides; the defaults shown, "
              "`--config.hessian.enabled=false` skips Tr(H)):\n"
-             + "\n".join(_settings_lines(measure_lib.default_settings())))
+             + "\n".join(train_cli.field_lines(measure_lib.default_settings())))
   p.add_argument("--workdir", action="append", default=[],
                  help="a training run's work dir (its final checkpoint), or a study directory "
                       "(every run under its runs/); repeatable")
