@@ -124,7 +124,45 @@ def describe_settings(s: ml_collections.ConfigDict) -> list[str]:
       f"{h_params_words(f.params)}, active coordinates only; BatchNorm eval mode.",
       f"Jacobian: {'squared ' if j.squared else ''}Frobenius norm of d logits / d input "
       f"(normalized input), {jac}, mean over {j.num_examples} train examples; BatchNorm eval mode.",
+      plus_minus_line(s),
   ]
+
+
+def plus_minus(s: ml_collections.ConfigDict) -> dict:
+  """What the "±" of each estimate covers under settings ``s``: ``{"tr_h", "tr_f", "jacobian":
+  {"short": column label, "words": a sentence} or None}`` (None: the value is exact for its
+  examples and has no ±). Every ± of a single measurement is one standard error; what varies:
+
+  * Tr(H): the random probes only (the ``hessian.num_examples`` examples are fixed); with
+    ``hutchpp`` the residual probes only (the sketch's variation is not in it).
+  * Tr(F): ``mc``: the examples (a sample of the training set) and the labels sampled per
+    example; ``exact`` / ``empirical``: none (exact for the examples measured).
+  * Jacobian: exact (one VJP per class): none; with projections: the examples and projections.
+  """
+  h, f, j = s.hessian, s.fisher, s.jacobian
+  out = {}
+  probes = "the residual Hutchinson probes" if h.method == "hutchpp" else "the random probes"
+  out["tr_h"] = {"short": "stderr: probes",
+                 "words": f"Tr(H) ± one standard error over {probes} only (its "
+                          f"{h.num_examples} examples fixed)"}
+  out["tr_f"] = ({"short": "stderr: examples + sampled labels",
+                  "words": f"Tr(F) ± one standard error over the {f.num_examples} examples (a "
+                           "sample of the training set) and the labels sampled for each"}
+                 if f.kind == "mc" else None)
+  out["jacobian"] = ({"short": "stderr: examples + projections",
+                      "words": f"Jacobian ± one standard error over the {j.num_examples} "
+                               "examples and the random projections"}
+                     if int(j.num_projections) else None)
+  return out
+
+
+def plus_minus_line(s: ml_collections.ConfigDict) -> str:
+  """One sentence saying what every ± of a measurement under ``s`` covers."""
+  pm = plus_minus(s)
+  names = {"tr_h": "Tr(H)", "tr_f": "Tr(F)", "jacobian": "Jacobian"}
+  parts = [pm[k]["words"] if pm[k] else f"{names[k]} has no ± (exact for its examples)"
+           for k in ("tr_h", "tr_f", "jacobian")]
+  return "±: " + "; ".join(parts) + "."
 
 
 def h_params_words(params: str) -> str:
@@ -237,7 +275,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
     A JSON-able dict: ``train_error``, ``train_accuracy``, ``train_loss`` (whole train split,
     labels trained on), ``test_accuracy``, ``test_loss`` (whole test split), ``tr_h``, ``tr_f``,
     ``jacobian`` (``Estimate.as_dict()``: ``value``, ``stderr``, ``num_examples``,
-    ``num_probes`` and details; None when disabled) and the mask's measured sparsity.
+    ``num_probes`` and details, and ``plus_minus``: what the stderr covers in words, None when
+    exact, see :func:`plus_minus`; None when disabled) and the mask's measured sparsity.
 
   Raises:
     UserError: params or BatchNorm statistics that are not finite (``check_finite_solution``), or
@@ -289,4 +328,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
         num_projections=projections, key=jax.random.fold_in(key, 2) if projections else None,
         chunk_size=int(j.chunk_size))
     out["jacobian"] = _checked_estimate(solution, "the Jacobian norm", est)
+  pm = plus_minus(settings)
+  for k in ("tr_h", "tr_f", "jacobian"):
+    if out[k] is not None:
+      out[k]["plus_minus"] = pm[k]["words"] if pm[k] and out[k]["stderr"] is not None else None
   return out

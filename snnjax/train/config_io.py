@@ -25,13 +25,16 @@ DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 MASK_SOURCES = ("prune_dense", "random", "erk")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
 RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
-                  "distributed", "eval_batch_size")
+                  "distributed", "eval_batch_size", "tensorboard")
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 # ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.
 # A dotted name is a nested field (``dataset.downsample``: 16x16 inputs; ``optim.schedule``).
 IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1, "dataset.downsample": 1,
-                     "optim.schedule": "step"}
+                     "optim.schedule": "step",
+                     # SET's original rule as options (configs/set95.py:mocanu; dynamic.Rule)
+                     "dst.drop_rule": "magnitude", "dst.grow_init": "zero", "dst.grow_std": 0.1,
+                     "dst.update_every_epochs": 0}
 SCHEDULES = ("step", "linear", "cosine")  # snnjax.train.optim.SCHEDULES (no jax import here)
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 # Fields every training config has (config_presets.base_config): a config without them is another kind.
@@ -384,6 +387,12 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
     _check(c.dst.decay in DST_DECAYS,
            f"config.dst.decay must be one of {DST_DECAYS}, got {c.dst.decay!r}")
     _check(c.dst.seed >= 0, f"config.dst.seed must be >= 0, got {c.dst.seed}")
+    _check(c.dst.get("drop_rule", "magnitude") in ("magnitude", "signed"),
+           f"config.dst.drop_rule must be magnitude or signed, got {c.dst.get('drop_rule')!r}")
+    _check(c.dst.get("grow_init", "zero") in ("zero", "normal"),
+           f"config.dst.grow_init must be zero or normal, got {c.dst.get('grow_init')!r}")
+    _check_number(c.dst.get("grow_std", 0.1), "dst.grow_std", 0.0, 10.0)
+    _check_int(c.dst.get("update_every_epochs", 0), "dst.update_every_epochs", 0)
   _check(c.precision in ("float32", "bfloat16"),
          f"config.precision must be float32 or bfloat16, got {c.precision!r}")
   _check_int(c.num_devices, "num_devices", 0)

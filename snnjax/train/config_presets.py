@@ -139,6 +139,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.distributed.heartbeat_timeout_s = 100  # a silent peer is declared dead after this long
   config.distributed.initialization_timeout_s = 300
   config.progress = True                   # progress bar on a terminal
+  # TensorBoard event files in WORKDIR/tensorboard (snnjax.train.summaries; needs tensorboardX).
+  # Not part of a run's identity (config_io.RUNTIME_FIELDS).
+  config.tensorboard = False
   return config
 
 
@@ -328,3 +331,24 @@ def dst_block(config: ml_collections.ConfigDict, preset: str = "") -> None:
   config.dst.drop_fraction = 0.3
   config.dst.decay = "cosine"              # cosine | constant
   config.dst.seed = 0
+  # SET's original rule as options (Mocanu et al. 2018; :func:`mocanu_set`, docs/ALGORITHMS.md);
+  # at these defaults they are not part of a run's identity (config_io.IDENTITY_DEFAULTS).
+  config.dst.drop_rule = "magnitude"       # magnitude (k lowest |w|) | signed (per sign, SET's)
+  config.dst.grow_init = "zero"            # zero | normal (grow_std * N(0, 1), SET's)
+  config.dst.grow_std = 0.1                # with grow_init=normal (Mocanu's code: randn() / 10)
+  config.dst.update_every_epochs = 0       # e > 0: after every e-th epoch (SET: 1), not steps
+
+
+def mocanu_set(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SET as published (Mocanu et al. 2018, and its reference code): after every epoch but the
+  last, each prunable layer drops the fraction zeta = 0.3 of its smallest positive and of its
+  largest negative weights, separately, and grows as many at random, starting at 0.1 * N(0, 1)
+  with zero momentum; zeta is constant (no decay) and the rewiring runs to the end of training."""
+  config.dst.drop_rule = "signed"
+  config.dst.grow_init = "normal"
+  config.dst.grow_std = 0.1
+  config.dst.update_every_epochs = 1
+  config.dst.decay = "constant"
+  config.dst.drop_fraction = 0.3
+  config.dst.end_fraction = 1.0
+  return config

@@ -31,6 +31,7 @@ from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, dst, evaluate, parallel, starting_point
+from snnjax.train import summaries
 from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore, CorruptCheckpointError
 from snnjax.train.optim import make_optimizer
@@ -503,7 +504,8 @@ def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        epoch_hook: EpochHook | None = None, dataset=None,
-                       wait_for_lock: bool | float = False) -> dict:
+                       wait_for_lock: bool | float = False,
+                       on_start: Callable[[], None] | None = None) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
 
   Resumes from the last checkpoint in ``workdir``; a finished run (its final checkpoint verified)
@@ -514,6 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   The work dir is written only while this process holds its lock (``WORKDIR/lock.json``,
   ``snnjax.train.lock``): another live owner makes it refuse (``wait_for_lock=False``), or wait up
   to ``wait_for_lock`` seconds (True: until the owner is done, as a shared Sol-D prerequisite does).
+  ``on_start()`` runs once every check has passed and the lock is held, right before the work dir
+  is first written (``scripts/train.py`` prints the resolved config and identity there).
 
   Raises:
     UserError: invalid config, a work dir holding a different run, a missing prerequisite run, a
@@ -521,6 +525,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
+  summaries.check_available(config)  # --config.tensorboard without its writer: refused up front
   run = RunDir(workdir)
   check_workdir(config, run.path)
   parallel.initialize_distributed(config.distributed)
@@ -557,6 +562,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with contextlib.ExitStack() as stores:
     stores.enter_context(_workdir_lock(run, wait_for_lock))
     check_workdir(config, run.path)  # again: a run that held the lock meanwhile may have begun it
+    if on_start is not None:
+      on_start()
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
@@ -580,6 +587,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
                       config.progress)))
     record = records[-1] if records else {}
+    events = stores.enter_context(summaries.open_writer(config, run.path,
+                                                        primary=parallel.is_primary()))
     t_start = time.time()
     for epoch in range(start_epoch, config.num_epochs):
       last = ckpt_store.latest_step()
@@ -589,6 +598,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 last_checkpoint=kept)
       records.append(record)
       run.write_records(records)
+      events.write(record)
       best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)
       if bar is None and config.progress:
         _log_epoch(config, record)
