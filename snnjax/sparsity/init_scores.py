@@ -64,14 +64,14 @@ def _finite(scores: PyTree, what: str) -> PyTree:
 def snip_mask(loss_fn, params: PyTree, sparsity: float, *, scope: str = "global",
               prunable_tree: Optional[PyTree] = None) -> PyTree:
   """Keeps the highest SNIP scores."""
-  scores = _finite(snip_scores(loss_fn, params), "SNIP")
+  scores = _finite(jax.jit(lambda p: snip_scores(loss_fn, p))(params), "SNIP")
   return score_mask(scores, sparsity, scope=scope, prunable_tree=prunable_tree)
 
 
 def grasp_mask(loss_fn, params: PyTree, sparsity: float, *, scope: str = "global",
                prunable_tree: Optional[PyTree] = None) -> PyTree:
   """Prunes the highest GraSP scores (keeps the lowest)."""
-  scores = _finite(grasp_scores(loss_fn, params), "GraSP")
+  scores = _finite(jax.jit(lambda p: grasp_scores(loss_fn, p))(params), "GraSP")
   return score_mask(jax.tree.map(np.negative, scores), sparsity, scope=scope,
                     prunable_tree=prunable_tree)
 
