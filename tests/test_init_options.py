@@ -126,3 +126,19 @@ def test_grad_norm_record_starts_with_the_init_gradient(tmp_path):
   np.testing.assert_allclose(record["grad_norm"]["value"][0], norm, rtol=1e-4)
   # not in the identity
   assert config_io.identity_hash(config) == config_io.identity_hash(_scratch("random"))
+
+
+def test_order_seed_changes_the_data_order_only():
+  from snnjax.train import loop  # pylint: disable=import-outside-toplevel
+  a, b = _scratch("random"), _scratch("random")
+  b.order_seed = 7
+  same = _scratch("random")
+  same.order_seed = a.seed
+  assert config_io.identity_hash(a) != config_io.identity_hash(b)
+  for x, y in zip(jax.tree.leaves(_start(a)[:3]), jax.tree.leaves(_start(b)[:3])):
+    np.testing.assert_array_equal(x, y)        # one init, one mask
+  batches = [loop.epoch_batches(c, 0, 1000, 10, None) for c in (a, b, same)]
+  assert not np.array_equal(batches[0][0], batches[1][0])
+  assert np.array_equal(batches[0][0], batches[2][0])
+  assert not np.array_equal(jax.random.key_data(starting_point.augment_key(a)),
+                            jax.random.key_data(starting_point.augment_key(b)))

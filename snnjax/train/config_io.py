@@ -34,7 +34,7 @@ RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config"
 IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1, "dataset.downsample": 1,
                      "optim.schedule": "step", "mask.init": "dense", "mask.shuffle": False,
                      "mask.score_examples": 256, "mask.synflow_rounds": 100,
-                     "mask.rewind_step": 0}
+                     "mask.rewind_step": 0, "order_seed": -1}
 SCHEDULES = ("step", "linear", "cosine")  # snnjax.train.optim.SCHEDULES (no jax import here)
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 # Fields every training config has (config_presets.base_config): a config without them is another kind.
@@ -339,6 +339,9 @@ def _validate_mask_extras(c) -> None:
   _check(isinstance(steps, (tuple, list)) and all(_is_int(s) and s >= 1 for s in steps),
          f"config.save_steps must be a tuple of steps >= 1, got {steps!r}")
   _check_int(c.get("grad_norm_every", 0), "grad_norm_every", 0)
+  _check_int(c.get("order_seed", -1), "order_seed", -1, MAX_SEED)
+  _check(c.get("ensemble", 1) == 1 or c.get("order_seed", -1) == -1,
+         "config.order_seed is not supported with config.ensemble > 1")
   _check(c.get("ensemble", 1) == 1 or not (tuple(steps) or c.get("grad_norm_every", 0)),
          "config.save_steps and config.grad_norm_every are not supported with config.ensemble > 1")
 

@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   ResNet-32: SGD 0.9, wd 2e-4, batch 128, lr 0.1 x0.1 at epochs 100 and 150, 200 epochs)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # >= 0: the seed of the SGD noise alone (the epochs' shuffle and the augmentation stream), so
+  # two runs from one init (``seed``) can see different data orders (instability, Frankle et al.
+  # 2020); -1: ``seed``. Left out of the identity at -1.
+  config.order_seed = -1
   # dense | finetune | scratch | lottery | rigl | set; rigl / set (dynamic sparse training) add a
   # config.dst block (see :func:`sparse_config`).
   config.regime = "dense"

@@ -271,9 +271,11 @@ def epoch_batches(config: ml_collections.ConfigDict, epoch: int, num_train: int,
   schedule_cfg = config.get("curriculum", None)
   if scores is not None and epoch < schedule_cfg.until_epoch:
     return curriculum.pool_batches(
-        scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
+        scores, order=schedule_cfg.kind, seed=starting_point.order_seed(config), epoch=epoch,
+        num_steps=steps_per_epoch,
         batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
-  return pipeline.batch_indices(pipeline.epoch_permutation(config.seed, epoch, num_train),
+  return pipeline.batch_indices(pipeline.epoch_permutation(starting_point.order_seed(config),
+                                                           epoch, num_train),
                                 config.batch_size)
 
 

@@ -54,9 +54,16 @@ def init_key(config: ml_collections.ConfigDict) -> jax.Array:
   return jax.random.fold_in(jax.random.key(config.seed), _stream(config.regime))
 
 
+def order_seed(config: ml_collections.ConfigDict) -> int:
+  """The seed of the run's SGD noise (shuffle, augmentation): ``config.order_seed`` when set
+  (>= 0), else ``config.seed``."""
+  chosen = int(config.get("order_seed", -1))
+  return int(config.seed) if chosen < 0 else chosen
+
+
 def augment_key(config: ml_collections.ConfigDict) -> jax.Array:
   """The key of the run's augmentation stream (each step folds in its global step index)."""
-  return jax.random.fold_in(jax.random.key(config.seed), 1000 + _stream(config.regime))
+  return jax.random.fold_in(jax.random.key(order_seed(config)), 1000 + _stream(config.regime))
 
 
 def prunable_tree(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
