@@ -1,4 +1,4 @@
-"""Command lines of ``scripts/study.py`` and ``scripts/measure.py``.
+"""Command lines of ``scripts/study.py``, ``scripts/measure.py`` and ``scripts/interpolate.py``.
 
 Bad input prints one ``error: <message>`` line on stderr and returns 2, before anything is written.
 
@@ -8,6 +8,7 @@ Bad input prints one ``error: <message>`` line on stderr and returns 2, before a
   python scripts/study.py --config configs/study.py:quick --workdir DIR --workers 2  # 2 processes
   python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
   python scripts/measure.py --workdir DIR --config configs/study.py:quick --config.fisher.kind=exact
+  python scripts/interpolate.py runs/scratch90-quick/init runs/scratch90-quick --out DIR/
 """
 
 from __future__ import annotations
@@ -247,17 +248,18 @@ def expand_workdir(path: str) -> list[str]:
                   "(no runs/*/config.json)")
 
 
-def measure_out(out: str | None, first_path: str) -> str:
+def measure_out(out: str | None, first_path: str, *, name: str = "measure",
+                suffixes: tuple = (".md", ".json")) -> str:
   """The output prefix (``PREFIX.md``, ``PREFIX.json``): ``--out`` (a directory, ``DIR/``, gets
-  ``DIR/measure``) or ``measure`` next to the first input; its directory must be creatable."""
+  ``DIR/<name>``) or ``<name>`` next to the first input; its directory must be creatable."""
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   if not out:
-    out = os.path.join(os.path.abspath(first_path), "measure")
+    out = os.path.join(os.path.abspath(first_path), name)
   elif out.endswith(os.sep) or os.path.isdir(out):
-    out = os.path.join(out, "measure")
+    out = os.path.join(out, name)
   out = os.path.abspath(out)
   config_io.check_path(os.path.dirname(out), "--out")
-  for suffix in (".md", ".json"):
+  for suffix in suffixes:
     if os.path.isdir(out + suffix):
       raise UserError(f"--out: {out + suffix} is a directory")
   return out
@@ -354,4 +356,87 @@ def pilot_main(argv: list[str] | None = None) -> int:
   pilot.plot(result, os.path.join(args.out, "pilot.png"))
   print(json.dumps({"json": os.path.join(args.out, "pilot.json"),
                     "figure": os.path.join(args.out, "pilot.png")}))
+  return 0
+
+
+def _interpolate_parser() -> argparse.ArgumentParser:
+  from snnjax.studies import interpolate as interp  # pylint: disable=import-outside-toplevel
+  p = _Parser(
+      prog="interpolate.py", allow_abbrev=False,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description=(
+          "Loss and accuracy (train and test) along theta(alpha) = (1 - alpha) a + alpha b between\n"
+          "two checkpoints, the barrier heights above the chord between the endpoints, their L2\n"
+          "distance and test disagreement; writes OUT.json and OUT.png.\n"
+          "A and B: a work dir (its last checkpoint), WORKDIR/init (Init-S, Init-F, Sol-D's init)\n"
+          "or WORKDIR/checkpoints/STEP."),
+      epilog="  python scripts/interpolate.py runs/scratch90-quick/init runs/scratch90-quick\n"
+             "  python scripts/interpolate.py runs/dense-quick runs/finetune90-quick --mask b\n"
+             "  python scripts/interpolate.py RUN RUN --step-a 220 --bn stored --alphas 0,0.5,1")
+  p.add_argument("a", help="checkpoint at alpha = 0")
+  p.add_argument("b", help="checkpoint at alpha = 1")
+  p.add_argument("--step-a", type=int, default=None, help="a kept checkpoint step of A's work dir")
+  p.add_argument("--step-b", type=int, default=None, help="a kept checkpoint step of B's work dir")
+  p.add_argument("--alphas", default=",".join(f"{x:g}" for x in interp.DEFAULT_ALPHAS),
+                 help="comma-separated alphas (0 and 1 are always added); default %(default)s")
+  p.add_argument("--mask", default="union", choices=interp.MASKS,
+                 help="where the segment lives: the union of the two masks (default), their "
+                      "intersection, or one endpoint's mask")
+  p.add_argument("--bn", default="recompute", choices=interp.BN_MODES,
+                 help="BatchNorm statistics at each point: recomputed on the training inputs "
+                      "(default), the endpoints' stored ones interpolated, or one endpoint's")
+  p.add_argument("--train-examples", type=int, default=None,
+                 help="training examples evaluated (default: as A's metrics.jsonl; 0 = all)")
+  p.add_argument("--train-labels", default="trained", choices=interp.TRAIN_LABELS,
+                 help="labels of the train metrics: trained on (default, as metrics.jsonl) or true")
+  p.add_argument("--bn-examples", type=int, default=0,
+                 help="training inputs whose statistics --bn recompute uses (0 = all)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the example subsets")
+  p.add_argument("--out", default=None,
+                 help="output prefix for .json and .png (default: interpolation in A's work dir; "
+                      "DIR/ gives DIR/interpolation)")
+  p.add_argument("--quiet", action="store_true", help="no progress lines")
+  return p
+
+
+def interpolate_main(argv: list[str] | None = None) -> int:
+  """``scripts/interpolate.py``: evaluates a segment, writes ``OUT.json`` and ``OUT.png``."""
+  argv = sys.argv if argv is None else argv
+  try:
+    parser = _interpolate_parser()
+    if any(a in ("-h", "--help") for a in argv[1:]):
+      parser.print_help()
+      return 0
+    args = parser.parse_args(argv[1:])
+    try:
+      alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
+    except ValueError as e:
+      raise UserError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from e
+    xla_cpu.tune()
+    _quiet_libraries()
+    from snnjax.studies import interpolate as interp  # pylint: disable=import-outside-toplevel
+    sol_a = interp.load_endpoint(args.a, args.step_a)  # both load (or fail) before writing
+    sol_b = interp.load_endpoint(args.b, args.step_b)
+    out = measure_out(args.out, os.path.dirname(os.path.dirname(sol_a.path)),
+                      name="interpolation", suffixes=(".json", ".png"))
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"[interpolate] {m}",
+                                                                file=sys.stderr, flush=True))
+    result = interp.interpolate(sol_a, sol_b, alphas=alphas, mask=args.mask, bn=args.bn,
+                                train_examples=args.train_examples,
+                                train_labels=args.train_labels, bn_examples=args.bn_examples,
+                                seed=args.seed, log=log)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  if os.path.dirname(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+  cache_lib.write_json(out + ".json", result)
+  interp.plot(result, out + ".png")
+  b = result["barrier"]
+  print(f"[interpolate] barrier heights: train loss {b['train_loss']['height']:.4g}, test loss "
+        f"{b['test_loss']['height']:.4g}, test error {b['test_error']['height']:.4g}; L2 distance "
+        f"{result['l2_distance']:.4g}; test disagreement {result['test_disagreement']:.4f}",
+        file=sys.stderr)
+  print(json.dumps({"json": out + ".json", "figure": out + ".png"}))
   return 0
