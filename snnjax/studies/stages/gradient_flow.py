@@ -33,7 +33,7 @@ import numpy as np
 
 from snnjax.errors import check
 from snnjax.studies import cache as cache_lib
-from snnjax.studies import explanations as ex
+from snnjax.studies import competing as ex
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
