@@ -33,7 +33,7 @@ EXPLANATIONS = (
 
 def default_settings() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.enabled = False              # on in the quick preset
+  s.enabled = True               # configs/study.py: on in the quick preset only
   return s
 
 

@@ -51,7 +51,7 @@ COLORS = {"scratch": "#d62728", "sparse_aware": "#2ca02c", "finetune": "#1f77b4"
 
 def default_settings() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.enabled = False              # on in the quick preset
+  s.enabled = True               # configs/study.py: on in the quick preset only
   s.sparsity = 0.0               # 0 = the middle of config.sparsities
   s.every = 1                    # record ||mask * g|| every n-th step of the stage's runs
   s.early_epochs = 1             # "early": the recorded steps of the first n epochs

@@ -59,7 +59,7 @@ PAIRS = {  # name: (a, b, label)
 
 def default_settings() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.enabled = False              # on in the quick preset
+  s.enabled = True               # configs/study.py: on in the quick preset only
   s.sparsity = 0.0               # 0 = the middle of config.sparsities
   s.rewind_fraction = 0.03       # early k: this fraction of Sol-D's steps (Frankle et al.: 1-5%)
   s.imp_rounds = 2               # IMP rounds to the sparsity (1: the one-shot tickets only)

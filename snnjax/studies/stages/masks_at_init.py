@@ -39,7 +39,7 @@ LABELS = {"prune_dense": "Sol-S (Sol-F's mask)", "snip": "SNIP", "grasp": "GraSP
 
 def default_settings() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.enabled = False              # on in the quick preset
+  s.enabled = True               # configs/study.py: on in the quick preset only
   s.sparsity = 0.0               # 0 = the middle of config.sparsities
   s.sources = SOURCES
   s.scope = "global"             # global | layerwise
