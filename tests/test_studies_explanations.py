@@ -12,7 +12,7 @@ import pytest
 from _study_configs import tiny_study
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import study as study_lib
-from snnjax.studies.stages import explanations, gradient_flow, lottery, masks_at_init
+from snnjax.studies.stages import explanations, gradient_flow, lottery
 from snnjax.studies.study import run_study
 from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
@@ -127,7 +127,6 @@ def test_masks_at_init_and_the_shuffle(study):
   result = study["results"]["masks_at_init"]
   entry = result["per_seed"]["seed0"]
   assert set(entry) == {"prune_dense", "synflow", "synflow-shuffled"}
-  assert entry["synflow"]["densities"] != entry["synflow-shuffled"]["densities"] or True
   a, b = entry["synflow"]["densities"], entry["synflow-shuffled"]["densities"]
   assert a == b                                    # the shuffle keeps every layer's count
   assert set(result["comparisons"]) == {"synflow"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 
 import ml_collections
 import numpy as np
@@ -22,6 +23,7 @@ from snnjax.errors import UserError
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies import seeds as seeds_lib
+from snnjax.studies.markdown import runs_table
 from snnjax.train.run_dir import RunDir
 
 REFERENCES = ("dense", "finetune", "scratch")
@@ -144,3 +146,10 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
   """Optimizer steps of a run of ``config`` (whole batches per epoch x epochs)."""
   n = int(config.dataset.train_size) or _num_train(config.dataset.to_json())
   return max(1, n // int(config.batch_size)) * int(config.num_epochs)
+
+
+def section_end(figure_path: str, what: str, rows: list[dict], runs: dict) -> list[str]:
+  """The end of a stage's section: its figure, its findings in words, its runs."""
+  return (["", f"![{what}]({os.path.basename(figure_path)})", ""]
+          + [f"- {r['claim']}: {r['ours']} (**{r['status']}**)." for r in rows]
+          + [""] + runs_table(runs) + [""])

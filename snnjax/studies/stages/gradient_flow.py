@@ -37,7 +37,7 @@ from snnjax.studies import competing as ex
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
-from snnjax.studies.markdown import fmt, runs_table
+from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
 from snnjax.train.run_dir import RunDir
 
@@ -242,9 +242,7 @@ def report(rc, result) -> list[str]:
       md.append(f"| {LABELS[name]} ({seed_key}) | {fmt(early_.get('init'), 4)} | "
                 f"{fmt(early_.get('mean'), 4)} | {fmt(e['test_accuracy'], 4)} | "
                 f"{fmt(e['train_accuracy'], 4)} |")
-  md += ["", f"![gradient flow]({os.path.basename(path)})", ""]
-  md += [f"- {row['claim']}: {row['ours']} (**{row['status']}**)." for row in findings(rc, result)]
-  return md + [""] + runs_table(result["runs"]) + [""]
+  return md + ex.section_end(path, "gradient flow", findings(rc, result), result["runs"])
 
 
 def findings(rc, result) -> list[dict]:

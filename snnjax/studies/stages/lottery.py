@@ -42,7 +42,7 @@ from snnjax.studies import competing as ex
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
-from snnjax.studies.markdown import fmt, runs_table
+from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
 
 NAME = "lottery"
@@ -276,9 +276,7 @@ def report(rc, result) -> list[str]:
       md.append(f"| {PAIRS[pair][2]} | {key} | {fmt(b['test_error']['height'], 4)} | "
                 f"{fmt(b['test_loss']['height'], 4)} | {fmt(seg['l2_distance'], 3)} | "
                 f"{fmt(seg['test_disagreement'], 4)} |")
-  md += ["", f"![interpolation]({os.path.basename(path)})", ""]
-  md += [f"- {row['claim']}: {row['ours']} (**{row['status']}**)." for row in findings(rc, result)]
-  return md + [""] + runs_table(result["runs"]) + [""]
+  return md + ex.section_end(path, "interpolation", findings(rc, result), result["runs"])
 
 
 def _list(values) -> str:

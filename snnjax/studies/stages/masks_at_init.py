@@ -26,7 +26,7 @@ from snnjax.studies import competing as ex
 from snnjax.studies import figures
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
-from snnjax.studies.markdown import fmt, runs_table
+from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
 from snnjax.train.run_dir import RunDir
 
@@ -180,9 +180,7 @@ def report(rc, result) -> list[str]:
       label = LABELS[e["source"]] + (", shuffled" if e["shuffled"] else "")
       md.append(f"| {label} | {key} | {fmt(e['test_accuracy'], 4)} | "
                 f"{fmt(e['train_accuracy'], 4)} | {dens} |")
-  md += ["", f"![masks at init]({os.path.basename(path)})", ""]
-  md += [f"- {row['claim']}: {row['ours']} (**{row['status']}**)." for row in findings(rc, result)]
-  return md + [""] + runs_table(result["runs"]) + [""]
+  return md + ex.section_end(path, "masks at init", findings(rc, result), result["runs"])
 
 
 def findings(rc, result) -> list[dict]:
