@@ -41,7 +41,7 @@ def tiny_config():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-  workdir = os.environ.get("WT22_DIR") or str(tmp_path_factory.mktemp("explanations"))
+  workdir = str(tmp_path_factory.mktemp("explanations"))
   config = tiny_config()
   results = run_study(config, workdir, stages_to_run=STAGES)
   runs = study_lib.resolve(config, cache_lib.StageCache(workdir))
