@@ -22,10 +22,12 @@ REGIMES = ("dense", "finetune", "scratch", "lottery", "rigl", "set")
 DST_REGIMES = ("rigl", "set")  # dynamic sparse training: a config.dst block (snnjax.train.dst)
 DST_DECAYS = ("cosine", "constant")
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
-MASK_SOURCES = ("prune_dense", "random", "erk")
+MASK_SOURCES = ("prune_dense", "random", "erk", "snip", "grasp", "synflow")
+INIT_SOURCES = ("snip", "grasp", "synflow")  # masks found at init (snnjax.sparsity.init_scores)
+MASK_INITS = ("dense", "sparse_aware")
 # Fields that do not change a run's numbers; they may differ between a run and its resumption.
 RUNTIME_FIELDS = ("progress", "checkpoint_keep", "prerequisites", "dense_config",
-                  "distributed", "eval_batch_size", "tensorboard")
+                  "distributed", "eval_batch_size", "tensorboard", "save_steps", "grad_norm_every")
 # Fields left out of a run's identity while they hold these values (their defaults, which give the
 # numbers of runs made before the field existed), so that adding them kept every run's identity.
 # ``ensemble`` (``--config.ensemble=K``, see ``snnjax.train.ensemble``) exists only when given.
@@ -34,7 +36,10 @@ IDENTITY_DEFAULTS = {"nan_policy": "stop", "ensemble": 1, "dataset.downsample": 
                      "optim.schedule": "step",
                      # SET's original rule as options (configs/set95.py:mocanu; dynamic.Rule)
                      "dst.drop_rule": "magnitude", "dst.grow_init": "zero", "dst.grow_std": 0.1,
-                     "dst.update_every_epochs": 0}
+                     "dst.update_every_epochs": 0,
+                     # issue 22's options: sparse-aware init, masks at init, rewinding, data order
+                     "mask.init": "dense", "mask.shuffle": False, "mask.score_examples": 256,
+                     "mask.synflow_rounds": 100, "mask.rewind_step": 0, "order_seed": -1}
 SCHEDULES = ("step", "linear", "cosine")  # snnjax.train.optim.SCHEDULES (no jax import here)
 NAN_POLICIES = ("stop", "skip_step")  # snnjax.train.step.NAN_POLICIES (no jax import here)
 # Fields every training config has (config_presets.base_config): a config without them is another kind.
@@ -335,6 +340,7 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   m = c.mask
   _check(m.source in MASK_SOURCES, f"config.mask.source must be one of {MASK_SOURCES}, got {m.source!r}")
   _check(m.scope in ("global", "layerwise"), f"config.mask.scope must be global or layerwise, got {m.scope!r}")
+  _validate_mask_extras(c)
   _check(not needs_dense_run(c) or bool(c.dense_workdir),
          f"the {c.regime} regime needs a Sol-D run: set --config.dense_workdir=DIR"
          + (" (or --config.mask.source=random|erk)" if c.regime in ("scratch",) + DST_REGIMES else ""))
@@ -404,6 +410,39 @@ def validate_config(config: ml_collections.ConfigDict, model_names=()) -> None:
   _check(isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble >= 1,
          f"config.ensemble must be an integer >= 1, got {ensemble!r}")
   check_numbers(c, "config")  # last: the fields' own checks above name their ranges
+
+
+def _validate_mask_extras(c) -> None:
+  """The mask fields of issue 22 (init, shuffle, masks found at init, rewinding, save_steps)."""
+  m = c.mask
+  scratch_like = c.regime in ("scratch",) + DST_REGIMES
+  init = m.get("init", "dense")
+  _check(init in MASK_INITS, f"config.mask.init must be one of {MASK_INITS}, got {init!r}")
+  _check(init == "dense" or scratch_like,
+         f"config.mask.init={init} re-initializes the kept weights: it applies to scratch, rigl "
+         f"and set runs (a fresh init), not to the {c.regime} regime")
+  _check(isinstance(m.get("shuffle", False), bool),
+         f"config.mask.shuffle must be True or False, got {m.get('shuffle')!r}")
+  _check(not m.get("shuffle", False) or scratch_like,
+         f"config.mask.shuffle applies to scratch, rigl and set runs, not to the {c.regime} regime")
+  _check(m.source not in INIT_SOURCES or scratch_like,
+         f"config.mask.source={m.source} scores the run's own init: use it with "
+         "--config.regime=scratch|rigl|set")
+  _check_int(m.get("score_examples", 256), "mask.score_examples", 1)
+  _check_int(m.get("synflow_rounds", 100), "mask.synflow_rounds", 1, 10_000)
+  rewind = m.get("rewind_step", 0)
+  _check_int(rewind, "mask.rewind_step", 0)
+  _check(rewind == 0 or c.regime == "lottery",
+         f"config.mask.rewind_step={rewind} rewinds a lottery run; this is a {c.regime} run")
+  steps = c.get("save_steps", ())
+  _check(isinstance(steps, (tuple, list)) and all(_is_int(s) and s >= 1 for s in steps),
+         f"config.save_steps must be a tuple of steps >= 1, got {steps!r}")
+  _check_int(c.get("grad_norm_every", 0), "grad_norm_every", 0)
+  _check_int(c.get("order_seed", -1), "order_seed", -1, MAX_SEED)
+  _check(c.get("ensemble", 1) == 1 or c.get("order_seed", -1) == -1,
+         "config.order_seed is not supported with config.ensemble > 1")
+  _check(c.get("ensemble", 1) == 1 or not (tuple(steps) or c.get("grad_norm_every", 0)),
+         "config.save_steps and config.grad_norm_every are not supported with config.ensemble > 1")
 
 
 def check_path(path: str, what: str, *, read_only_ok: bool = False) -> None:

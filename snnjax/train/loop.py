@@ -138,6 +138,8 @@ def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
     check_dense_pairing(config, stored)
   if dense.finished:
     return
+  if stored is not None and stored.get("regime") != "dense":
+    raise UserError(f"the previous lottery round {dense.path} is not finished: train it first")
   if config.prerequisites != "train":
     raise UserError(
         f"no finished Sol-D run at {dense.path}: train it first with `python scripts/train.py "
@@ -206,12 +208,13 @@ def curriculum_scores(config: ml_collections.ConfigDict, num_train: int) -> np.n
   return curriculum.load_scores(schedule_cfg.scores_path, num_train)
 
 
-def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx
+def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx, dataset=None
                        ) -> tuple[TrainState, dict]:
   """The regime's starting point (``starting_point.initial_variables``) as a fresh train state, and
-  the ``info`` record of where its weights and mask came from."""
+  the ``info`` record of where its weights and mask came from (``dataset``: for masks scored on
+  data, ``mask.source=snip|grasp``)."""
   params, batch_stats, mask, info = starting_point.initial_variables(
-      config, model, input_shape, load_solution)
+      config, model, input_shape, load_solution, dataset=dataset)
   sparsity.check_mask(params, mask)
   for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
     if not np.any(np.asarray(leaf)):
@@ -286,18 +289,22 @@ class StepFns:
 
 
 def make_step_fns(config: ml_collections.ConfigDict, model, tx, *, augment: bool, mesh) -> StepFns:
-  """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty)."""
+  """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty;
+  with ``grad_norm_every`` the steps also return the masked gradient norm)."""
   batch_sharding = parallel.batch_sharded(mesh) if mesh.devices.size > 1 else None
   nan_policy = config.get("nan_policy", "stop")
+  grad_norm = int(config.get("grad_norm_every", 0)) > 0
   plain = make_train_step(model.apply, tx, augment=augment, compute_dtype=_compute_dtype(config),
-                          batch_sharding=batch_sharding, nan_policy=nan_policy)
+                          batch_sharding=batch_sharding, nan_policy=nan_policy,
+                          grad_norm=grad_norm)
   fisher_reg = config.get("fisher_reg", None)
   penalized = None
   if fisher_reg is not None and fisher_reg.weight:
     penalized = make_train_step(model.apply, tx, augment=augment,
                                 compute_dtype=_compute_dtype(config),
                                 fisher_examples=int(fisher_reg.num_examples),
-                                batch_sharding=batch_sharding, nan_policy=nan_policy)
+                                batch_sharding=batch_sharding, nan_policy=nan_policy,
+                                grad_norm=grad_norm)
   return StepFns(plain, penalized)
 
 
@@ -308,15 +315,17 @@ def epoch_batches(config: ml_collections.ConfigDict, epoch: int, num_train: int,
   schedule_cfg = config.get("curriculum", None)
   if scores is not None and epoch < schedule_cfg.until_epoch:
     return curriculum.pool_batches(
-        scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
+        scores, order=schedule_cfg.kind, seed=starting_point.order_seed(config), epoch=epoch,
+        num_steps=steps_per_epoch,
         batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
-  return pipeline.batch_indices(pipeline.epoch_permutation(config.seed, epoch, num_train),
+  return pipeline.batch_indices(pipeline.epoch_permutation(starting_point.order_seed(config),
+                                                           epoch, num_train),
                                 config.batch_size)
 
 
 def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callable,
                 aug_key: jax.Array, first_step: int, fisher_weight: float | None = None,
-                bar=None) -> tuple[TrainState, dict]:
+                bar=None, grad_norm_every: int = 0, save_steps=()) -> tuple[TrainState, dict]:
   """One pass of ``step_fn`` over ``batches``; returns the new state and the metrics averaged over
   its finite steps (``loss``, ``accuracy`` and, with ``fisher_weight``, ``fisher_penalty``), with
   the epoch's health: ``num_steps``, ``nonfinite_steps`` (steps whose update was not finite) and
@@ -324,8 +333,14 @@ def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callab
   part)``, see ``step.finite_part_names``).
 
   The steps' finite flags stay on the device until the epoch's end (one transfer per epoch).
+  With ``grad_norm_every`` n > 0 (a step function made with ``grad_norm=True``) ``grad_norm`` is
+  ``{"step": [...], "value": [...]}``: the masked gradient norm of every step whose global index
+  (0-based, the step's params before its update) is a multiple of n. ``saved``: ``{step: host
+  state dict}`` of the states after ``step`` updates for the ``save_steps`` inside the epoch.
   """
   names = finite_part_names(state)
+  norm_steps, norms, saved = [], [], {}
+  wanted = {int(k) for k in save_steps}
   sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if fisher_weight is not None else {})}
   flags, parts = [], []
   for i, idx in enumerate(batches):
@@ -337,13 +352,22 @@ def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callab
     sums = {k: sums[k] + jnp.where(m["finite"], m[k], 0.0) for k in sums}
     flags.append(m["finite"])
     parts.append(m["finite_parts"])
+    if grad_norm_every and (first_step + i) % grad_norm_every == 0:
+      norm_steps.append(first_step + i)
+      norms.append(m["grad_norm"])
+    if first_step + i + 1 in wanted:  # copied now: the next step donates the state's buffers
+      saved[first_step + i + 1] = jax.device_get(state.to_dict())
     if bar is not None:
       bar.update(1)
   finite = np.asarray(jnp.stack(flags)) if flags else np.ones(0, bool)
   bad = np.flatnonzero(~finite)
   num_ok = int(finite.sum())
   means = {k: float(v) / num_ok if num_ok else float("nan") for k, v in sums.items()}
-  means.update(num_steps=len(flags), nonfinite_steps=int(bad.size), first_nonfinite=None)
+  means.update(num_steps=len(flags), nonfinite_steps=int(bad.size), first_nonfinite=None,
+               saved=saved)
+  if grad_norm_every:
+    values = np.asarray(jnp.stack(norms)) if norms else np.zeros(0)
+    means["grad_norm"] = {"step": norm_steps, "value": [float(v) for v in values]}
   if bad.size:
     means["first_nonfinite"] = (int(bad[0]), first_nonfinite_part(parts[int(bad[0])], names))
   return state, means
@@ -413,6 +437,7 @@ class RunContext:
   meta_base: dict
   info: dict
   dst: Any = None  # dst.DynamicSparsity of a rigl / set run (mask updates), else None
+  rewind_store: Any = None  # CheckpointStore of WORKDIR/rewind (config.save_steps), else None
 
 
 def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
@@ -438,14 +463,22 @@ def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
   state, means = train_epoch(
       state, ctx.train_data, epoch_batches(config, epoch, ctx.dataset.num_train, steps, ctx.scores),
       step_fn=step_fn, aug_key=ctx.aug_key,
-      first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar)
+      first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar,
+      grad_norm_every=int(config.get("grad_norm_every", 0)),
+      save_steps=tuple(config.get("save_steps", ())) if ctx.rewind_store is not None else ())
   check_epoch_health(config, epoch, epoch * steps, means, last_checkpoint)
+  for k, host_state in means["saved"].items():
+    if k not in ctx.rewind_store.steps():
+      ctx.rewind_store.save(k, host_state, {**ctx.meta_base, "epoch": epoch,
+                                            "info": {**ctx.info, "rewind_point": k}})
   record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
             "lr": float(ctx.schedule((epoch + 1) * steps - 1)),
             "batch_loss": means["loss"], "batch_accuracy": means["accuracy"],
             "epoch_time_s": time.time() - t0}
   if penalized:
     record["fisher_penalty"] = means["fisher_penalty"]
+  if "grad_norm" in means:
+    record["grad_norm"] = means["grad_norm"]
   if config.get("nan_policy", "stop") == "skip_step":
     record["skipped_steps"] = means["nonfinite_steps"]
   if ctx.dst is not None:
@@ -549,7 +582,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   scores = curriculum_scores(config, dataset.num_train)
   ensure_prerequisites(config)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch, config.num_epochs)
-  state, info = create_train_state(config, model, dataset.input_shape, tx)
+  state, info = create_train_state(config, model, dataset.input_shape, tx, dataset=dataset)
   mask_updates = dst.make(  # rigl / set: the mask updates (None otherwise)
       config, model, state, steps_per_epoch, augment=bool(config.dataset.augment and dataset.is_image),
       compute_dtype=_compute_dtype(config),
@@ -570,6 +603,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
     best_store = stores.enter_context(CheckpointStore(
         os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
+    rewind_store = stores.enter_context(CheckpointStore(
+        os.path.join(run.path, starting_point.REWIND_DIR), max_to_keep=None)) if tuple(
+            config.get("save_steps", ())) else None
     best_accuracy = max([r["test_accuracy"] for r in records if r.get("test_accuracy") is not None],
                         default=-1.0)
     ctx = RunContext(
@@ -581,7 +617,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         predict=make_predict_fn(model.apply, compute_dtype=_compute_dtype(config)),
         schedule=schedule, scores=scores, steps_per_epoch=steps_per_epoch,
         aug_key=starting_point.augment_key(config), meta_base=meta_base, info=info,
-        dst=mask_updates)
+        dst=mask_updates, rewind_store=rewind_store)
     state = parallel.replicate(state, mesh)
     bar = stores.enter_context(_closing(
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
