@@ -57,7 +57,7 @@ from snnjax.estimators import _sharding
 from snnjax.estimators import blocks as _blocks
 from snnjax.estimators import sketch as _sketch
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
-                                     check_mask_matches_params)
+                                     check_mask_matches_params, leading_size)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -94,6 +94,7 @@ def hvp(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree, *,
     H v, a pytree like ``params`` (``jax.jvp`` of ``jax.grad``). Jit-compatible.
   """
   mask = check_mask_matches_params(params, mask)
+  check_scalar_loss(loss_fn, params, batch)
   v = apply_mask(v, mask)
   _, hv = jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))
   return apply_mask(hv, mask)
@@ -248,12 +249,28 @@ def _probe_products(fn, params, batch, mvec, key, indices, *, what):
 
 
 def _num_examples(batch: Batch) -> int:
-  if "x" not in batch:
-    raise UserError(f"each batch needs an 'x' entry (examples on axis 0); got keys {list(batch)}")
-  n = int(np.shape(batch["x"])[0])
+  """Examples in a batch: the common leading size of its array leaves (any pytree)."""
+  n = leading_size(batch)
   if n == 0:
     raise UserError("a batch holds no examples")
   return n
+
+
+def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: Batch) -> None:
+  """UserError unless ``loss_fn(params, batch)`` is one real scalar (traced, nothing run)."""
+  try:
+    out = jax.eval_shape(loss_fn, params, batch)
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 - the user's function: say which call failed
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"loss_fn(params, batch) failed: {type(e).__name__}: {msg}") from None
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+    got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+    raise UserError(f"loss_fn(params, batch) must return the scalar mean loss over the batch, "
+                    f"got {got} (per-example losses? take their mean)")
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise UserError(f"loss_fn(params, batch) must return a real floating scalar, got {out.dtype}")
 
 
 def _place(batches: list, counts: list[int], devices: Devices):
@@ -320,6 +337,7 @@ class HessianOperator:
     if not self.batches:
       raise UserError("data holds no batches")
     counts = [_num_examples(b) for b in self.batches]
+    check_scalar_loss(loss_fn, params, self.batches[0])
     # On the device(s) once: every product and probe reads every batch again.
     self.batches, counts = _place(self.batches, counts, devices)
     self.num_examples = int(sum(counts))
