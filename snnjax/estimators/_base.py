@@ -14,6 +14,7 @@ Estimators take plain JAX functions and know nothing of snnjax models or trainin
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
@@ -105,6 +106,27 @@ class EigenResult:
   def residual(self) -> float:
     """The true residual norm ||H u - lambda u|| of ``value``."""
     return float(self.residuals[0])
+
+  @property
+  def extra(self) -> dict:
+    """DEPRECATED (the first release returned an ``Estimate`` with these in ``extra``): the
+    fields as a dict. Read the attributes instead (``eigenvalues``, ``eigenvectors``, ...)."""
+    warnings.warn("EigenResult.extra is deprecated: read its attributes (eigenvalues, "
+                  "eigenvectors, residuals, num_iters, num_matvecs, dim, method, converged)",
+                  DeprecationWarning, stacklevel=2)
+    out = {"method": self.method, "eigenvalues": self.eigenvalues,
+           "eigenvectors": self.eigenvectors, "residuals": self.residuals,
+           "num_iters": self.num_iters, "num_matvecs": self.num_matvecs, "dim": self.dim}
+    if self.method == "power_iteration":
+      out.update(eigenvector=self.eigenvectors[0], converged=self.converged)
+    return out
+
+  @property
+  def stderr(self) -> float:
+    """DEPRECATED (first release): the residual norm of ``value``; read ``residual``."""
+    warnings.warn("EigenResult.stderr is deprecated (it was the residual norm, not a standard "
+                  "error): read .residual / .residuals", DeprecationWarning, stacklevel=2)
+    return self.residual
 
   def as_dict(self) -> dict:
     """JSON-friendly view (no eigenvectors)."""

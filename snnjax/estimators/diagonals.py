@@ -85,7 +85,8 @@ def hessian_diagonal(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Bat
     loss_fn, params, data, mask, batch_probes, devices: as in ``hessian.hessian_trace``.
     key: PRNG key (stochastic methods); probe i is ``HessianOperator.probe(key, i)``, the same
       probes as ``hessian_trace``'s.
-    num_probes: ``"hutchinson"``: probes (one Hessian-vector product each, >= 2);
+    num_probes: REQUIRED for the stochastic methods (None only with ``"exact"``).
+      ``"hutchinson"``: probes (one Hessian-vector product each, >= 2);
       ``"xdiag"``: products in all, s = num_probes // 2 test vectors (>= 2).
     method: ``"hutchinson"``, ``"xdiag"`` or ``"exact"``.
     max_dim: the size guard of ``"exact"`` (default ``hessian.EXACT_MAX_DIM``).

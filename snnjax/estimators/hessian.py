@@ -649,8 +649,9 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     data: one batch or an iterable of batches; the loss is the mean over all their examples.
     key: PRNG key (stochastic methods); probe i uses ``fold_in(key, i)`` (Hutch++: ``split(key)``
       into S and residual keys), so results do not depend on batching or ``batch_probes``.
-    num_probes: Hutchinson probes (upper bound with ``rtol``); Hutch++ matvecs (>= 3); XTrace
-      matvecs (>= 4).
+    num_probes: REQUIRED for the stochastic methods (the default None is for ``"exact"``, which
+      does not use it; a UserError otherwise): Hutchinson probes (upper bound with ``rtol``);
+      Hutch++ matvecs (>= 3); XTrace matvecs (>= 4).
     mask: optional mask pytree; the estimate is then Tr(H[active, active]).
     method: ``"hutchinson"``, ``"hutchpp"``, ``"xtrace"`` or ``"exact"``.
     rtol: optional early stop once the 95% confidence half-width (1.96 stderr) is below
