@@ -200,6 +200,28 @@ def select(batch: Any, selector: Selector, role: str) -> Any:
     raise UserError(f"batch has no entry {selector!r} for {role}={selector!r}{keys}") from None
 
 
+def eval_shape_or_error(fn: Callable, *args: Any, call: str) -> Any:
+  """``jax.eval_shape(fn, *args)``; an error raised by the user's function becomes one
+  UserError line naming the ``call`` that failed."""
+  try:
+    return jax.eval_shape(fn, *args)
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 - the user's function: say which call failed
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"{call} failed: {type(e).__name__}: {msg}") from None
+
+
+def embed_active(z: Any, idx: np.ndarray | None, size: int, dtype: Any) -> np.ndarray:
+  """Active vector(s) (..., dim) -> full raveled vector(s) (..., size), zero off ``idx``."""
+  z = np.asarray(z, dtype)
+  if idx is None:
+    return z
+  out = np.zeros(z.shape[:-1] + (size,), dtype)
+  out[..., idx] = z
+  return out
+
+
 def _is_traced(a: Any) -> bool:
   return isinstance(a, jax.core.Tracer)
 

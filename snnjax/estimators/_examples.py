@@ -22,7 +22,8 @@ import numpy as np
 
 from snnjax.errors import UserError
 from snnjax.estimators import likelihoods as _lik
-from snnjax.estimators._base import as_batches, is_one_batch, leading_size, select
+from snnjax.estimators._base import (as_batches, eval_shape_or_error, is_one_batch,
+                                     leading_size, select)
 
 INDEPENDENCE_RTOL = 1e-3  # example 0's outputs alone vs with example 1: relative tolerance
 
@@ -31,14 +32,8 @@ def output_shape(logits_fn: Callable, params: Any, x: Any, what: str) -> tuple[i
   """The per-example output shape S of ``logits_fn`` (traced with one example, nothing run)."""
   one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + np.shape(a)[1:],
                                                     getattr(a, "dtype", np.result_type(a))), x)
-  try:
-    out = jax.eval_shape(logits_fn, params, one)
-  except UserError:
-    raise
-  except Exception as e:  # noqa: BLE001 - the user's function: say which call failed
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f"{what}: logits_fn(params, x) failed on one example: "
-                    f"{type(e).__name__}: {msg}") from None
+  out = eval_shape_or_error(logits_fn, params, one,
+                            call=f"{what}: logits_fn(params, x) on one example")
   if not isinstance(out, jax.ShapeDtypeStruct):
     raise UserError(f"{what}: logits_fn(params, x) must return one array (n, ...), got "
                     f"{type(out).__name__} (with flax mutable=[...] it returns (outputs, updates):"

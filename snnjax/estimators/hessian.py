@@ -57,7 +57,8 @@ from snnjax.estimators import _sharding
 from snnjax.estimators import blocks as _blocks
 from snnjax.estimators import sketch as _sketch
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
-                                     check_mask_matches_params, leading_size)
+                                     check_mask_matches_params, embed_active,
+                                     eval_shape_or_error, leading_size)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -258,13 +259,7 @@ def _num_examples(batch: Batch) -> int:
 
 def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: Batch) -> None:
   """UserError unless ``loss_fn(params, batch)`` is one real scalar (traced, nothing run)."""
-  try:
-    out = jax.eval_shape(loss_fn, params, batch)
-  except UserError:
-    raise
-  except Exception as e:  # noqa: BLE001 - the user's function: say which call failed
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f"loss_fn(params, batch) failed: {type(e).__name__}: {msg}") from None
+  out = eval_shape_or_error(loss_fn, params, batch, call="loss_fn(params, batch)")
   if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
     got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
     raise UserError(f"loss_fn(params, batch) must return the scalar mean loss over the batch, "
@@ -369,12 +364,7 @@ class HessianOperator:
   # Conversions (host, numpy: no compilation depends on ``dim``).
   def to_full(self, z: Any) -> np.ndarray:
     """Active vector(s) (..., dim) -> full raveled vector(s) (..., size), zero off the mask."""
-    z = np.asarray(z, self.dtype)
-    if self.idx is None:
-      return z
-    out = np.zeros(z.shape[:-1] + (self.size,), self.dtype)
-    out[..., self.idx] = z
-    return out
+    return embed_active(z, self.idx, self.size, self.dtype)
 
   def to_dim(self, z: Any) -> np.ndarray:
     """Full raveled vector(s) (..., size) -> their active coordinates (..., dim)."""

@@ -46,7 +46,8 @@ from snnjax.errors import UserError
 from snnjax.estimators import _examples, fisher, sketch
 from snnjax.estimators import likelihoods as _likelihoods
 from snnjax.estimators._base import (Batch, Estimate, PyTree, active_count, as_pytree_fn,
-                                     check_mask_matches_params, mean_and_stderr)
+                                     check_mask_matches_params, embed_active,
+                                     mean_and_stderr)
 from snnjax.estimators.hessian import EXACT_MAX_DIM, HessianOperator, _hvp_full
 
 METHODS = ("hutchinson", "xtrace", "exact")
@@ -103,12 +104,8 @@ class LinearOperator:
     return flat if self.idx is None else flat[self.idx]
 
   def to_full(self, z: Any) -> np.ndarray:
-    z = np.asarray(z, self.dtype)
-    if self.idx is None:
-      return z
-    out = np.zeros(z.shape[:-1] + (self.size,), self.dtype)
-    out[..., self.idx] = z
-    return out
+    """Active coordinates (..., dim) -> flat vectors (..., size), zero off the mask."""
+    return embed_active(z, self.idx, self.size, self.dtype)
 
   def to_tree(self, z: Any) -> PyTree:
     """Active coordinates (dim,) -> a param pytree (zero off the mask)."""
