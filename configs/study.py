@@ -151,6 +151,10 @@ def get_config(preset: str = "quick"):
     config.train[f"noisy_{regime}"] = f"{path}:{noisy_preset}"
 
   config.sol_r = preset in ("quick", "cifar10_fit")  # Sol-R (RigL from Init-S) in the comparisons
+  # The competing explanations (gradient flow, lottery tickets with rewinding, masks at init):
+  # on in quick only (their extra runs: 14 per seed, each as short as Sol-S).
+  for stage in ("gradient_flow", "lottery", "masks_at_init", "explanations"):
+    config[stage].enabled = preset == "quick"
   _measure_settings(config, preset)
   config.fisher_trend.every_epochs = {"quick": 2, "cifar10": 10, "cifar10_cpu": 2,
                                       "cifar10_fit": 2, "paper": 25}[preset]

@@ -12,7 +12,7 @@ given with ``--config``), then the ``--config.FIELD=VALUE`` overrides, fields re
 
 import sys
 
-from snnjax.studies.commands import measure_main
+from snnjax.studies.commands import exit_cli, measure_main
 
 if __name__ == "__main__":
-  sys.exit(measure_main())
+  exit_cli(measure_main())

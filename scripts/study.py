@@ -7,7 +7,7 @@
 
 import sys
 
-from snnjax.studies.commands import study_main
+from snnjax.studies.commands import exit_cli, study_main
 
 if __name__ == "__main__":
-  sys.exit(study_main())
+  exit_cli(study_main())

@@ -17,4 +17,15 @@ def load_solution(path, **kwargs):
   return _load(path, **kwargs)
 
 
+def interpolate(a, b, **kwargs):
+  """Loss, accuracy and barrier along the segment between two checkpoints (see
+  :func:`snnjax.studies.interpolate.interpolate` for the arguments and the result)."""
+  from snnjax.studies.interpolate import interpolate as _interpolate  # pylint: disable=import-outside-toplevel
+  return _interpolate(a, b, **kwargs)
+
+
+__all__ = ["Estimate", "MaskMismatchError", "UserError", "estimators", "fisher_trace",
+           "hessian_trace", "hvp", "interpolate", "jacobian_norm", "load_solution",
+           "per_example_grad_norms", "per_example_grads", "spectral_density", "top_eigenvalues"]
+
 __version__ = "0.1.0"

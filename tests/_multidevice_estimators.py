@@ -9,7 +9,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -19,6 +18,7 @@ import _tiny as tm  # noqa: E402
 from snnjax.estimators import _sharding, diagonals, fisher, hessian, lanczos  # noqa: E402
 from snnjax.estimators._base import as_pytree_fn  # noqa: E402
 from snnjax.estimators.hessian import hessian_trace, hvp_over_data  # noqa: E402
+from snnjax.estimators.likelihoods import Categorical  # noqa: E402
 from snnjax.estimators.jacobian import jacobian_norm  # noqa: E402
 
 RTOL = 1e-5
@@ -55,9 +55,9 @@ def main():
   x0 = chunks[0][2]["x"]
   assert len(x0.sharding.device_set) == 4 and not x0.sharding.is_fully_replicated
   out = _sharding._sharded_call(
-      _sharding.replicate((as_pytree_fn(logits_fn), params, None, jnp.arange(model.num_classes)),
-                          ALL), {"x": x0},
-      fn=_sharding.chunk_fn(fisher._exact_fisher_chunk, cpu_rewrites=True),
+      _sharding.replicate((as_pytree_fn(logits_fn), params, None), ALL), {"x": x0},
+      fn=_sharding.chunk_fn(fisher._exact_fisher_chunk, lik=Categorical(),
+                            rows=(0, model.num_classes), cpu_rewrites=True),
       devices=tuple(jax.devices()))
   assert len(out.sharding.device_set) == 4 and not out.sharding.is_fully_replicated, out.sharding
   checks.append("placement")

@@ -29,6 +29,8 @@ def tiny_study(*, hessian_probes=6, jacobian_examples=32):
   c.memorization.scores.num_epochs = 0  # the runs' own two epochs
   c.memorization.bootstrap = 50
   c.memorization.scores.test_examples = 3  # infl(i, j) for three test examples
+  for stage in ("gradient_flow", "lottery", "masks_at_init", "explanations"):
+    c[stage].enabled = False  # tested in test_studies_explanations.py
   return c
 
 

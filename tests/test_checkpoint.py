@@ -3,6 +3,7 @@ restore, so a flipped bit, a truncated, partly deleted or replaced checkpoint is
 CorruptCheckpointError naming the step (and the leaf), on resume and for a finished run; never a
 silent resume or "already finished"."""
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from snnjax import xla_cpu
+from snnjax.errors import UserError
 from snnjax.train import train_and_evaluate
 from snnjax.train.checkpoint import (CheckpointStore, CorruptCheckpointError, first_mismatch,
                                      leaf_digests)
@@ -175,3 +177,80 @@ def test_the_numerics_environment_is_recorded_but_not_in_the_identity(trained):
   assert xla_cpu.numerics_environment({"XLA_FLAGS": xla_cpu.FLAG})["xla_tuning"]
   off = xla_cpu.numerics_environment({"SNNJAX_XLA_TUNING": "0"})
   assert not off["xla_tuning"] and off["env"] == {"SNNJAX_XLA_TUNING": "0"}
+
+
+MEASURE = [sys.executable, os.path.join(REPO, "scripts", "measure.py")]
+
+
+def _measure_cli(*args):
+  return subprocess.run(MEASURE + list(args), cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": REPO})
+
+
+def test_a_final_checkpoint_replaced_by_an_earlier_one_is_refused(run):
+  """checkpoints/124 replaced by a copy of checkpoints/62: not the step its name says (issue 23)."""
+  shutil.rmtree(run / "checkpoints" / "124")
+  shutil.copytree(run / "checkpoints" / "62", run / "checkpoints" / "124")
+  with pytest.raises(CorruptCheckpointError, match=r"checkpoints/124 holds the state of step 62"):
+    load_solution(str(run))
+  with pytest.raises(CorruptCheckpointError, match=r"checkpoints/124 holds the state of step 62"):
+    RunDir(run).solution()
+  assert load_solution(str(run / "checkpoints" / "62")).step == 62  # the real one still loads
+
+
+@pytest.mark.parametrize("field,value", [("sparsity", 0.5), ("regime", "scratch"), ("seed", 7),
+                                         ("dataset.name", "digits"),
+                                         ("model.kwargs.hidden_sizes", [16])])
+def test_an_edited_config_json_is_refused_by_load_solution_and_measure(run, tmp_path, capsys,
+                                                                       field, value):
+  """config.json edited after training (e.g. sparsity 0.5 on another run, another dataset or
+  channel list): its identity.json disagrees, so neither load_solution nor measure.py reports
+  numbers under the edited fields (issue 23)."""
+  path = run / "config.json"
+  d = json.loads(path.read_text())
+  *parents, name = field.split(".")
+  node = d
+  for p in parents:
+    node = node.setdefault(p, {})
+  node[name] = value
+  path.write_text(json.dumps(d))
+  with pytest.raises(UserError, match="does not match the run's identity"):
+    load_solution(str(run))
+  if field in ("sparsity", "dataset.name"):
+    from snnjax.studies import commands  # pylint: disable=import-outside-toplevel
+    capsys.readouterr()
+    assert commands.measure_main(["measure.py", "--workdir", str(run), "--out",
+                                  str(tmp_path / "m"), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "does not match the run's identity" in lines[0], lines
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("dataset", {"name": "digits"}, "was trained on inputs of shape (40,)"),
+    ("model", {"kwargs": {"hidden_sizes": [16]}}, "does not match the model/config")])
+def test_measure_without_identity_refuses_a_config_of_another_dataset_or_width(
+    run, tmp_path, capsys, field, value, needle):
+  """Even without identity.json, a config.json naming another dataset or channel list is one
+  error line from measure.py, not a JAX traceback."""
+  from snnjax.studies import commands  # pylint: disable=import-outside-toplevel
+  os.unlink(run / "identity.json")
+  path = run / "config.json"
+  d = json.loads(path.read_text())
+  d[field].update(value)
+  path.write_text(json.dumps(d))
+  capsys.readouterr()
+  assert commands.measure_main(["measure.py", "--workdir", str(run), "--out", str(tmp_path / "m"),
+                                "--quiet"]) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+  assert not (tmp_path / "m.json").exists()
+
+
+def test_measure_prints_one_line_for_a_truncated_final_checkpoint(run, tmp_path):
+  _truncate(run / "checkpoints" / "124")
+  out = _measure_cli("--workdir", str(run), "--out", str(tmp_path / "m"), "--quiet")
+  assert out.returncode == 2, out.stderr
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), out.stderr
+  assert "Event loop" not in out.stderr

@@ -105,7 +105,10 @@ def test_only_dynamic_sparse_configs_have_a_dst_block():
       quick = _name_and_preset(spec)[1].startswith("quick")
       assert config.dst.to_dict() == {
           "update_every": config_presets.QUICK_UPDATE_EVERY if quick else 100,
-          "end_fraction": 0.75, "drop_fraction": 0.3, "decay": "cosine", "seed": 0}
+          "end_fraction": 0.75, "drop_fraction": 0.3, "decay": "cosine", "seed": 0,
+          # SET's original rule, off (config_io.IDENTITY_DEFAULTS: not in any identity)
+          "drop_rule": "magnitude", "grow_init": "zero", "grow_std": 0.1,
+          "update_every_epochs": 0}
   bad = load("configs/rigl95.py:quick")
   bad.dst.decay = "linear"
   with pytest.raises(config_io.UserError, match="dst.decay"):

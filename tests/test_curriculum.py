@@ -1,5 +1,8 @@
 """Data scheduling: pool selection by score, determinism, errors, and a scheduled run."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -46,6 +49,17 @@ def test_scheduled_run_trains_and_differs_from_plain(tmp_path):
   config.curriculum.until_epoch = 1
   scheduled = train_and_evaluate(config, str(tmp_path / "scheduled"))
   assert scheduled["train_loss"] != plain["train_loss"]
+  # moved (the run and its scores file, the originals gone): the same run, not retrained
+  os.makedirs(tmp_path / "moved")
+  shutil.move(str(tmp_path / "scores.npy"), str(tmp_path / "moved" / "scores.npy"))
+  shutil.move(str(tmp_path / "scheduled"), str(tmp_path / "moved" / "scheduled"))
+  config.curriculum.scores_path = str(tmp_path / "moved" / "scores.npy")
+  again = train_and_evaluate(config, str(tmp_path / "moved" / "scheduled"))
+  assert again == {k: v for k, v in scheduled.items() if k != "wall_time_s"}
+  # other scores under the same name: another run (compared by content)
+  np.save(tmp_path / "moved" / "scores.npy", np.arange(4000, dtype=np.float32)[::-1].copy())
+  with pytest.raises(UserError, match="holds other scores"):
+    train_and_evaluate(config, str(tmp_path / "moved" / "scheduled"))
   config.curriculum.scores_path = str(tmp_path / "missing.npy")
   with pytest.raises(UserError, match="no scores file"):
     train_and_evaluate(config, str(tmp_path / "bad"))

@@ -84,3 +84,23 @@ def test_fisher_diagonal_exact_data_and_sampled(name):
   active = m & (se > 0)
   z = (value - ref_exact)[active] / se[active]
   assert np.abs(z).max() < 4.0, np.abs(z).max()
+
+
+def test_sampled_fisher_diagonal_stderr_covers_rarely_sampled_classes():
+  """z of the sampled diagonal against the exact one over 24 keys, on a confident 5-class CNN
+  (rare classes dominate some coordinates). Plain sampling from p: mean z^2 2.1, 1.9% of the
+  z beyond 4, max |z| 27; the defensive mixture: 1.25, 1.1%, 14 (measured, 2-core CPU)."""
+  model = tiny.cnn(3, num_classes=5)
+  params = dict(model.params, head=dict(model.params["head"],
+                                        kernel=model.params["head"]["kernel"] * 4))
+  batch = tiny.make_batch(9, model, 48)
+  exact = diagonals.fisher_diagonal(model.logits_fn, params, batch).flat()[0]
+  zs = []
+  for s in range(24):
+    value, se = diagonals.fisher_diagonal(model.logits_fn, params, batch, labels="sampled",
+                                          key=jax.random.key(s), num_samples=2).flat()
+    ok = se > 0
+    zs.append((value - exact)[ok] / se[ok])
+  z = np.concatenate(zs)
+  assert 0.6 < np.mean(z ** 2) < 1.6, np.mean(z ** 2)
+  assert np.mean(np.abs(z) > 4) < 0.015, np.mean(np.abs(z) > 4)

@@ -220,8 +220,10 @@ def test_measure_cli_refuses_a_nan_checkpoint(tmp_path, clean_runs):
     meta = store.restore_meta(last)
     target = abstract_train_state(config, meta["input_shape"], meta["num_classes"])
     state, meta = store.restore(last, target.to_dict())
-    state["params"] = jax.tree.map(lambda p: np.full_like(np.asarray(p), np.nan), state["params"])
-    store.save(last + 1, jax.device_get(state), meta)
+  state["params"] = jax.tree.map(lambda p: np.full_like(np.asarray(p), np.nan), state["params"])
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(last)))  # the same step, NaN params
+  with CheckpointStore(os.path.join(workdir, "checkpoints")) as store:
+    store.save(last, jax.device_get(state), meta)
   proc = subprocess.run(MEASURE + ["--workdir", workdir, "--quiet", "--out", str(tmp_path / "m")],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   line = _one_error_line(proc)

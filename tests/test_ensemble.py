@@ -156,3 +156,47 @@ def test_ensemble_is_not_part_of_the_identity_at_one():
   d = config_io.config_to_dict(config)
   assert config_io.identity_hash({**d, "ensemble": 1}) == config_io.identity_hash(d)
   assert config_io.identity_hash({**d, "ensemble": 4}) != config_io.identity_hash(d)
+
+
+@pytest.mark.parametrize("regime", ["rigl", "set"])
+def test_dst_ensemble_members_are_their_single_runs_masks_included(tmp_path, regime):
+  """--config.ensemble=2 with a rigl / set config: each member moves its mask exactly as
+  ``train.py --config.seed=s`` does (same masks, same updates, same metrics.jsonl but the
+  timing). The looped execution (the CPU default for a CNN) runs the separate run's own
+  programs, so the masks are bit for bit the same; an MLP keeps the test fast."""
+  from snnjax.train import config_presets  # pylint: disable=import-outside-toplevel
+  config = tiny(regime, model="mlp", dataset="digits", epochs=1, sparsity=0.8)
+  config.dataset.train_size = 240
+  config.batch_size = 40
+  config.ensemble_vectorize = False
+  config.mask.source = "random"
+  config_presets.dst_block(config)
+  config.num_epochs = 1
+  config.dst.update_every = 2  # 6 steps, end_fraction 0.75: updates after steps 2 and 4
+  config.ensemble = 2
+  result = ensemble.train_ensemble(config, str(tmp_path / "ens"))
+  assert sorted(result["members"]) == ["0", "1"]
+  for seed in (1,):  # the second member: its own seed, init, mask and mask-update key
+    single = config.copy_and_resolve_references()
+    del single.ensemble, single.ensemble_vectorize
+    single.seed = seed
+    train_and_evaluate(single, str(tmp_path / f"single{seed}"))
+    member_run, single_run = RunDir(tmp_path / "ens" / f"seed{seed}"), RunDir(tmp_path /
+                                                                              f"single{seed}")
+    assert member_run.identity == single_run.identity
+    a, b = member_run.solution(), single_run.solution()
+    chex.assert_trees_all_equal(a.mask, b.mask)
+    chex.assert_trees_all_close(a.params, b.params, **TOL)
+    init = member_run.init_solution().mask
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.mask),
+                                                        jax.tree.leaves(init)))
+    timing = ("epoch_time_s", "ensemble_size")
+    ra = [{k: v for k, v in r.items() if k not in timing} for r in member_run.epoch_records()]
+    rb = [{k: v for k, v in r.items() if k not in timing} for r in single_run.epoch_records()]
+    assert [sorted(r) for r in ra] == [sorted(r) for r in rb]
+    for x, y in zip(ra, rb):  # the mask fields exactly; the batch means are summed differently
+      assert {k: x[k] for k in x if k.startswith("mask")} == {k: y[k] for k in y
+                                                               if k.startswith("mask")}
+      for k in ("batch_loss", "test_loss", "train_accuracy"):
+        assert x[k] == pytest.approx(y[k], rel=1e-5)
+    assert ra[-1]["mask_updates"] == 2 and ra[-1]["mask_change_all"] > 0

@@ -204,3 +204,99 @@ def test_measure_cli_refuses_bad_flags(root, data):
     out = str(root / "a_file" / "m.md")
   rc, err = _main(commands.measure_main, ["measure.py"] + args)
   _assert_refused(rc, err, out + ".md" if not out.endswith(".md") else out)
+
+
+# ----------------------------------------------------------------- the study's nested fields
+
+
+def _numeric_fields(node, prefix=""):
+  """Dotted names of every number (int or float, not bool) in a ConfigDict, nested."""
+  out = []
+  for key, value in node.items():
+    name = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      out += _numeric_fields(value, name + ".")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      out.append(name)
+  return out
+
+
+def _quick_study():
+  return config_io.load_config_spec(os.path.join(REPO, "configs", "study.py") + ":quick")
+
+
+STUDY_NUMBERS = _numeric_fields(_quick_study())
+MEASURE_NUMBERS = _numeric_fields(_quick_study().measure)
+# 20-digit integers (both signs), NaN and inf: refused in every numeric field.
+RUNAWAY = st.one_of(st.integers(min_value=10**19, max_value=10**20 - 1),
+                    st.integers(min_value=-(10**20 - 1), max_value=-(10**19)), non_finite)
+TRAIN_SLOTS = [f"{family}_{regime}" for family in ("clean", "noisy")
+               for regime in ("dense", "finetune", "scratch", "rigl")]
+SPECS = ["dense.py", "finetune95.py", "scratch95.py", "rigl95.py", "study.py", "missing.py"]
+
+
+def _set(config, field, value):
+  *parents, leaf = field.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  with node.ignore_type():
+    node[leaf] = value
+
+
+def _study_validate(config):
+  from snnjax.studies import study as study_lib  # pylint: disable=import-outside-toplevel
+  study_lib.validate(config)
+
+
+@given(field=st.sampled_from(STUDY_NUMBERS), value=RUNAWAY)
+@fuzz(60)
+def test_study_refuses_runaway_numbers_in_every_numeric_field(field, value):
+  """Every numeric field of the study, its own and every stage's (``measure.*``, ``sanity.*``,
+  ``closing_gap.scores.*``, ...): a 20-digit integer, NaN or inf is a one-line UserError."""
+  config = _quick_study()
+  _set(config, field, value)
+  with pytest.raises(UserError) as e:
+    _study_validate(config)
+  assert "\n" not in str(e.value) and field.split(".")[-1] in str(e.value)
+
+
+@given(field=st.sampled_from(STUDY_NUMBERS),
+       value=st.one_of(text, st.integers(), st.floats(), st.booleans(), st.none(),
+                       st.lists(st.integers(), max_size=2)))
+@fuzz(80)
+def test_study_validate_raises_only_one_line_user_errors(field, value):
+  config = _quick_study()
+  _set(config, field, value)
+  try:
+    _study_validate(config)
+  except UserError as e:
+    assert "\n" not in str(e) and str(e)
+
+
+@given(slot=st.sampled_from(TRAIN_SLOTS),
+       spec=st.one_of(st.tuples(st.sampled_from(SPECS),
+                                st.sampled_from(["", ":quick", ":noisy", ":quick_noisy", ":bogus"])
+                                ).map("".join), text))
+@fuzz(25)
+def test_study_train_slots_take_only_their_regimes_config(slot, spec):
+  """``train.*``: a spec of another regime, a missing file or preset, garbage: one-line errors;
+  a slot's own regime's config passes."""
+  config = _quick_study()
+  config.train[slot] = spec
+  regime = slot.split("_", 1)[1]
+  try:
+    _study_validate(config)
+  except UserError as e:
+    assert "\n" not in str(e) and str(e)
+    return
+  assert os.path.basename(spec.partition(":")[0]).startswith("dense" if regime == "dense"
+                                                             else regime)
+
+
+@given(field=st.sampled_from(MEASURE_NUMBERS), value=RUNAWAY)
+@fuzz(60)
+def test_measure_refuses_runaway_numbers_in_every_numeric_setting(field, value):
+  with pytest.raises(UserError) as e:
+    commands.measure_settings(None, [f"--config.{field}={_fmt(value)}"])
+  assert "\n" not in str(e.value)

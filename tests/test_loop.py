@@ -171,3 +171,26 @@ def test_solutions_of_one_architecture_give_equal_function_structures(dense_run)
   assert jax.tree.structure(sol.logits_fn) != jax.tree.structure(sol.loss_fn)
   x = np.zeros((2, 8, 8, 1), np.float32)
   assert not np.allclose(sol.logits_fn(sol.params, x), init.logits_fn(sol.params, x))
+
+
+def test_a_lost_epoch_record_is_restored_from_its_checkpoint(tmp_path, capsys):
+  """An unfinished run whose metrics.jsonl lost its last line (``truncate -s -40``): the rerun puts
+  the record back from the checkpoint's meta and says so (issue 23)."""
+  config = tiny(epochs=3)
+  whole = tmp_path / "whole"
+  train_and_evaluate(config, str(whole))
+
+  def stop(epoch, state, context):
+    if epoch == 3:
+      raise KeyboardInterrupt
+  run = tmp_path / "run"
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(config, str(run), epoch_hook=stop)
+  metrics = run / "metrics.jsonl"
+  os.truncate(metrics, os.path.getsize(metrics) - 40)
+  capsys.readouterr()
+  train_and_evaluate(config, str(run))
+  assert "lacked the records of epochs [2]; restored" in capsys.readouterr().err
+  drop = lambda r: {k: v for k, v in r.items() if k != "epoch_time_s"}
+  read = lambda p: [drop(json.loads(l)) for l in p.read_text().splitlines()]
+  assert read(metrics) == read(whole / "metrics.jsonl")

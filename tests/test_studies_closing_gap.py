@@ -8,6 +8,7 @@ tests cover the settings, the plan and the verdicts.
 
 import json
 import os
+import shutil
 
 import chex
 import jax
@@ -239,3 +240,30 @@ def test_verdict_without_a_gap():
   assert v["status"] == "no gap" and v["fraction_closed"] is None
   [finding] = closing_gap.findings(None, {"verdicts": {"fisher_penalty": v}})
   assert finding["status"] == "not measured" and "no gap" in finding["ours"]
+
+
+def test_a_moved_study_reruns_with_nothing_computed(study, tmp_path, capsys):
+  """``mv`` of the study directory (the original gone): the scheduled runs' configs name the scores
+  file at its old place, yet the moved study holds the very same runs (issue 23)."""
+  original = study["workdir"]
+  moved = str(tmp_path / "elsewhere" / "study")
+  os.makedirs(os.path.dirname(moved))
+  shutil.move(original, moved)
+  try:
+    assert not os.path.exists(original)
+    before = {n: _lines(os.path.join(r["workdir"].replace(original, moved), "metrics.jsonl"))
+              for n, r in _variant_runs(study).items()}
+    capsys.readouterr()
+    again = run_study(study["config"], moved, stages_to_run=STAGES)
+    assert again["cache"]["computed"] == []
+    for name, r in again["closing_gap"]["runs"].items():
+      assert r["workdir"].startswith(moved + os.sep)
+      assert _lines(os.path.join(r["workdir"], "metrics.jsonl")) == before[name]  # nothing trained
+    assert again["closing_gap"]["rows"] == study["results"]["closing_gap"]["rows"]
+  finally:
+    shutil.move(moved, original)
+
+
+def _lines(path):
+  with open(path) as f:
+    return f.read().splitlines()

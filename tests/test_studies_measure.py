@@ -91,3 +91,9 @@ def test_measure_cli_overrides_change_the_settings_used(tiny_run, tmp_path):
   assert row3["measurement"]["jacobian"] is None              # --config.jacobian.enabled=false
   assert (three["settings"]["fisher"]["kind"], five["settings"]["fisher"]["kind"]) == ("mc", "exact")
   assert any("exact expectation" in t for t in five["settings_text"])
+  # Every ± says what it covers, in the JSON and in measure.md's columns.
+  assert "random probes only" in row3["measurement"]["tr_h"]["plus_minus"]
+  assert "labels sampled" in row3["measurement"]["tr_f"]["plus_minus"]
+  assert row5["measurement"]["tr_f"]["plus_minus"] is None and five["plus_minus"]["tr_f"] is None
+  head = open(str(tmp_path / "a") + ".md").read().splitlines()[0]
+  assert "Tr(F) ± stderr: examples + sampled labels" in head and "Tr(H) ± stderr: probes" in head

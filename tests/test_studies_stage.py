@@ -27,7 +27,8 @@ def _quick():
 def test_registry_order_and_names():
   assert stages_lib.NAMES == ("table", "regimes", "sanity", "per_layer", "fisher_trend",
                               "label_noise", "memorization", "disagreement", "interpolation",
-                              "closing_gap", "dynamic_sparsity")
+                              "closing_gap", "dynamic_sparsity", "gradient_flow", "lottery",
+                              "masks_at_init", "explanations")
   assert study_lib.STAGES == ("solutions",) + stages_lib.NAMES + ("report",)
   assert stages_lib.get("sanity") is sanity.STAGE
   with pytest.raises(KeyError):
@@ -85,10 +86,16 @@ def test_hooks_configure_the_stages_families():
   assert fisher_trend.keeps_checkpoints(c, RunSpec("clean", "finetune", 0.90, 0))
   assert clean.checkpoint_every_epochs == c.fisher_trend.every_epochs
   assert clean.checkpoint_keep == clean.num_epochs // c.fisher_trend.every_epochs + 2
+  # the gradient_flow stage records the gradient norm of Sol-F / Sol-S at its sparsity (0.94)
+  recorded = study_lib.training_config(c, RunSpec("clean", "finetune", 0.94, 0), "/d")
+  assert recorded.grad_norm_every == c.gradient_flow.every
+  c.gradient_flow.enabled = False
   other = study_lib.training_config(c, RunSpec("clean", "finetune", 0.94, 0), "/d")
   assert not fisher_trend.keeps_checkpoints(c, RunSpec("clean", "finetune", 0.94, 0))
   plain = runs_lib.training_config(c, RunSpec("clean", "finetune", 0.94, 0), "/d")
   assert other.to_dict() == plain.to_dict()  # no hook touches a run it does not own
+  recorded.grad_norm_every = 0
+  assert recorded.to_dict() == plain.to_dict()  # only that runtime field
 
 
 def test_sanity_checks_the_first_seed_at_the_smallest_sparsity():

@@ -4,21 +4,24 @@ Estimators take plain JAX functions and know nothing of snnjax models or trainin
 
 * ``loss_fn(params, batch) -> scalar``: the mean loss over the batch's examples;
 * ``logits_fn(params, x) -> (n, num_classes)``;
-* a batch is a dict with ``"x"`` (n, ...) and ``"y"`` (n,) integer labels;
-* ``data`` is one batch or an iterable of batches;
+* a batch is any pytree whose leaves share a leading example axis (a dict, a tuple ``(x, y)``);
+  the per-example estimators find its inputs and labels with ``x=`` / ``y=`` selectors
+  (:func:`select`), the Hessian side passes it to ``loss_fn`` untouched;
+* ``data`` is one batch or an iterable (a list) of batches;
 * ``mask`` is a pytree with the params' structure (bool or 0/1 leaves), or None for dense.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snnjax.errors import MaskMismatchError
+from snnjax.errors import MaskMismatchError, UserError
 
 PyTree = Any
 Batch = Mapping[str, Any]
@@ -104,6 +107,27 @@ class EigenResult:
     """The true residual norm ||H u - lambda u|| of ``value``."""
     return float(self.residuals[0])
 
+  @property
+  def extra(self) -> dict:
+    """DEPRECATED (the first release returned an ``Estimate`` with these in ``extra``): the
+    fields as a dict. Read the attributes instead (``eigenvalues``, ``eigenvectors``, ...)."""
+    warnings.warn("EigenResult.extra is deprecated: read its attributes (eigenvalues, "
+                  "eigenvectors, residuals, num_iters, num_matvecs, dim, method, converged)",
+                  DeprecationWarning, stacklevel=2)
+    out = {"method": self.method, "eigenvalues": self.eigenvalues,
+           "eigenvectors": self.eigenvectors, "residuals": self.residuals,
+           "num_iters": self.num_iters, "num_matvecs": self.num_matvecs, "dim": self.dim}
+    if self.method == "power_iteration":
+      out.update(eigenvector=self.eigenvectors[0], converged=self.converged)
+    return out
+
+  @property
+  def stderr(self) -> float:
+    """DEPRECATED (first release): the residual norm of ``value``; read ``residual``."""
+    warnings.warn("EigenResult.stderr is deprecated (it was the residual norm, not a standard "
+                  "error): read .residual / .residuals", DeprecationWarning, stacklevel=2)
+    return self.residual
+
   def as_dict(self) -> dict:
     """JSON-friendly view (no eigenvectors)."""
     return {"value": self.value, "eigenvalues": [float(e) for e in self.eigenvalues],
@@ -114,12 +138,92 @@ class EigenResult:
                                else [float(r) for r in self.ritz_residuals])}
 
 
-def as_batches(data: Batch | Iterable[Batch]) -> Iterator[Batch]:
-  """Yields the batches of ``data`` (one batch dict, or an iterable of them)."""
-  if isinstance(data, Mapping):
+def is_one_batch(data: Any) -> bool:
+  """Whether ``data`` is one batch (a mapping, a tuple such as ``(x, y)``, an array) rather than
+  an iterable of batches (a list, an iterator, a generator)."""
+  return isinstance(data, (Mapping, tuple)) or hasattr(data, "shape")
+
+
+def as_batches(data: Any) -> Iterator[Any]:
+  """Yields the batches of ``data``: one batch (:func:`is_one_batch`) or an iterable of them.
+
+  A batch is any pytree whose array leaves share a leading example axis: a dict
+  (``{"x": ..., "y": ...}``, ``{"image": ..., "label": ...}``), a tuple ``(x, y)``, a dataclass
+  registered as a pytree; a list is read as a list of batches.
+  """
+  if is_one_batch(data):
     yield data
   else:
     yield from data
+
+
+def leading_size(tree: Any, what: str = "batch") -> int:
+  """The common leading (example) size of the array leaves of ``tree``; UserError otherwise."""
+  sizes = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in jax.tree.leaves(tree)}
+  if not sizes:
+    raise UserError(f"{what} holds no arrays")
+  if len(sizes) != 1 or -1 in sizes:
+    raise UserError(f"the arrays of a {what} need one common leading (example) axis, got "
+                    f"leading sizes {sorted(s for s in sizes if s >= 0)}"
+                    f"{' and scalars' if -1 in sizes else ''}")
+  return sizes.pop()
+
+
+Selector = Any  # None, a key / index into the batch, or a function batch -> pytree
+
+
+def select(batch: Any, selector: Selector, role: str) -> Any:
+  """The inputs (``role="x"``) or labels (``role="y"``) of ``batch``.
+
+  ``selector``: a function ``batch -> pytree``, a key or index (``batch[selector]``), or None:
+  ``batch["x"]`` / ``batch["y"]`` for a mapping, ``batch[0]`` / ``batch[1]`` for a pair
+  ``(x, y)``, the batch itself for inputs given as one array.
+  """
+  if callable(selector):
+    return selector(batch)
+  if selector is None:
+    if isinstance(batch, Mapping):
+      if role in batch:
+        return batch[role]
+      raise UserError(f"batch has no entry {role!r} (keys: {sorted(map(str, batch))}): pass "
+                      f"{role}=<key> or {role}=<function batch -> {role}>")
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+      return batch[0 if role == "x" else 1]
+    if role == "x" and hasattr(batch, "shape"):
+      return batch
+    raise UserError(f"cannot find the {'inputs' if role == 'x' else 'labels'} in a batch of "
+                    f"type {type(batch).__name__}: pass {role}=<key> or {role}=<function>")
+  try:
+    return batch[selector]
+  except (KeyError, IndexError, TypeError):
+    keys = f" (keys: {sorted(map(str, batch))})" if isinstance(batch, Mapping) else ""
+    raise UserError(f"batch has no entry {selector!r} for {role}={selector!r}{keys}") from None
+
+
+def eval_shape_or_error(fn: Callable, *args: Any, call: str) -> Any:
+  """``jax.eval_shape(fn, *args)``; an error raised by the user's function becomes one
+  UserError line naming the ``call`` that failed."""
+  try:
+    return jax.eval_shape(fn, *args)
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 - the user's function: say which call failed
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"{call} failed: {type(e).__name__}: {msg}") from None
+
+
+def embed_active(z: Any, idx: np.ndarray | None, size: int, dtype: Any) -> np.ndarray:
+  """Active vector(s) (..., dim) -> full raveled vector(s) (..., size), zero off ``idx``."""
+  z = np.asarray(z, dtype)
+  if idx is None:
+    return z
+  out = np.zeros(z.shape[:-1] + (size,), dtype)
+  out[..., idx] = z
+  return out
+
+
+def _is_traced(a: Any) -> bool:
+  return isinstance(a, jax.core.Tracer)
 
 
 def check_mask_matches_params(params: PyTree, mask: PyTree | None, *,
@@ -127,24 +231,37 @@ def check_mask_matches_params(params: PyTree, mask: PyTree | None, *,
   """Checks that ``mask`` has the tree structure and leaf shapes of ``params``; returns it cast.
 
   Returns None for None, else ``mask`` with each leaf cast to its param's dtype, ready to
-  multiply gradients. Raises :class:`MaskMismatchError` on a structure or shape mismatch;
-  ``what`` names the tree in the message (the check also serves other param-shaped trees, e.g.
-  a direction). ``snnjax.sparsity.check_mask`` makes the same check on training masks but
-  returns nothing and takes no None.
+  multiply gradients. Raises :class:`MaskMismatchError` (one line) on a structure or shape
+  mismatch, and for ``what="mask"`` on leaves that are not boolean or 0/1 (a float 0.5 is
+  refused, not read as active; traced leaves are not checked). ``what`` names the tree in the
+  message (the check also serves other param-shaped trees, e.g. a direction, whose values are
+  free). ``snnjax.sparsity.check_mask`` makes the same check on training masks but returns
+  nothing and takes no None.
   """
   if mask is None:
     return None
   p_def = jax.tree.structure(params)
   m_def = jax.tree.structure(mask)
   if p_def != m_def:
-    raise MaskMismatchError(
-        f"{what} tree structure does not match the params: {m_def} vs {p_def}")
+    p_paths = {jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    m_paths = {jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    missing, extra = sorted(p_paths - m_paths), sorted(m_paths - p_paths)
+    detail = (f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
+              f"extra {extra[:3]}{' ...' if len(extra) > 3 else ''}" if missing or extra
+              else f"{p_def.num_leaves} leaves in both, different containers")
+    raise MaskMismatchError(f"{what} tree structure does not match the params: {detail}")
   for path_p, (p, m) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                             zip(jax.tree.leaves(params), jax.tree.leaves(mask))):
+    name = jax.tree_util.keystr(path_p[0])
     if np.shape(p) != np.shape(m):
       raise MaskMismatchError(
-          f"{what} leaf {jax.tree_util.keystr(path_p[0])} has shape {np.shape(m)}, "
-          f"param has {np.shape(p)}")
+          f"{what} leaf {name} has shape {np.shape(m)}, param has {np.shape(p)}")
+    if what == "mask" and not _is_traced(m):
+      a = np.asarray(m)
+      if a.dtype != bool and not np.all((a == 0) | (a == 1)):
+        bad = a[(a != 0) & (a != 1)].reshape(-1)[0]
+        raise MaskMismatchError(f"mask leaf {name} is not boolean or 0/1 (holds {bad!r}): "
+                                f"pass a bool mask (mask > 0.5 if you mean a threshold)")
   return jax.tree.map(lambda m, p: jnp.asarray(m).astype(jnp.result_type(p)), mask, params)
 
 

@@ -185,7 +185,8 @@ def example_chunks(
   sharding = None if devs is None else NamedSharding(data_mesh(devs), PartitionSpec(DATA_AXIS))
   for start in range(0, n, size):
     stop = min(start + size, n)
-    chunk = pad_examples({k: v[start:stop] for k, v in arrays.items()}, size)
+    chunk = pad_examples({k: jax.tree.map(lambda a: a[start:stop], v)  # noqa: B023
+                          for k, v in arrays.items()}, size)
     if sharding is not None:
       chunk = jax.tree.map(lambda a: jax.device_put(a, sharding), chunk)
     yield start, stop - start, chunk

@@ -7,7 +7,9 @@ so they sum to the total (itself the sum over leaves) up to float64 rounding.
 
 ``blocks`` is one of:
 
-* ``"leaf"``: one block per leaf, named by its path (``"stem/kernel"``);
+* ``"leaf"``: one block per leaf, named by its path (``"stem/kernel"``; for ``flax.nnx`` states
+  (``nnx.split``) the trailing ``/value`` of each Variable is left out, so nnx and linen models
+  get the same names);
 * ``"layer"``: leaves grouped by their path minus the last key (``"stem/kernel"`` and
   ``"stem/bias"`` -> ``"stem"``);
 * a mapping ``{block name: [path prefixes]}``: a leaf joins the first block one of whose prefixes
@@ -54,9 +56,25 @@ def _key_str(k: Any) -> str:
   return str(k)
 
 
+_WRAPPER_ATTRS = ("value", "raw_value")  # a Variable's array (flax.nnx State leaves: .../value)
+
+
+def _path_keys(path: tuple) -> list[str]:
+  """The keys of one leaf path as strings, without a trailing Variable wrapper attribute."""
+  keys = list(path)
+  while (len(keys) > 1 and isinstance(keys[-1], jax.tree_util.GetAttrKey)
+         and keys[-1].name in _WRAPPER_ATTRS):
+    keys.pop()
+  return [_key_str(k) for k in keys]
+
+
 def leaf_paths(params: PyTree) -> list[str]:
-  """The params' leaf paths as ``"a/b/c"`` strings, in ``jax.tree.leaves`` order."""
-  return ["/".join(_key_str(k) for k in path)
+  """The params' leaf paths as ``"a/b/c"`` strings, in ``jax.tree.leaves`` order.
+
+  A trailing ``.value`` (the array of a ``flax.nnx`` Variable: ``nnx.split`` states) is left
+  out, so an nnx state's paths (``"stem/kernel"``) and blocks are named as the linen params'.
+  """
+  return ["/".join(_path_keys(path))
           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +26,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from snnjax.errors import UserError
-from snnjax.estimators import _convs, _sharding, fisher, sketch
-from snnjax.estimators._base import (Batch, PyTree, active_count, as_batches, as_pytree_fn,
+from snnjax.estimators import _convs, _examples, _sharding, fisher, sketch
+from snnjax.estimators import likelihoods as _likelihoods
+from snnjax.estimators._base import (Batch, PyTree, active_count, as_pytree_fn,
                                      check_mask_matches_params)
 from snnjax.estimators.hessian import Devices, HessianOperator, LossFn
 
@@ -84,7 +85,8 @@ def hessian_diagonal(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Bat
     loss_fn, params, data, mask, batch_probes, devices: as in ``hessian.hessian_trace``.
     key: PRNG key (stochastic methods); probe i is ``HessianOperator.probe(key, i)``, the same
       probes as ``hessian_trace``'s.
-    num_probes: ``"hutchinson"``: probes (one Hessian-vector product each, >= 2);
+    num_probes: REQUIRED for the stochastic methods (None only with ``"exact"``).
+      ``"hutchinson"``: probes (one Hessian-vector product each, >= 2);
       ``"xdiag"``: products in all, s = num_probes // 2 test vectors (>= 2).
     method: ``"hutchinson"``, ``"xdiag"`` or ``"exact"``.
     max_dim: the size guard of ``"exact"`` (default ``hessian.EXACT_MAX_DIM``).
@@ -127,29 +129,34 @@ def hessian_diagonal(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Bat
 # The Fisher diagonal.
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "num_samples", "cpu_rewrites"))
-def _fisher_diag_chunk(replicated, chunk, *, mode, num_samples, cpu_rewrites):
+@functools.partial(jax.jit, static_argnames=("lik", "mode", "num_samples", "cpu_rewrites"))
+def _fisher_diag_chunk(replicated, chunk, *, lik, mode, num_samples, cpu_rewrites):
   """Sums over the chunk's valid examples of the per-example diagonal and of its square.
 
-  mode ``"exact"``: per example sum_c p_c g_c^2; else mean over its labels of g_y^2 (labels
-  ``chunk["y"]`` or ``num_samples`` sampled, as ``fisher._label_sqnorms_chunk``). Returns
-  (sums, sums of squares), pytrees like params with a leading axis 1.
+  mode ``"exact"``: per example sum_k w_k (J^T u_k)^2 (the likelihood's Fisher factor); else
+  mean over its labels of (grad log p_y)^2 (labels ``chunk["y"]`` or ``num_samples`` sampled,
+  as ``fisher._label_sqnorms_chunk``). Not divided by positions. Returns (sums, sums of
+  squares), pytrees like params with a leading axis 1.
   """
   logits_fn, params, mask, key = replicated
 
   def one(x, y, k):
     if mode == "exact":
-      def make(logits):
-        p = jax.nn.softmax(logits.astype(jnp.float32))
-        return jnp.eye(logits.shape[-1], dtype=jnp.float32) - p[None, :], p
-      grads, weights = fisher._cotangent_grads(logits_fn, params, x, make)
+      grads, weights = fisher._cotangent_grads(logits_fn, params, x, lik.fisher_factor)
       return jax.tree.map(lambda g: jnp.tensordot(weights, jnp.square(g), 1), grads)
 
-    def make(logits):
-      labels = fisher._example_labels(logits, y, k, num_samples)
-      return fisher._label_cotangents(logits, labels), None
-    grads, _ = fisher._cotangent_grads(logits_fn, params, x, make)
-    return jax.tree.map(lambda g: jnp.mean(jnp.square(g), axis=0), grads)
+    def make(out):
+      if num_samples and isinstance(lik, _likelihoods.Categorical) and out.ndim == 1:
+        # Defensive importance sampling: y ~ q = (p + uniform) / 2, weight p_y / q_y <= 2.
+        p = jax.nn.softmax(out.astype(jnp.float32))
+        q = 0.5 * p + 0.5 / out.shape[-1]
+        labels = jax.random.categorical(k, jnp.log(q), shape=(num_samples,))
+        return fisher._label_scores(lik, out, labels), p[labels] / q[labels]
+      labels = fisher._example_labels(lik, out, y, k, num_samples)
+      return fisher._label_scores(lik, out, labels), jnp.ones((max(num_samples, 1),))
+    grads, weights = fisher._cotangent_grads(logits_fn, params, x, make)
+    return jax.tree.map(lambda g: jnp.tensordot(weights, jnp.square(g), 1) / weights.shape[0],
+                        grads)
 
   keys = fisher._example_keys(key, chunk["index"]) if num_samples else chunk["index"]
   per = fisher._vmap_examples(one, cpu_rewrites)(chunk["x"], chunk["y"], keys)
@@ -163,31 +170,43 @@ def _fisher_diag_chunk(replicated, chunk, *, mode, num_samples, cpu_rewrites):
 
 def fisher_diagonal(logits_fn, params: PyTree, data: Batch | Iterable[Batch], *,
                     labels: str = "exact", key: jax.Array | None = None,
-                    mask: PyTree | None = None, num_samples: int = 1, label_key: str = "y",
+                    mask: PyTree | None = None, num_samples: int = 1, label_key: Any = None,
                     chunk_size: int | None = None, devices: Devices = None,
-                    cpu_rewrites: bool | None = None) -> DiagonalEstimate:
-  """diag(F), the per-coordinate Fisher, a per-example MEAN over the examples of ``data``.
+                    cpu_rewrites: bool | None = None, likelihood: Any = "categorical",
+                    x: Any = None, y: Any = None) -> DiagonalEstimate:
+  """diag(F), the per-coordinate Fisher, a per-example (and per-position) MEAN over ``data``.
 
-  Entry j is mean_i E_y (d log p_y(x_i) / d theta_j)^2 (squared, averaged): ``labels="exact"``
-  the exact expectation over the C classes (C gradients per example), ``"sampled"`` a Monte Carlo
-  one over ``num_samples`` labels per example drawn from the model (key ``fold_in(key, i)``),
-  ``"data"`` the dataset labels under ``label_key`` (the empirical Fisher). Summed over the
-  coordinates it is ``fisher.fisher_trace`` with the same arguments. Arguments as there; the
-  examples run in chunks of ``chunk_size`` (memory ~ chunk x classes x params floats for
+  Entry j is mean_i E_y (d log p(y | x_i) / d theta_j)^2 / P (squared, averaged; P the
+  positions, ``snnjax.estimators.likelihoods``): ``labels="exact"`` the exact expectation
+  (the likelihood's Fisher factor: C gradients per example for a C-class softmax),
+  ``"sampled"`` a Monte Carlo one over ``num_samples`` labels per example drawn from the model
+  (key ``fold_in(key, i)``), ``"data"`` the batch's labels (the empirical Fisher). Summed over
+  the coordinates it is ``fisher.fisher_trace`` with the same arguments. Arguments as there;
+  the examples run in chunks of ``chunk_size`` (memory ~ chunk x classes x params floats for
   ``"exact"``), sharded over ``devices``.
+
+  ``"sampled"`` with the categorical likelihood on (n, C) outputs draws each label from the
+  defensive mixture q = (p + uniform) / 2 and weights it by p_y / q_y (<= 2): unbiased for the
+  same diagonal, and every class is drawn at a rate >= 1 / (2 C), so the per-coordinate stderr
+  also sees the coordinates that rarely sampled classes dominate (plain sampling from p made it
+  collapse there: z = 9 to 70 against the exact label-sampling error on a small CNN). Other
+  likelihoods (and token outputs) sample from the model.
 
   Returns:
     :class:`DiagonalEstimate` (float64 leaves; zero off the mask). stderr: for ``"sampled"``
-    the per-coordinate std over examples / sqrt(N) (covers label and example sampling); None
-    for ``"exact"`` and ``"data"`` (exact for the given examples).
+    the per-coordinate std over examples of the per-example (weighted) values / sqrt(N): covers
+    label and example sampling; None for ``"exact"`` and ``"data"`` (exact for the given
+    examples).
   """
   labels = fisher._check_labels(labels, fisher.LABELS, "fisher_diagonal")
+  lik = _likelihoods.resolve(likelihood)
   num_samples = fisher._check_positive(num_samples, "num_samples")
   if labels != "sampled" and num_samples != 1:
     raise UserError(f"num_samples applies to labels='sampled' only (got labels={labels!r})")
   mask = check_mask_matches_params(params, mask)
-  key, source = fisher._label_setup(labels, key, label_key, "fisher_diagonal")
-  fn = _sharding.chunk_fn(_fisher_diag_chunk, mode="exact" if labels == "exact" else "labels",
+  key = fisher._label_setup(labels, key, "fisher_diagonal")
+  fn = _sharding.chunk_fn(_fisher_diag_chunk, lik=lik,
+                          mode="exact" if labels == "exact" else "labels",
                           num_samples=num_samples if labels == "sampled" else 0,
                           cpu_rewrites=_convs.resolve_cpu_rewrites(cpu_rewrites))
   chunk_size = _sharding.check_chunk_size(chunk_size)
@@ -195,21 +214,13 @@ def fisher_diagonal(logits_fn, params: PyTree, data: Batch | Iterable[Batch], *,
   replicated = _sharding.replicate((as_pytree_fn(logits_fn), params, mask, key), devices)
   call = fn if devs is None else functools.partial(_sharding._sharded_call, fn=fn, devices=devs)
   sums = sqs = None
-  n_total, pad_to, num_classes = 0, None, None
-  for batch in as_batches(data):
-    if "x" not in batch:
-      raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
-    n = int(np.shape(batch["x"])[0])
-    if n == 0:
-      continue
-    if num_classes is None:
-      num_classes = fisher._num_classes(logits_fn, params, batch["x"])
-    y = (np.zeros((n,), np.int32) if source is None
-         else fisher._labels_of(batch, source, n, num_classes))
-    arrays = {"x": batch["x"], "y": y,
-              "index": np.arange(n_total, n_total + n, dtype=np.int32)}
-    pad_to = min(chunk_size, n) if pad_to is None else pad_to
-    for _, num_valid, chunk in _sharding.example_chunks(arrays, chunk_size, devs, pad_to):
+  n_total, pad_to, shape = 0, None, None
+  for eb, shape in _examples.example_batches(
+      data, logits_fn=logits_fn, params=params, likelihood=lik, x=x,
+      y=_examples.label_selector(y, label_key), labels=labels == "data",
+      what="fisher_diagonal"):
+    pad_to = min(chunk_size, eb.n) if pad_to is None else pad_to
+    for _, num_valid, chunk in _sharding.example_chunks(eb.arrays, chunk_size, devs, pad_to):
       valid = (np.arange(chunk["index"].shape[0]) < num_valid).astype(np.float32)
       chunk = dict(chunk, valid=jax.device_put(valid, getattr(chunk["index"], "sharding", None)))
       s1, s2 = call(replicated, chunk)
@@ -217,14 +228,15 @@ def fisher_diagonal(logits_fn, params: PyTree, data: Batch | Iterable[Batch], *,
       s2 = jax.tree.map(lambda a: np.asarray(a, np.float64).sum(axis=0), s2)
       sums = s1 if sums is None else jax.tree.map(np.add, sums, s1)
       sqs = s2 if sqs is None else jax.tree.map(np.add, sqs, s2)
-    n_total += n
-  if sums is None:
-    raise UserError("data holds no examples")
-  mean = jax.tree.map(lambda a: a / n_total, sums)
+    n_total = eb.offset + eb.n
+  positions = lik.positions(shape)
+  mean = jax.tree.map(lambda a: a / n_total / positions, sums)
   stderr = None
   if labels == "sampled" and n_total > 1:
+    sqs = jax.tree.map(lambda q: q / positions ** 2, sqs)
     stderr = jax.tree.map(
         lambda m, q: np.sqrt(np.maximum(q / n_total - m ** 2, 0.0) / (n_total - 1)), mean, sqs)
-  extra = {"labels": labels, "dim": active_count(params, mask), "num_classes": num_classes}
+  extra = {"labels": labels, "likelihood": lik.name, "dim": active_count(params, mask),
+           "num_classes": shape[-1] if shape else 1, "positions": positions}
   return DiagonalEstimate(mean, stderr, n_total, num_samples if labels == "sampled" else 0,
                           extra)

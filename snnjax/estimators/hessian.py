@@ -57,7 +57,8 @@ from snnjax.estimators import _sharding
 from snnjax.estimators import blocks as _blocks
 from snnjax.estimators import sketch as _sketch
 from snnjax.estimators._base import (Batch, Estimate, apply_mask, as_batches, as_pytree_fn,
-                                     check_mask_matches_params)
+                                     check_mask_matches_params, embed_active,
+                                     eval_shape_or_error, leading_size)
 
 PyTree = Any
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -94,6 +95,7 @@ def hvp(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree, *,
     H v, a pytree like ``params`` (``jax.jvp`` of ``jax.grad``). Jit-compatible.
   """
   mask = check_mask_matches_params(params, mask)
+  check_scalar_loss(loss_fn, params, batch)
   v = apply_mask(v, mask)
   _, hv = jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))
   return apply_mask(hv, mask)
@@ -248,12 +250,22 @@ def _probe_products(fn, params, batch, mvec, key, indices, *, what):
 
 
 def _num_examples(batch: Batch) -> int:
-  if "x" not in batch:
-    raise UserError(f"each batch needs an 'x' entry (examples on axis 0); got keys {list(batch)}")
-  n = int(np.shape(batch["x"])[0])
+  """Examples in a batch: the common leading size of its array leaves (any pytree)."""
+  n = leading_size(batch)
   if n == 0:
     raise UserError("a batch holds no examples")
   return n
+
+
+def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: Batch) -> None:
+  """UserError unless ``loss_fn(params, batch)`` is one real scalar (traced, nothing run)."""
+  out = eval_shape_or_error(loss_fn, params, batch, call="loss_fn(params, batch)")
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+    got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+    raise UserError(f"loss_fn(params, batch) must return the scalar mean loss over the batch, "
+                    f"got {got} (per-example losses? take their mean)")
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise UserError(f"loss_fn(params, batch) must return a real floating scalar, got {out.dtype}")
 
 
 def _place(batches: list, counts: list[int], devices: Devices):
@@ -320,6 +332,7 @@ class HessianOperator:
     if not self.batches:
       raise UserError("data holds no batches")
     counts = [_num_examples(b) for b in self.batches]
+    check_scalar_loss(loss_fn, params, self.batches[0])
     # On the device(s) once: every product and probe reads every batch again.
     self.batches, counts = _place(self.batches, counts, devices)
     self.num_examples = int(sum(counts))
@@ -351,12 +364,7 @@ class HessianOperator:
   # Conversions (host, numpy: no compilation depends on ``dim``).
   def to_full(self, z: Any) -> np.ndarray:
     """Active vector(s) (..., dim) -> full raveled vector(s) (..., size), zero off the mask."""
-    z = np.asarray(z, self.dtype)
-    if self.idx is None:
-      return z
-    out = np.zeros(z.shape[:-1] + (self.size,), self.dtype)
-    out[..., self.idx] = z
-    return out
+    return embed_active(z, self.idx, self.size, self.dtype)
 
   def to_dim(self, z: Any) -> np.ndarray:
     """Full raveled vector(s) (..., size) -> their active coordinates (..., dim)."""
@@ -631,8 +639,9 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch]
     data: one batch or an iterable of batches; the loss is the mean over all their examples.
     key: PRNG key (stochastic methods); probe i uses ``fold_in(key, i)`` (Hutch++: ``split(key)``
       into S and residual keys), so results do not depend on batching or ``batch_probes``.
-    num_probes: Hutchinson probes (upper bound with ``rtol``); Hutch++ matvecs (>= 3); XTrace
-      matvecs (>= 4).
+    num_probes: REQUIRED for the stochastic methods (the default None is for ``"exact"``, which
+      does not use it; a UserError otherwise): Hutchinson probes (upper bound with ``rtol``);
+      Hutch++ matvecs (>= 3); XTrace matvecs (>= 4).
     mask: optional mask pytree; the estimate is then Tr(H[active, active]).
     method: ``"hutchinson"``, ``"hutchpp"``, ``"xtrace"`` or ``"exact"``.
     rtol: optional early stop once the 95% confidence half-width (1.96 stderr) is below

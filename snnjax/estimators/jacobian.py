@@ -1,11 +1,12 @@
-"""Input-output Jacobian norms of a classifier, averaged over examples.
+"""Input-output Jacobian norms of any model, averaged over examples.
 
-For an example x (one input, any shape) and f(x) = logits_fn(params, x[None])[0] (C,) or its
-softmax probabilities, J(x) = df/dx has C rows of the input's size. The study's Jacobian norm is
+For an example x (one input, any pytree) and f(x) = logits_fn(params, x[None])[0] (any shape
+S: (), (k,), (T, V)) or its softmax probabilities over the last axis, J(x) = df/dx has one row
+per output entry. The study's Jacobian norm is
 the squared Frobenius norm E_x ||J(x)||_F^2 over training examples, with x the normalized input.
 
-* Exact (``num_projections=None``): ||J||_F^2 = sum_c ||J^T e_c||^2, one VJP per output class,
-  vmapped over the classes and over the examples of a chunk.
+* Exact (``num_projections=None``): ||J||_F^2 = sum_d ||J^T e_d||^2, one VJP per output entry,
+  vmapped over the entries and over the examples of a chunk.
 * Random projections: ||J||_F^2 = E_v ||J^T v||^2 for v with E[v v^T] = I (Rademacher or standard
   Gaussian entries in output space), ``num_projections`` vectors per example. Unbiased for the
   squared norm only.
@@ -18,16 +19,15 @@ Each example is evaluated alone, so BatchNorm must be in eval mode.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from snnjax.errors import UserError
-from snnjax.estimators import _sharding
-from snnjax.estimators._base import (Batch, Estimate, PyTree, as_batches, as_pytree_fn,
-                                     mean_and_stderr)
+from snnjax.estimators import _examples, _sharding
+from snnjax.estimators._base import Batch, Estimate, PyTree, as_pytree_fn, mean_and_stderr
 
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
 OUTPUTS = ("logits", "probs")
@@ -36,16 +36,17 @@ PROJECTIONS = ("rademacher", "gaussian")
 
 def _output_fn(logits_fn: LogitsFn, params: PyTree,
                output: str) -> Callable[[jax.Array], jax.Array]:
-  """f(x) (C,) for one example x: its logits or softmax probabilities."""
+  """f(x) (*S) for one example x (a pytree): its outputs or their softmax over the last axis."""
   def f(x):
-    logits = logits_fn(params, x[None])[0]
-    return jax.nn.softmax(logits) if output == "probs" else logits
+    logits = logits_fn(params, jax.tree.map(lambda a: a[None], x))[0]
+    return jax.nn.softmax(logits, axis=-1) if output == "probs" else logits
   return f
 
 
-def _sq_rows(vjps: jax.Array) -> jax.Array:
-  """Squared norms (k,) of k stacked input-shaped VJPs (k, ...)."""
-  return jnp.sum(jnp.square(vjps).reshape(vjps.shape[0], -1), axis=1)
+def _sq_rows(vjps: Any) -> jax.Array:
+  """Squared norms (k,) of k stacked input-shaped VJPs (a pytree of leaves (k, ...))."""
+  return sum(jnp.sum(jnp.square(v).reshape(v.shape[0], -1), axis=1)
+             for v in jax.tree.leaves(vjps))
 
 
 @functools.partial(jax.jit, static_argnames=("output",))
@@ -56,7 +57,8 @@ def _exact_chunk(replicated, chunk, *, output):
 
   def one(x):
     out, vjp_fn = jax.vjp(f, x)
-    eye = jnp.eye(out.shape[-1], dtype=out.dtype)
+    d = max(out.size, 1)
+    eye = jnp.eye(d, dtype=out.dtype).reshape((d,) + out.shape)
     return jnp.sum(_sq_rows(jax.vmap(lambda u: vjp_fn(u)[0])(eye)))
 
   return jax.vmap(one)(chunk["x"])
@@ -73,7 +75,7 @@ def _projected_chunk(replicated, chunk, *, output, num_projections, projection):
 
   def one(x, k):
     out, vjp_fn = jax.vjp(f, x)
-    shape = (num_projections, out.shape[-1])
+    shape = (num_projections,) + out.shape
     if projection == "rademacher":
       v = jax.random.rademacher(k, shape, dtype=out.dtype)
     else:
@@ -89,33 +91,43 @@ def jacobian_norm(
     key: jax.Array | None = None, num_projections: int | None = None, squared: bool = True,
     output: str = "logits", projection: str = "rademacher", chunk_size: int | None = None,
     devices: None | str | Sequence[jax.Device] = None, return_per_example: bool = False,
+    x: Any = None,
 ) -> Estimate:
-  """Mean over the examples of ``data`` of the Frobenius norm of the input-output Jacobian.
+  """Mean over the examples of ``data`` of the SQUARED Frobenius norm of the input-output
+  Jacobian (by default; ``squared=False`` for the norm itself).
+
+  The Jacobian of one example is that of all its outputs (any shape: (n,), (n, k), (n, T, V)
+  outputs give 1, k, T V rows) in all its inputs (any pytree): ||J||_F^2 sums over every output
+  entry and input coordinate, per example (no per-position averaging).
 
   Args:
-    logits_fn: ``logits_fn(params, x) -> (n, C)`` (BatchNorm in eval mode).
+    logits_fn: ``logits_fn(params, x) -> (n, ...)`` (BatchNorm in eval mode: checked).
     params: the params pytree (held fixed; the derivative is in the input).
-    data: one batch (a dict with ``"x"`` (n, ...)) or an iterable of batches; labels unused.
+    data: one batch (any pytree whose leaves share a leading example axis) or an iterable of
+      batches; labels unused.
     key: PRNG key, needed when ``num_projections`` is given; example i of ``data`` uses
       ``fold_in(key, i)``, so results do not depend on ``chunk_size`` or ``devices``.
-    num_projections: None for the exact norm (C VJPs per example), or the number of random
-      output-space vectors per example for the projection estimate.
-    squared: the squared norm ||J||_F^2 (True, the study's definition) or ||J||_F; the mean is
-      over the per-example values either way (the mean of norms, not the root of the mean).
-      The projection estimate needs ``squared=True``.
-    output: differentiate the ``"logits"`` or the softmax ``"probs"``.
+    num_projections: None for the exact norm (one VJP per output entry), or the number of
+      random output-space vectors per example for the projection estimate.
+    squared: the squared norm ||J||_F^2 (True, the default and the study's definition) or
+      ||J||_F; the mean is over the per-example values either way (the mean of norms, not the
+      root of the mean). The projection estimate needs ``squared=True``.
+    output: differentiate the ``"logits"`` or the ``"probs"`` (softmax over the last axis).
     projection: ``"rademacher"`` or ``"gaussian"`` entries of the projection vectors.
     chunk_size: examples per jitted vmapped call (default 32).
     devices: None, ``"all"`` or a sequence of devices to shard the examples over.
     return_per_example: also return the per-example values as ``extra["per_example"]``.
+    x: where the inputs are in a batch (``fisher.per_example_grads``); None: ``batch["x"]``,
+      ``batch[0]`` of a pair, or the batch itself when it is one array.
 
   Returns:
     An Estimate of the mean over examples. ``stderr``: None when exact; with projections, the
     standard error std_i(v_i) / sqrt(N) of the per-example estimates (each a mean over its
     projections), covering projection noise and the sampling of the examples. ``extra``:
     ``squared``, ``output``, ``method`` (``"exact"`` or the projection kind), ``example_std``,
-    with >= 2 projections ``projection_stderr`` (the standard error from the projections alone,
-    the error against the exact value on the same examples), and ``per_example`` when asked.
+    ``output_shape`` (per example), with >= 2 projections ``projection_stderr`` (the standard
+    error from the projections alone, the error against the exact value on the same examples),
+    and ``per_example`` when asked.
   """
   if output not in OUTPUTS:
     raise UserError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -140,26 +152,20 @@ def jacobian_norm(
 
   chunk_size = _sharding.check_chunk_size(chunk_size)
   replicated = _sharding.replicate(replicated, devices)
-  outs, offset = [], 0
-  for batch in as_batches(data):
-    if "x" not in batch:
-      raise UserError(f"batch has no inputs 'x' (keys: {sorted(batch)})")
-    x = batch["x"]
-    if np.ndim(x) < 1:
-      raise UserError(f"batch 'x' needs a leading example axis, got shape {np.shape(x)}")
-    n = int(np.shape(x)[0])
-    if n == 0:
-      continue
-    arrays = {"x": x, "index": np.arange(offset, offset + n, dtype=np.int32)}
+  outs, n, shape = [], 0, None
+  for eb, shape in _examples.example_batches(data, logits_fn=logits_fn, params=params,
+                                              likelihood=None, x=x, what="jacobian_norm"):
+    if output == "probs" and not shape:
+      raise UserError("jacobian_norm(output='probs') needs outputs (n, ..., C) to take a "
+                      "softmax over; these outputs are (n,): use output='logits'")
+    arrays = {"x": eb.arrays["x"], "index": eb.arrays["index"]}
     outs.append(_sharding.map_examples(fn, replicated, arrays, chunk_size=chunk_size,
                                        devices=devices))
-    offset += n
-  if not outs:
-    raise UserError("data holds no examples")
+    n = eb.offset + eb.n
   values = np.concatenate(outs, axis=0).astype(np.float64)
-  n = offset
 
-  extra: dict = {"estimator": "jacobian_norm", "squared": bool(squared), "output": output}
+  extra: dict = {"estimator": "jacobian_norm", "squared": bool(squared), "output": output,
+                 "output_shape": shape}
   if num_projections is None:
     per_example = values if squared else np.sqrt(values)
     value, _ = mean_and_stderr(per_example)

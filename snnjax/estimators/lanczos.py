@@ -104,10 +104,17 @@ def _tridiag(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
   return np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1)
 
 
-def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *, k: int,
-                    key: jax.Array, mask: PyTree | None = None, num_iters: int | None = None,
-                    devices: Devices = None) -> EigenResult:
+def top_eigenvalues(loss_fn: LossFn | Any, params: PyTree = None,
+                    data: Batch | Iterable[Batch] | None = None, *, k: int, key: jax.Array,
+                    mask: PyTree | None = None, num_iters: int | None = None,
+                    devices: Devices = None, dim: int | None = None) -> EigenResult:
   """The k largest (algebraic) eigenvalues of the Hessian by Lanczos with full reorthogonalization.
+
+  Any symmetric operator: ``top_eigenvalues(op, k=..., key=...)`` with a
+  ``snnjax.estimators.operators.LinearOperator`` (the GGN, the Fisher, ...; eigenvectors as
+  param pytrees) or ``top_eigenvalues(matvec, k=..., key=..., dim=D)`` with a function
+  ``matvec(v (D,)) -> (D,)`` (eigenvectors as flat arrays); ``num_examples`` is then the
+  operator's (0 for a plain matvec).
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar`` (mean over the batch).
@@ -127,16 +134,42 @@ def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
     ``num_matvecs``), ``ritz_residuals`` (k,) Lanczos' own estimates of them (diagnostic only),
     ``num_examples`` = N, ``num_iters``, ``num_matvecs``, ``dim``, ``method="lanczos"``.
   """
+  from snnjax.estimators import operators  # pylint: disable=import-outside-toplevel
+  if params is None and data is None:
+    matmat, size, op = operators.host_matmat(loss_fn, dim)
+    to_vec = (op.to_tree if op is not None else (lambda u: u.astype(np.float32)))
+    n_ex = op.num_examples if op is not None else 0
+    counter = {"n": 0}
+
+    def counted(zs):
+      counter["n"] += np.atleast_2d(zs).shape[0]
+      return matmat(zs)
+    result = _lanczos_top(counted, size, k, key, num_iters)
+    return EigenResult(eigenvalues=result[0], eigenvectors=[to_vec(u) for u in result[1]],
+                       residuals=result[2], num_examples=n_ex, num_iters=result[4],
+                       num_matvecs=counter["n"], dim=size, method="lanczos",
+                       ritz_residuals=result[3])
   op = HessianOperator(loss_fn, params, data, mask, devices=devices)
+  matmat = lambda zs: np.asarray(op.matmat(np.asarray(zs, np.float32)), np.float64)  # noqa: E731
+  eigenvalues, vectors, residuals, ritz, iters = _lanczos_top(matmat, op.dim, k, key, num_iters)
+  eigenvectors = [op.to_tree(u) for u in vectors]
+  return EigenResult(eigenvalues=eigenvalues, eigenvectors=eigenvectors, residuals=residuals,
+                     num_examples=op.num_examples, num_iters=iters,
+                     num_matvecs=op.num_matvecs, dim=op.dim, method="lanczos",
+                     ritz_residuals=ritz)
+
+
+def _lanczos_top(matmat, dim: int, k: Any, key: jax.Array, num_iters: Any):
+  """(eigenvalues (k,), unit vectors (k, dim), true residuals (k,), Ritz residuals, steps)."""
   k = _check_int("k", k, 1)
-  if k > op.dim:
-    raise UserError(f"k={k} exceeds the number of active coordinates ({op.dim})")
+  if k > dim:
+    raise UserError(f"k={k} exceeds the number of active coordinates ({dim})")
   if num_iters is None:
-    num_iters = min(op.dim, max(2 * k + 20, 30))
+    num_iters = min(dim, max(2 * k + 20, 30))
   num_iters = _check_int("num_iters", num_iters, k)
   key_v, key_r = jax.random.split(key)
-  v0 = np.random.default_rng(_seed(key_v)).standard_normal(op.dim)  # host: no dim-shaped compile
-  alpha, beta, basis = lanczos(_host_matvec(op), v0, num_iters,
+  v0 = np.random.default_rng(_seed(key_v)).standard_normal(dim)  # host: no dim-shaped compile
+  alpha, beta, basis = lanczos(lambda v: matmat(v[None])[0], v0, num_iters,
                                rng=np.random.default_rng(_seed(key_r)))
   evals, evecs = np.linalg.eigh(_tridiag(alpha, beta))
   order = np.argsort(evals)[::-1][:k]
@@ -145,13 +178,9 @@ def top_eigenvalues(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batc
   vectors = evecs[:, order].T @ basis.astype(np.float64)  # (k, dim)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
   # The true residuals: one more product per vector (the Ritz ones lose to float32 rounding).
-  hu = np.asarray(op.matmat(vectors.astype(np.float32)), np.float64)
+  hu = np.asarray(matmat(vectors.astype(np.float32)), np.float64)
   residuals = np.linalg.norm(hu - eigenvalues[:, None] * vectors, axis=1)
-  eigenvectors = [op.to_tree(u) for u in vectors]
-  return EigenResult(eigenvalues=eigenvalues, eigenvectors=eigenvectors, residuals=residuals,
-                     num_examples=op.num_examples, num_iters=int(alpha.size),
-                     num_matvecs=op.num_matvecs, dim=op.dim, method="lanczos",
-                     ritz_residuals=ritz)
+  return eigenvalues, vectors, residuals, ritz, int(alpha.size)
 
 
 def power_iteration(loss_fn: LossFn, params: PyTree, data: Batch | Iterable[Batch], *,

@@ -58,7 +58,8 @@ def _keep_largest(scores: np.ndarray, num_pruned: int) -> np.ndarray:
 
 
 def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "global",
-                   prunable_tree: Optional[PyTree] = None) -> PyTree:
+                   prunable_tree: Optional[PyTree] = None, within: Optional[PyTree] = None
+                   ) -> PyTree:
   """Keeps the largest-``|w|`` prunable weights.
 
   Args:
@@ -67,21 +68,46 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "global",
     scope: ``"global"`` (one threshold over all prunable weights, the study's choice) or
       ``"layerwise"`` (the same fraction in every prunable layer).
     prunable_tree: bool pytree of prunable leaves; default :func:`prunable` of ``params``.
+    within: optional bool mask: weights outside it are pruned first, so that the result is nested
+      in it whenever ``sparsity`` is at least its sparsity (iterative magnitude pruning).
 
   Returns:
     The bool mask pytree.
   """
+  return score_mask(jax.tree.map(lambda p: np.abs(np.asarray(p, np.float32)), params), sparsity,
+                    scope=scope, prunable_tree=prunable_tree, within=within)
+
+
+def score_mask(scores: PyTree, sparsity: float, *, scope: str = "global",
+               prunable_tree: Optional[PyTree] = None, within: Optional[PyTree] = None
+               ) -> PyTree:
+  """Keeps the highest-scored prunable weights (``scores`` has the params' structure).
+
+  Prunes ``round(sparsity * n)`` of the n prunable weights (``scope="global"``: over all of them
+  together; ``"layerwise"``: in each prunable layer). Weights outside ``within`` (a bool mask)
+  score -inf, so they are pruned first; ties are broken by position (earliest pruned first).
+  """
   sparsity = validate_sparsity(sparsity)
   if scope not in SCOPES:
-    raise UserError(f"magnitude scope must be one of {SCOPES}, got {scope!r}")
-  leaves, treedef, flags = _split(params, prunable_tree)
-  scores = [np.abs(np.asarray(l, np.float32)).ravel() for l, f in zip(leaves, flags) if f]
+    raise UserError(f"mask scope must be one of {SCOPES}, got {scope!r}")
+  leaves, treedef, flags = _split(scores, prunable_tree)
+  inside = (jax.tree.leaves(within) if within is not None else [None] * len(leaves))
+  if len(inside) != len(leaves):
+    raise MaskMismatchError("within has another structure than the scores")
+  flat_scores = []
+  for leaf, flag, keep in zip(leaves, flags, inside):
+    if flag:
+      s = np.asarray(leaf, np.float64).ravel()
+      if keep is not None:
+        s = np.where(np.asarray(keep).ravel(), s, -np.inf)
+      flat_scores.append(s)
   if scope == "layerwise":
-    keeps = [_keep_largest(s, erk.round_half_up(sparsity * s.size)) for s in scores]
+    keeps = [_keep_largest(s, erk.round_half_up(sparsity * s.size)) for s in flat_scores]
   else:
-    flat = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    flat = np.concatenate(flat_scores) if flat_scores else np.zeros(0)
     keep = _keep_largest(flat, erk.round_half_up(sparsity * flat.size))
-    keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1]) if scores else []
+    keeps = (np.split(keep, np.cumsum([s.size for s in flat_scores])[:-1]) if flat_scores
+             else [])
   return _assemble(leaves, treedef, flags, keeps)
 
 

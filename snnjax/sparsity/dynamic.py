@@ -15,6 +15,13 @@ grown again, as in RigL). Grown weights start at exactly 0 and their optimizer s
 zeroed (:func:`zero_changed`), so after every update the pruned weights and their momentum are
 exactly 0. Ties are broken by the flat index (stable sorts): the update is deterministic.
 
+SET's original rule (Mocanu et al. 2018; ``configs/set95.py:mocanu``) is offered by two options
+(:class:`Rule`): ``signed_drop`` drops the fraction ``f`` of the positive weights closest to 0 and,
+separately, the fraction ``f`` of the negative weights closest to 0 (``k_pos = floor(f * n_pos +
+1/2)``, ``k_neg`` likewise; an active weight that is exactly 0 is dropped too), then grows as many
+as were dropped; ``grow_std > 0`` starts each grown weight at ``grow_std * N(0, 1)`` (Mocanu's
+code: ``randn() / 10``) instead of 0, from ``fold_in(fold_in(key, GROW_INIT_STREAM), leaf)``.
+
 Everything here is a pure, jittable function of params / mask / gradient pytrees (no models).
 """
 
@@ -33,6 +40,8 @@ from snnjax.sparsity.selection import path_str
 
 PyTree = Any
 DECAYS = ("cosine", "constant")
+DROP_RULES = ("magnitude", "signed")  # k lowest |w| | SET's per-sign drop (Mocanu et al. 2018)
+GROW_INITS = ("zero", "normal")       # grown weights start at 0 | at grow_std * N(0, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +83,27 @@ class DropSchedule:
     return list(range(self.update_every, self.end_step + 1, self.update_every))
 
 
-def make_schedule(dst_config, total_steps: int) -> DropSchedule:
+def make_schedule(dst_config, total_steps: int, steps_per_epoch: int | None = None
+                  ) -> DropSchedule:
   """The schedule of a ``config.dst`` block (``update_every``, ``end_fraction``, ``drop_fraction``,
   ``decay``) for a run of ``total_steps`` optimizer steps: ``end_step = floor(end_fraction *
-  total_steps)``."""
+  total_steps)``.
+
+  With ``update_every_epochs = e > 0`` (SET's rewiring once per epoch: e = 1) the update comes
+  after every e-th epoch's last step instead (``update_every = e * steps_per_epoch``), never after
+  the run's last step (SET does not rewire after the last epoch)."""
   end_fraction = float(dst_config.end_fraction)
   if not 0.0 <= end_fraction <= 1.0:
     raise UserError(f"dst.end_fraction must be in [0, 1], got {end_fraction}")
-  return DropSchedule(end_step=int(end_fraction * total_steps),
-                      update_every=int(dst_config.update_every),
+  end_step = int(end_fraction * total_steps)
+  update_every = int(dst_config.update_every)
+  epochs = int(dst_config.get("update_every_epochs", 0))
+  if epochs:
+    if not steps_per_epoch:
+      raise UserError("dst.update_every_epochs needs the number of steps per epoch")
+    update_every = epochs * int(steps_per_epoch)
+    end_step = min(end_step, total_steps - 1)
+  return DropSchedule(end_step=end_step, update_every=update_every,
                       initial_fraction=float(dst_config.drop_fraction), decay=str(dst_config.decay))
 
 
@@ -101,19 +122,48 @@ def _lowest(scores: jax.Array, k) -> jax.Array:
   return (rank < k).reshape(scores.shape)
 
 
-def drop_grow(weight: jax.Array, mask: jax.Array, grow_score: jax.Array, fraction
-              ) -> tuple[jax.Array, jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """How a drop/grow update treats the weights (static under jit): ``signed_drop`` (SET's
+  original drop: per sign, see the module doc) and ``grow_std`` (0: grown weights start at 0;
+  > 0: at ``grow_std * N(0, 1)``). The default is snnjax's RigL/SET rule."""
+
+  signed_drop: bool = False
+  grow_std: float = 0.0
+
+
+GROW_INIT_STREAM = 0x5E7  # the fold_in stream of the grown weights' initial values
+
+
+def signed_dropped(weight: jax.Array, mask: jax.Array, fraction) -> jax.Array:
+  """SET's drop (Mocanu et al. 2018): the ``floor(f * n_pos + 1/2)`` smallest positive and the
+  ``floor(f * n_neg + 1/2)`` largest negative active weights, and any active weight exactly 0."""
+  mask = mask.astype(bool)
+  w = weight.astype(jnp.float32)
+  pos, neg = mask & (w > 0), mask & (w < 0)
+  drop_pos = _lowest(jnp.where(pos, w, jnp.inf), num_to_update(fraction, jnp.sum(pos))) & pos
+  drop_neg = _lowest(jnp.where(neg, -w, jnp.inf), num_to_update(fraction, jnp.sum(neg))) & neg
+  return drop_pos | drop_neg | (mask & (w == 0))
+
+
+def drop_grow(weight: jax.Array, mask: jax.Array, grow_score: jax.Array, fraction, *,
+              signed_drop: bool = False) -> tuple[jax.Array, jax.Array]:
   """One leaf's update: returns ``(new_mask, kept)`` (bool, the weight's shape).
 
-  ``kept``: the active weights that survive the drop (all but the ``k`` lowest |w|); ``new_mask``:
-  ``kept`` plus the ``k`` largest ``grow_score`` entries among the coordinates not kept. The active
-  count of ``new_mask`` equals that of ``mask`` exactly.
+  ``kept``: the active weights that survive the drop (all but the ``k`` lowest |w|; with
+  ``signed_drop`` SET's per-sign drop, :func:`signed_dropped`); ``new_mask``: ``kept`` plus as
+  many of the largest ``grow_score`` entries among the coordinates not kept as were dropped. The
+  active count of ``new_mask`` equals that of ``mask`` exactly.
   """
   mask = mask.astype(bool)
-  n_active = jnp.sum(mask)
-  k = num_to_update(fraction, n_active)
-  drop_score = jnp.where(mask, jnp.abs(weight).astype(jnp.float32), jnp.inf)
-  dropped = _lowest(drop_score, k) & mask
+  if signed_drop:
+    dropped = signed_dropped(weight, mask, fraction)
+    k = jnp.sum(dropped).astype(jnp.int32)
+  else:
+    n_active = jnp.sum(mask)
+    k = num_to_update(fraction, n_active)
+    drop_score = jnp.where(mask, jnp.abs(weight).astype(jnp.float32), jnp.inf)
+    dropped = _lowest(drop_score, k) & mask
   kept = mask & ~dropped
   score = jnp.where(kept, -jnp.inf, grow_score.astype(jnp.float32))
   grown = _lowest(-score, k) & ~kept
@@ -157,8 +207,8 @@ def get_updater(name: str) -> Updater:
   return UPDATERS[name]
 
 
-def update_mask(params: PyTree, mask: PyTree, scores: PyTree, prunable_tree: PyTree, fraction
-                ) -> tuple[PyTree, PyTree]:
+def update_mask(params: PyTree, mask: PyTree, scores: PyTree, prunable_tree: PyTree, fraction,
+                *, signed_drop: bool = False) -> tuple[PyTree, PyTree]:
   """:func:`drop_grow` on every prunable leaf; returns ``(new_mask, kept)`` pytrees.
 
   ``prunable_tree`` (Python bools, the params' structure) is static; non-prunable leaves keep their
@@ -169,7 +219,7 @@ def update_mask(params: PyTree, mask: PyTree, scores: PyTree, prunable_tree: PyT
   for p, m, s, keep in zip(p_leaves, jax.tree.leaves(mask), jax.tree.leaves(scores),
                            jax.tree.leaves(prunable_tree)):
     if keep:
-      n, k = drop_grow(p, m, s, fraction)
+      n, k = drop_grow(p, m, s, fraction, signed_drop=signed_drop)
     else:
       n, k = jnp.asarray(m).astype(bool), jnp.asarray(m).astype(bool)
     new.append(n)
@@ -193,27 +243,60 @@ def zero_changed(tree: PyTree, params: PyTree, kept: PyTree) -> PyTree:
   return jax.tree.map(zero, tree, is_leaf=is_params_like)
 
 
-def apply_update(params: PyTree, opt_state: PyTree, kept: PyTree) -> tuple[PyTree, PyTree]:
+def apply_update(params: PyTree, opt_state: PyTree, kept: PyTree, *,
+                 grown_values: PyTree | None = None, new_mask: PyTree | None = None
+                 ) -> tuple[PyTree, PyTree]:
   """Params and optimizer state after a mask update: 0 wherever the weight was not kept (pruned,
-  or grown: grown weights start at exactly 0 with zero momentum)."""
+  or grown: grown weights start at exactly 0 with zero momentum), or with ``grown_values`` (and
+  ``new_mask``) the grown weights start at those values (their momentum still 0)."""
   new_params = jax.tree.map(lambda p, k: jnp.where(k, p, jnp.zeros_like(p)), params, kept)
+  if grown_values is not None:
+    new_params = jax.tree.map(
+        lambda p, k, n, v: jnp.where(n & ~k, v.astype(p.dtype), p), new_params, kept, new_mask,
+        grown_values)
   return new_params, zero_changed(opt_state, params, kept)
 
 
+def grown_initial_values(key: jax.Array, params: PyTree, std: float) -> PyTree:
+  """``std * N(0, 1)`` of every leaf's shape, leaf ``i`` from
+  ``fold_in(fold_in(key, GROW_INIT_STREAM), i)`` (SET's new weights, Mocanu et al. 2018)."""
+  base = jax.random.fold_in(key, GROW_INIT_STREAM)
+  leaves, treedef = jax.tree.flatten(params)
+  return treedef.unflatten([std * jax.random.normal(jax.random.fold_in(base, i), jnp.shape(p))
+                            for i, p in enumerate(leaves)])
+
+
 def dst_update(updater: Updater, key: jax.Array, params: PyTree, mask: PyTree, opt_state: PyTree,
-               grads: PyTree | None, fraction, prunable_tree: PyTree
+               grads: PyTree | None, fraction, prunable_tree: PyTree, rule: Rule = Rule()
                ) -> tuple[PyTree, PyTree, PyTree]:
   """One drop/grow update of ``updater``: returns ``(params, mask, opt_state)``.
 
   ``grads``: the dense gradient on the current batch (``None`` for an updater that does not need
-  one). Jittable with ``updater`` and ``prunable_tree`` static.
+  one). ``rule``: :class:`Rule` (default: snnjax's). Jittable with ``updater``, ``prunable_tree``
+  and ``rule`` static.
   """
   if updater.needs_gradient and grads is None:
     raise ValueError(f"{updater.name} grows by the dense gradient: pass grads")
   scores = updater.grow_scores(key, params, grads)
-  new_mask, kept = update_mask(params, mask, scores, prunable_tree, fraction)
-  new_params, new_opt_state = apply_update(params, opt_state, kept)
+  new_mask, kept = update_mask(params, mask, scores, prunable_tree, fraction,
+                               signed_drop=rule.signed_drop)
+  grown = (grown_initial_values(key, params, rule.grow_std) if rule.grow_std > 0 else None)
+  new_params, new_opt_state = apply_update(params, opt_state, kept, grown_values=grown,
+                                           new_mask=new_mask)
   return new_params, new_mask, new_opt_state
+
+
+def make_rule(dst_config) -> Rule:
+  """The :class:`Rule` of a ``config.dst`` block (``drop_rule``: ``magnitude`` | ``signed``;
+  ``grow_init``: ``zero`` | ``normal`` with ``grow_std``); a block without them: the default."""
+  drop_rule = str(dst_config.get("drop_rule", "magnitude"))
+  grow_init = str(dst_config.get("grow_init", "zero"))
+  if drop_rule not in DROP_RULES:
+    raise UserError(f"dst.drop_rule must be one of {DROP_RULES}, got {drop_rule!r}")
+  if grow_init not in GROW_INITS:
+    raise UserError(f"dst.grow_init must be one of {GROW_INITS}, got {grow_init!r}")
+  return Rule(signed_drop=drop_rule == "signed",
+              grow_std=float(dst_config.get("grow_std", 0.1)) if grow_init == "normal" else 0.0)
 
 
 def mask_change(mask: PyTree, initial_mask: PyTree, prunable_tree: PyTree) -> dict[str, float]:

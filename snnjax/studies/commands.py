@@ -1,4 +1,4 @@
-"""Command lines of ``scripts/study.py`` and ``scripts/measure.py``.
+"""Command lines of ``scripts/study.py``, ``scripts/measure.py`` and ``scripts/interpolate.py``.
 
 Bad input prints one ``error: <message>`` line on stderr and returns 2, before anything is written.
 
@@ -8,6 +8,7 @@ Bad input prints one ``error: <message>`` line on stderr and returns 2, before a
   python scripts/study.py --config configs/study.py:quick --workdir DIR --workers 2  # 2 processes
   python scripts/measure.py --workdir runs/finetune90-quick [--workdir ...] [--checkpoint PATH ...]
   python scripts/measure.py --workdir DIR --config configs/study.py:quick --config.fisher.kind=exact
+  python scripts/interpolate.py runs/scratch90-quick/init runs/scratch90-quick --out DIR/
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def parse_study(argv: list[str]):
   argv = ["--dry_run" if a == "--dry-run" else a for a in argv]  # both spellings
   spec = train_cli.config_file_arg(argv)
   if spec is not None:
-    _check_study_config(spec)
+    # an unknown field: named, with the closest known ones ("did you mean")
+    train_cli.check_override_fields(argv, _check_study_config(spec))
   flag_values = study_flags(argv)
   try:
     rest = flag_values(argv)
@@ -77,6 +79,9 @@ def parse_study(argv: list[str]):
     raise UserError("--workdir is required, e.g. --workdir runs/study-quick")
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   config_io.check_path(flag_values.workdir, "--workdir")
+  if config_io.is_run_dir(flag_values.workdir):
+    raise UserError(f"--workdir {flag_values.workdir} is a training run's work dir (config.json, "
+                    "checkpoints/), not a study directory: give the study its own --workdir")
   stages = tuple(flag_values.stages) if flag_values.stages else None
   from snnjax.studies.study import STAGES  # pylint: disable=import-outside-toplevel
   unknown = sorted(set(stages or ()) - set(STAGES))
@@ -101,15 +106,17 @@ def _load_config_file(spec: str):
   return config
 
 
-def _check_study_config(spec: str) -> None:
-  """Loads ``spec`` once: a file that raises, returns no ConfigDict, or holds a training config
-  gets its own one-line error (before absl's flag parser wraps it in a traceback)."""
+def _check_study_config(spec: str):
+  """Loads ``spec`` once (and returns it): a file that raises, returns no ConfigDict, or holds a
+  training config gets its own one-line error (before absl's flag parser wraps it in a
+  traceback)."""
   if not os.path.isfile(spec.partition(":")[0]):
     raise UserError(f"config file not found: {spec.partition(':')[0]}")
   config = _load_config_file(spec)
   if "seeds" not in config or "measure" not in config:
     hint = " (a training config? use scripts/train.py)" if "regime" in config else ""
     raise UserError(f"{spec} is not a study config (no field seeds/measure){hint}")
+  return config
 
 
 def study_main(argv: list[str] | None = None) -> int:
@@ -144,20 +151,21 @@ def study_main(argv: list[str] | None = None) -> int:
   return 0
 
 
+def exit_cli(code: int) -> None:
+  """``sys.exit(code)`` for the scripts; after an error (2) without the interpreter's finalization:
+  reads that tensorstore still has in flight after a failed checkpoint restore would print
+  tracebacks ("RuntimeError: Event loop is closed") after the one error line. Nothing is written
+  after an error, so nothing is lost by skipping it."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if code == 2:
+    os._exit(2)  # pylint: disable=protected-access
+  sys.exit(code)
+
+
 class _Parser(argparse.ArgumentParser):
   def error(self, message):
     raise UserError(message.splitlines()[0])
-
-
-def _settings_lines(node, prefix: str = "") -> list[str]:
-  """``  --config.a.b=value`` for every leaf of the measurement settings (the --help epilog)."""
-  lines = []
-  for key, value in node.items():
-    if hasattr(value, "items"):
-      lines += _settings_lines(value, f"{prefix}{key}.")
-    else:
-      lines.append(f"  --config.{prefix}{key}={value}")
-  return lines
 
 
 def _measure_parser() -> argparse.ArgumentParser:
@@ -169,7 +177,7 @@ def _measure_parser() -> argparse.ArgumentParser:
           "with the study's protocol; every setting can be overridden with --config.FIELD=VALUE."),
       epilog="measurement settings (--config.FIELD=VALUE overrides; the defaults shown, "
              "`--config.hessian.enabled=false` skips Tr(H)):\n"
-             + "\n".join(_settings_lines(measure_lib.default_settings())))
+             + "\n".join(train_cli.field_lines(measure_lib.default_settings())))
   p.add_argument("--workdir", action="append", default=[],
                  help="a training run's work dir (its final checkpoint), or a study directory "
                       "(every run under its runs/); repeatable")
@@ -217,14 +225,23 @@ def measure_settings(config_spec: str | None, overrides: list[str]):
   return settings
 
 
-def _measure_markdown(rows: list[dict], settings_text: list[str]) -> str:
+def _measure_markdown(rows: list[dict], settings_text: list[str], settings=None) -> str:
+  """The measure.md table; each estimate's column says what its ± covers
+  (``measure.plus_minus``; the protocol's last line says it in full)."""
+  from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
+  pm = measure_lib.plus_minus(settings or measure_lib.default_settings())
+
   def est(e):
     if e is None:
       return "-"
     text = f"{e['value']:.5g}"
     return text + (f" ± {e['stderr']:.2g}" if e.get("stderr") is not None else "")
-  lines = ["| solution | regime | sparsity | step | train error | test acc | Tr(F) | Tr(H) | "
-           "Jacobian |", "|---|---|---|---|---|---|---|---|---|"]
+
+  def head(key, name):
+    return f"{name} ± {pm[key]['short']}" if pm[key] else f"{name} (exact, no ±)"
+  lines = ["| solution | regime | sparsity | step | train error | test acc | "
+           f"{head('tr_f', 'Tr(F)')} | {head('tr_h', 'Tr(H)')} | {head('jacobian', 'Jacobian')} |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     m = r["measurement"]
     lines.append(f"| `{r['path']}` | {r['regime']} | {r['sparsity']:.2f} | {r['step']} | "
@@ -247,17 +264,18 @@ def expand_workdir(path: str) -> list[str]:
                   "(no runs/*/config.json)")
 
 
-def measure_out(out: str | None, first_path: str) -> str:
+def measure_out(out: str | None, first_path: str, *, name: str = "measure",
+                suffixes: tuple = (".md", ".json")) -> str:
   """The output prefix (``PREFIX.md``, ``PREFIX.json``): ``--out`` (a directory, ``DIR/``, gets
-  ``DIR/measure``) or ``measure`` next to the first input; its directory must be creatable."""
+  ``DIR/<name>``) or ``<name>`` next to the first input; its directory must be creatable."""
   from snnjax.train import config_io  # pylint: disable=import-outside-toplevel
   if not out:
-    out = os.path.join(os.path.abspath(first_path), "measure")
+    out = os.path.join(os.path.abspath(first_path), name)
   elif out.endswith(os.sep) or os.path.isdir(out):
-    out = os.path.join(out, "measure")
+    out = os.path.join(out, name)
   out = os.path.abspath(out)
   config_io.check_path(os.path.dirname(out), "--out")
-  for suffix in (".md", ".json"):
+  for suffix in suffixes:
     if os.path.isdir(out + suffix):
       raise UserError(f"--out: {out + suffix} is a directory")
   return out
@@ -289,8 +307,13 @@ def measure_main(argv: list[str] | None = None) -> int:
     from snnjax.studies import measure as measure_lib  # pylint: disable=import-outside-toplevel
     from snnjax.train.solution import load_solution  # pylint: disable=import-outside-toplevel
     solutions = [load_solution(p) for p in paths]  # all load (or fail) before measuring
+    datasets = {}
     for sol in solutions:  # a diverged run (NaN params) is refused before anything is written
       measure_lib.check_finite_solution(sol)
+      key = json.dumps(sol.config.dataset.to_dict(), sort_keys=True, default=str)
+      if key not in datasets:
+        datasets[key] = data_lib.load_dataset(sol.config.dataset)
+      measure_lib.check_solution_dataset(sol, datasets[key])
     if os.path.dirname(out):
       os.makedirs(os.path.dirname(out), exist_ok=True)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[measure] {m}", file=sys.stderr,
@@ -298,7 +321,7 @@ def measure_main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (path, sol) in enumerate(zip(paths, solutions)):
       log(f"[{i + 1}/{len(paths)}] {path} ({sol.config.regime}, sparsity {sol.config.sparsity})")
-      dataset = data_lib.load_dataset(sol.config.dataset)
+      dataset = datasets[json.dumps(sol.config.dataset.to_dict(), sort_keys=True, default=str)]
       m = measure_lib.measure_solution(sol, dataset, settings, log=lambda s: log(f"  {s}"))
       rows.append({"path": path, "checkpoint": sol.path, "regime": sol.config.regime,
                    "sparsity": float(sol.config.sparsity), "step": sol.step, "epoch": sol.epoch,
@@ -309,8 +332,9 @@ def measure_main(argv: list[str] | None = None) -> int:
   from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
   text = measure_lib.describe_settings(settings)
   with open(out + ".md", "w") as f:
-    f.write(_measure_markdown(rows, text))
-  cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text, "rows": rows})
+    f.write(_measure_markdown(rows, text, settings))
+  cache_lib.write_json(out + ".json", {"settings": settings, "settings_text": text,
+                                       "plus_minus": measure_lib.plus_minus(settings), "rows": rows})
   print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
   return 0
 
@@ -415,4 +439,87 @@ def budget_main(argv: list[str] | None = None) -> int:
   with open(out + ".md", "w") as f:
     f.write("\n".join(budget.markdown(summary)) + "\n")
   print(json.dumps({"markdown": out + ".md", "json": out + ".json"}))
+  return 0
+
+
+def _interpolate_parser() -> argparse.ArgumentParser:
+  from snnjax.studies import interpolate as interp  # pylint: disable=import-outside-toplevel
+  p = _Parser(
+      prog="interpolate.py", allow_abbrev=False,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description=(
+          "Loss and accuracy (train and test) along theta(alpha) = (1 - alpha) a + alpha b between\n"
+          "two checkpoints, the barrier heights above the chord between the endpoints, their L2\n"
+          "distance and test disagreement; writes OUT.json and OUT.png.\n"
+          "A and B: a work dir (its last checkpoint), WORKDIR/init (Init-S, Init-F, Sol-D's init)\n"
+          "or WORKDIR/checkpoints/STEP."),
+      epilog="  python scripts/interpolate.py runs/scratch90-quick/init runs/scratch90-quick\n"
+             "  python scripts/interpolate.py runs/dense-quick runs/finetune90-quick --mask b\n"
+             "  python scripts/interpolate.py RUN RUN --step-a 220 --bn stored --alphas 0,0.5,1")
+  p.add_argument("a", help="checkpoint at alpha = 0")
+  p.add_argument("b", help="checkpoint at alpha = 1")
+  p.add_argument("--step-a", type=int, default=None, help="a kept checkpoint step of A's work dir")
+  p.add_argument("--step-b", type=int, default=None, help="a kept checkpoint step of B's work dir")
+  p.add_argument("--alphas", default=",".join(f"{x:g}" for x in interp.DEFAULT_ALPHAS),
+                 help="comma-separated alphas (0 and 1 are always added); default %(default)s")
+  p.add_argument("--mask", default="union", choices=interp.MASKS,
+                 help="where the segment lives: the union of the two masks (default), their "
+                      "intersection, or one endpoint's mask")
+  p.add_argument("--bn", default="recompute", choices=interp.BN_MODES,
+                 help="BatchNorm statistics at each point: recomputed on the training inputs "
+                      "(default), the endpoints' stored ones interpolated, or one endpoint's")
+  p.add_argument("--train-examples", type=int, default=None,
+                 help="training examples evaluated (default: as A's metrics.jsonl; 0 = all)")
+  p.add_argument("--train-labels", default="trained", choices=interp.TRAIN_LABELS,
+                 help="labels of the train metrics: trained on (default, as metrics.jsonl) or true")
+  p.add_argument("--bn-examples", type=int, default=0,
+                 help="training inputs whose statistics --bn recompute uses (0 = all)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the example subsets")
+  p.add_argument("--out", default=None,
+                 help="output prefix for .json and .png (default: interpolation in A's work dir; "
+                      "DIR/ gives DIR/interpolation)")
+  p.add_argument("--quiet", action="store_true", help="no progress lines")
+  return p
+
+
+def interpolate_main(argv: list[str] | None = None) -> int:
+  """``scripts/interpolate.py``: evaluates a segment, writes ``OUT.json`` and ``OUT.png``."""
+  argv = sys.argv if argv is None else argv
+  try:
+    parser = _interpolate_parser()
+    if any(a in ("-h", "--help") for a in argv[1:]):
+      parser.print_help()
+      return 0
+    args = parser.parse_args(argv[1:])
+    try:
+      alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
+    except ValueError as e:
+      raise UserError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from e
+    xla_cpu.tune()
+    _quiet_libraries()
+    from snnjax.studies import interpolate as interp  # pylint: disable=import-outside-toplevel
+    sol_a = interp.load_endpoint(args.a, args.step_a)  # both load (or fail) before writing
+    sol_b = interp.load_endpoint(args.b, args.step_b)
+    out = measure_out(args.out, os.path.dirname(os.path.dirname(sol_a.path)),
+                      name="interpolation", suffixes=(".json", ".png"))
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"[interpolate] {m}",
+                                                                file=sys.stderr, flush=True))
+    result = interp.interpolate(sol_a, sol_b, alphas=alphas, mask=args.mask, bn=args.bn,
+                                train_examples=args.train_examples,
+                                train_labels=args.train_labels, bn_examples=args.bn_examples,
+                                seed=args.seed, log=log)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  if os.path.dirname(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+  cache_lib.write_json(out + ".json", result)
+  interp.plot(result, out + ".png")
+  b = result["barrier"]
+  print(f"[interpolate] barrier heights: train loss {b['train_loss']['height']:.4g}, test loss "
+        f"{b['test_loss']['height']:.4g}, test error {b['test_error']['height']:.4g}; L2 distance "
+        f"{result['l2_distance']:.4g}; test disagreement {result['test_disagreement']:.4f}",
+        file=sys.stderr)
+  print(json.dumps({"json": out + ".json", "figure": out + ".png"}))
   return 0

@@ -27,8 +27,9 @@ import numpy as np
 
 from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
-from snnjax.studies import measure as measure_lib
 from snnjax.studies import cache as cache_lib
+from snnjax.studies import measure as measure_lib
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 SCORE_KINDS = ("exact", "mc")
@@ -49,13 +50,12 @@ def validate_settings(s: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` naming the first invalid score setting."""
   if s.kind not in SCORE_KINDS:
     raise UserError(f"closing_gap.scores.kind must be one of {SCORE_KINDS}, got {s.kind!r}")
-  if int(s.num_samples) < 1:
-    raise UserError(f"closing_gap.scores.num_samples must be >= 1, got {s.num_samples}")
+  config_io.check_int(s.num_samples, "closing_gap.scores.num_samples", 1, config_io.MAX_PROBES)
+  config_io.check_int(s.key_seed, "closing_gap.scores.key_seed", 0, config_io.MAX_SEED)
   if s.params not in measure_lib.PARAM_SUBSETS:
     raise UserError(f"closing_gap.scores.params must be one of {measure_lib.PARAM_SUBSETS}, "
                     f"got {s.params!r}")
-  if int(s.chunk_size) < 1:
-    raise UserError(f"closing_gap.scores.chunk_size must be >= 1, got {s.chunk_size}")
+  config_io.check_int(s.chunk_size, "closing_gap.scores.chunk_size", 1, config_io.MAX_COUNT)
 
 
 def fisher_scores(solution, x: np.ndarray, settings: ml_collections.ConfigDict) -> np.ndarray:

@@ -26,12 +26,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from snnjax import sparsity
 from snnjax.errors import UserError
 from snnjax.estimators import fisher as fisher_lib
 from snnjax.estimators import hessian as hessian_lib
 from snnjax.estimators import jacobian as jacobian_lib
 from snnjax.estimators import param_subsets as subsets
-from snnjax import sparsity
+from snnjax.train import config_io
 from snnjax.train import starting_point
 from snnjax.train.loop import nonfinite_leaf
 
@@ -75,24 +76,34 @@ def validate_settings(s: ml_collections.ConfigDict) -> None:
   def check(cond, message):
     if not cond:
       raise UserError(message)
+  count, probes = config_io.MAX_COUNT, config_io.MAX_PROBES
+  for name in ("subset_seed", "key_seed"):
+    config_io.check_int(s[name], f"measure.{name}", 0, config_io.MAX_SEED)
+  config_io.check_int(s.eval_batch_size, "measure.eval_batch_size", 1, count)
   for name in ("hessian", "fisher", "jacobian"):
-    check(int(s[name].num_examples) >= 1, f"measure.{name}.num_examples must be >= 1")
+    config_io.check_int(s[name].num_examples, f"measure.{name}.num_examples", 1, count)
   check(s.hessian.method in hessian_lib.METHODS,
         f"measure.hessian.method must be one of {hessian_lib.METHODS}, got {s.hessian.method!r}")
-  check(int(s.hessian.max_probes) >= 1, "measure.hessian.max_probes must be >= 1")
-  check(int(s.hessian.min_probes) >= 2, "measure.hessian.min_probes must be >= 2")
-  check(float(s.hessian.rtol) >= 0, "measure.hessian.rtol must be >= 0 (0 = no early stop)")
-  check(int(s.hessian.batch_size) >= 1, "measure.hessian.batch_size must be >= 1")
+  config_io.check_int(s.hessian.max_probes, "measure.hessian.max_probes", 1, probes)
+  config_io.check_int(s.hessian.min_probes, "measure.hessian.min_probes", 2, probes)
+  check(s.hessian.min_probes <= s.hessian.max_probes,
+        f"measure.hessian.min_probes={s.hessian.min_probes} exceeds measure.hessian.max_probes="
+        f"{s.hessian.max_probes}: the early stop comes after min_probes, at most max_probes")
+  config_io.check_number(s.hessian.rtol, "measure.hessian.rtol (0 = no early stop)", 0.0, 1e6)
+  config_io.check_int(s.hessian.batch_size, "measure.hessian.batch_size", 1, count)
   check(s.hessian.bn_mode in ("eval", "train"), "measure.hessian.bn_mode must be eval or train")
   for name in ("hessian", "fisher"):
     check(s[name].params in PARAM_SUBSETS,
           f"measure.{name}.params must be one of {PARAM_SUBSETS}, got {s[name].params!r}")
   check(s.fisher.kind in fisher_lib.FISHER_KINDS,
         f"measure.fisher.kind must be one of {fisher_lib.FISHER_KINDS}, got {s.fisher.kind!r}")
-  check(int(s.fisher.num_samples) >= 1, "measure.fisher.num_samples must be >= 1")
-  check(int(s.jacobian.num_projections) >= 0, "measure.jacobian.num_projections must be >= 0")
+  config_io.check_int(s.fisher.num_samples, "measure.fisher.num_samples", 1, probes)
+  config_io.check_int(s.fisher.chunk_size, "measure.fisher.chunk_size", 1, count)
+  config_io.check_int(s.jacobian.num_projections, "measure.jacobian.num_projections", 0, probes)
+  config_io.check_int(s.jacobian.chunk_size, "measure.jacobian.chunk_size", 1, count)
   check(int(s.jacobian.num_projections) == 0 or bool(s.jacobian.squared),
         "measure.jacobian.num_projections > 0 needs measure.jacobian.squared=True")
+  config_io.check_numbers(s, "measure")  # and no NaN, inf or 20-digit integer anywhere else
 
 
 def describe_settings(s: ml_collections.ConfigDict) -> list[str]:
@@ -113,7 +124,45 @@ def describe_settings(s: ml_collections.ConfigDict) -> list[str]:
       f"{h_params_words(f.params)}, active coordinates only; BatchNorm eval mode.",
       f"Jacobian: {'squared ' if j.squared else ''}Frobenius norm of d logits / d input "
       f"(normalized input), {jac}, mean over {j.num_examples} train examples; BatchNorm eval mode.",
+      plus_minus_line(s),
   ]
+
+
+def plus_minus(s: ml_collections.ConfigDict) -> dict:
+  """What the "±" of each estimate covers under settings ``s``: ``{"tr_h", "tr_f", "jacobian":
+  {"short": column label, "words": a sentence} or None}`` (None: the value is exact for its
+  examples and has no ±). Every ± of a single measurement is one standard error; what varies:
+
+  * Tr(H): the random probes only (the ``hessian.num_examples`` examples are fixed); with
+    ``hutchpp`` the residual probes only (the sketch's variation is not in it).
+  * Tr(F): ``mc``: the examples (a sample of the training set) and the labels sampled per
+    example; ``exact`` / ``empirical``: none (exact for the examples measured).
+  * Jacobian: exact (one VJP per class): none; with projections: the examples and projections.
+  """
+  h, f, j = s.hessian, s.fisher, s.jacobian
+  out = {}
+  probes = "the residual Hutchinson probes" if h.method == "hutchpp" else "the random probes"
+  out["tr_h"] = {"short": "stderr: probes",
+                 "words": f"Tr(H) ± one standard error over {probes} only (its "
+                          f"{h.num_examples} examples fixed)"}
+  out["tr_f"] = ({"short": "stderr: examples + sampled labels",
+                  "words": f"Tr(F) ± one standard error over the {f.num_examples} examples (a "
+                           "sample of the training set) and the labels sampled for each"}
+                 if f.kind == "mc" else None)
+  out["jacobian"] = ({"short": "stderr: examples + projections",
+                      "words": f"Jacobian ± one standard error over the {j.num_examples} "
+                               "examples and the random projections"}
+                     if int(j.num_projections) else None)
+  return out
+
+
+def plus_minus_line(s: ml_collections.ConfigDict) -> str:
+  """One sentence saying what every ± of a measurement under ``s`` covers."""
+  pm = plus_minus(s)
+  names = {"tr_h": "Tr(H)", "tr_f": "Tr(F)", "jacobian": "Jacobian"}
+  parts = [pm[k]["words"] if pm[k] else f"{names[k]} has no ± (exact for its examples)"
+           for k in ("tr_h", "tr_f", "jacobian")]
+  return "±: " + "; ".join(parts) + "."
 
 
 def h_params_words(params: str) -> str:
@@ -186,6 +235,20 @@ def check_finite_solution(solution) -> None:
                       "retrain it (lower config.optim.lr) instead of measuring it")
 
 
+def check_solution_dataset(solution, dataset) -> None:
+  """Refuses a solution whose checkpoint was trained on inputs or classes other than ``dataset``'s
+  (the dataset its config.json names): its numbers would be meaningless, or a JAX shape error."""
+  shape, classes = solution.meta.get("input_shape"), solution.meta.get("num_classes")
+  if shape is not None and tuple(shape) != tuple(dataset.input_shape):
+    raise UserError(f"{solution.path} was trained on inputs of shape {tuple(shape)}, but its "
+                    f"config.json names {dataset.name} ({tuple(dataset.input_shape)}): the config "
+                    "does not belong to this checkpoint")
+  if classes is not None and int(classes) != int(dataset.num_classes):
+    raise UserError(f"{solution.path} was trained on {classes} classes, but its config.json names "
+                    f"{dataset.name} ({dataset.num_classes} classes): the config does not belong "
+                    "to this checkpoint")
+
+
 def _check_finite_value(solution, what: str, value) -> None:
   if value is not None and not math.isfinite(float(value)):
     raise UserError(f"{what} of {solution.path} came out non-finite ({value}); not reported")
@@ -212,7 +275,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
     A JSON-able dict: ``train_error``, ``train_accuracy``, ``train_loss`` (whole train split,
     labels trained on), ``test_accuracy``, ``test_loss`` (whole test split), ``tr_h``, ``tr_f``,
     ``jacobian`` (``Estimate.as_dict()``: ``value``, ``stderr``, ``num_examples``,
-    ``num_probes`` and details; None when disabled) and the mask's measured sparsity.
+    ``num_probes`` and details, and ``plus_minus``: what the stderr covers in words, None when
+    exact, see :func:`plus_minus`; None when disabled) and the mask's measured sparsity.
 
   Raises:
     UserError: params or BatchNorm statistics that are not finite (``check_finite_solution``), or
@@ -264,4 +328,8 @@ def measure_solution(solution, dataset, settings: ml_collections.ConfigDict, *,
         num_projections=projections, key=jax.random.fold_in(key, 2) if projections else None,
         chunk_size=int(j.chunk_size))
     out["jacobian"] = _checked_estimate(solution, "the Jacobian norm", est)
+  pm = plus_minus(settings)
+  for k in ("tr_h", "tr_f", "jacobian"):
+    if out[k] is not None:
+      out[k]["plus_minus"] = pm[k]["words"] if pm[k] and out[k]["stderr"] is not None else None
   return out

@@ -109,11 +109,7 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
   key = f"{family}_{spec.regime}"
   if key not in study.train:
     raise UserError(f"study train.{key} is not set: name the training config of {spec.label}")
-  spec_str = study.train[key]
-  path, sep, arg = spec_str.partition(":")
-  if not os.path.isabs(path):
-    path = os.path.join(study.configs_dir, path)
-  config = config_io.load_config_spec(path + sep + arg)
+  config = load_slot_config(study, key)
   _merge(config, study.train.overrides)
   sparse_epochs = int(study.get("sparse_epochs", 0))
   if sparse_epochs and spec.regime != "dense":
@@ -131,6 +127,22 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
   config.progress = bool(study.train.progress)
   for hook in adjust:
     hook(study, spec, config)
+  return config
+
+
+def load_slot_config(study: ml_collections.ConfigDict, key: str) -> ml_collections.ConfigDict:
+  """The training config ``study.train[key]`` names (``clean_dense``: ``dense.py:quick``, a path
+  relative to ``study.configs_dir``), as its file gives it; UserError for what is no training
+  config."""
+  spec_str = str(study.train[key])
+  path, sep, arg = spec_str.partition(":")
+  if not os.path.isabs(path):
+    path = os.path.join(study.configs_dir, path)
+  config = config_io.load_config_spec(path + sep + arg)
+  try:
+    config_io.check_training_config(config)
+  except UserError as e:
+    raise UserError(f"study train.{key}={spec_str}: {e}") from e
   return config
 
 

@@ -10,6 +10,7 @@ reuses what is there and computes the rest.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import ml_collections
@@ -20,6 +21,7 @@ from snnjax.studies import report as report_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies import stages as stages_lib
 from snnjax.studies.stage import Context
+from snnjax.train import config_io
 from snnjax.train import lock as lock_lib
 
 STAGES = ("solutions",) + stages_lib.NAMES + ("report",)
@@ -57,16 +59,21 @@ def default_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` naming the first invalid study setting (the study's own, then each
   stage's)."""
-  check(len(config.seeds) >= 1, "study seeds must name at least one seed")
-  check(all(int(s) >= 0 for s in config.seeds), "study seeds must be >= 0")
-  check(len(config.sparsities) >= 1, "study sparsities must name at least one sparsity")
-  check(all(0.0 < float(s) < 1.0 for s in config.sparsities),
-        "study sparsities must lie in (0, 1)")
-  check(int(config.get("sparse_epochs", 0)) >= 0, "study sparse_epochs must be >= 0 (0 = as "
-        "the training configs)")
+  check(isinstance(config.seeds, (tuple, list)) and len(config.seeds) >= 1,
+        "study seeds must name at least one seed")
+  for s in config.seeds:
+    config_io.check_int(s, "study seeds", 0, config_io.MAX_SEED)
+  check(isinstance(config.sparsities, (tuple, list)) and len(config.sparsities) >= 1,
+        "study sparsities must name at least one sparsity")
+  for s in config.sparsities:
+    config_io.check_number(s, "study sparsities", 0.0, 1.0, low_open=True, high_open=True)
+  config_io.check_int(config.get("sparse_epochs", 0), "study sparse_epochs", 0,
+                      config_io.MAX_EPOCHS)
   name = str(config.get("report_dir", "report"))
   check(bool(name) and os.sep not in name and name not in (".", "..", "runs", "results"),
         f"study report_dir must be a plain folder name inside the study dir, got {name!r}")
+  config_io.check_numbers(config, "study")  # no NaN, inf or 20-digit integer anywhere
+  config_io.check_types(config, default_config(), "study")  # each setting of its default's kind
   for stage in stages_lib.REGISTRY:
     check(stage.key in config, f"the study config has no {stage.key} settings (stage "
           f"{stage.name}); start from snnjax.studies.study.default_config()")
@@ -75,7 +82,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
       chosen = {int(s) for s in settings.seeds}
       check(chosen <= {int(s) for s in config.seeds},
             f"study {stage.key}.seeds must be some of the study seeds {tuple(config.seeds)}")
-    stage.validate(config)
+    try:
+      stage.validate(config)
+    except UserError:
+      raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+      raise UserError(f"study {stage.key}: a setting of the wrong kind ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())})") from e
+  validate_training_configs(config)
+
+
+def validate_training_configs(config: ml_collections.ConfigDict) -> None:
+  """Every run the enabled stages plan gets a valid training config: each ``train.*`` spec loads,
+  is a config of its slot's regime (no finetune or scratch config in a dense slot, nor the reverse)
+  and, with ``train.overrides`` and the stages' hooks applied, passes
+  ``config_io.validate_config``: known before anything is written."""
+  from snnjax import models  # pylint: disable=import-outside-toplevel
+  loaded = {}
+  for spec in plan(config):
+    key = f"{'noisy' if spec.family == 'noisy' else 'clean'}_{spec.regime}"
+    if key not in loaded:
+      check(key in config.train, f"study train.{key} is not set: name the training config of "
+            f"{spec.label}")
+      slot = runs_lib.load_slot_config(config, key)
+      check(slot.get("regime") == spec.regime,
+            f"study train.{key}={config.train[key]} is a {slot.get('regime')} config; the "
+            f"{key} slot takes a {spec.regime} config")
+      loaded[key] = True
+    # A placeholder Sol-D (an existing directory): the real one is only known when planned.
+    train_config = training_config(config, spec, dense_workdir=tempfile.gettempdir())
+    try:
+      config_io.validate_config(train_config, models.model_names())
+    except UserError as e:
+      raise UserError(f"study run {spec.name} ({config.train[key]}): {e}") from e
 
 
 def plan(config: ml_collections.ConfigDict) -> list:

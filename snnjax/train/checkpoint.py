@@ -119,9 +119,9 @@ class CheckpointStore:
       _drop_closed_loop_callbacks()
       raise CorruptCheckpointError(
           f"checkpoint {self.directory}/{step} is corrupt or unreadable "
-          f"({type(e).__name__}: {_first_line(e)}){_ADVICE}") from e
+          f"({type(e).__name__}: {_first_line(e)}){RESTORE_ADVICE}") from e
     if not isinstance(out["meta"], dict):
-      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} has no meta record{_ADVICE}")
+      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} has no meta record{RESTORE_ADVICE}")
     return dict(out["meta"])
 
   def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
@@ -142,14 +142,14 @@ class CheckpointStore:
       _drop_closed_loop_callbacks()
       raise CorruptCheckpointError(
           f"checkpoint {self.directory}/{step} is corrupt or does not match the model/config "
-          f"({type(e).__name__}: {_first_line(e)}){_ADVICE}") from e
+          f"({type(e).__name__}: {_first_line(e)}){RESTORE_ADVICE}") from e
     expected = meta.get(DIGESTS_KEY)
     if expected is not None:
       bad = first_mismatch(expected, out["state"])
       if bad is not None:
         raise CorruptCheckpointError(
             f"checkpoint {self.directory}/{step} is corrupt: leaf {bad} does not match its "
-            f"checksum{_ADVICE}")
+            f"checksum{RESTORE_ADVICE}")
     return out["state"], meta
 
   def close(self) -> None:
@@ -193,8 +193,8 @@ def _drop_closed_loop_callbacks() -> None:
   sys.unraisablehook = hook
 
 
-_ADVICE = ("; move that step directory away to resume from the previous checkpoint, or use a fresh "
-           "--workdir")
+RESTORE_ADVICE = ("; move that step directory away to resume from the previous checkpoint, or use "
+                  "a fresh --workdir")
 
 
 def _first_line(e: BaseException) -> str:

@@ -50,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
   ResNet-32: SGD 0.9, wd 2e-4, batch 128, lr 0.1 x0.1 at epochs 100 and 150, 200 epochs)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # >= 0: the seed of the SGD noise alone (the epochs' shuffle and the augmentation stream), so
+  # two runs from one init (``seed``) can see different data orders (instability, Frankle et al.
+  # 2020); -1: ``seed``. Left out of the identity at -1.
+  config.order_seed = -1
   # dense | finetune | scratch | lottery | rigl | set; rigl / set (dynamic sparse training) add a
   # config.dst block (see :func:`sparse_config`).
   config.regime = "dense"
@@ -75,11 +79,23 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.mask = ml_collections.ConfigDict()
   # Where a sparse run's mask comes from: prune_dense (global magnitude pruning of Sol-D, the study's
-  # default), random (uniform per layer) or erk; finetune always prunes Sol-D.
+  # default), random (uniform per layer), erk, or found at init: snip, grasp, synflow (scored on
+  # the run's own init; snnjax.sparsity.init_scores); finetune and lottery always prune Sol-D.
   config.mask.source = "prune_dense"
   config.mask.scope = "global"             # global | layerwise (magnitude pruning)
   config.mask.include_first = True         # prune the first conv (the study does)
   config.mask.include_last = False         # prune the classifier (the study does not)
+  # (Each field below is left out of a run's identity at its default: config_io.IDENTITY_DEFAULTS.)
+  # Init of a scratch / rigl / set run's kept weights: dense (the model's own init, masked) or
+  # sparse_aware (each unit's weights N(0, 2 / its active fan-in); snnjax.sparsity.sparse_init).
+  config.mask.init = "dense"
+  # Permute each prunable layer's mask (its count kept, seeded): the layerwise-shuffle control.
+  config.mask.shuffle = False
+  config.mask.score_examples = 256         # snip / grasp: the minibatch the scores are taken on
+  config.mask.synflow_rounds = 100         # synflow: pruning rounds (exponential schedule)
+  # lottery: rewind the kept weights to the root Sol-D's state at this step (0: its init); the
+  # Sol-D must have saved it (save_steps).
+  config.mask.rewind_step = 0
 
   # The Sol-D run that finetune / lottery / scratch(prune_dense) start from: a work dir.
   config.dense_workdir = ""
@@ -122,6 +138,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1
   config.checkpoint_keep = 2
   config.select_best_on_test = False       # also keep the best-test-accuracy epoch (the study's choice)
+  # Steps whose train state is also saved in WORKDIR/rewind/<step> (for lottery runs rewound to
+  # them; mask.rewind_step). Not part of a run's identity.
+  config.save_steps = ()
+  # > 0: record the masked gradient norm ||mask * g|| of every n-th step (g the step's mini-batch
+  # gradient, before the update) in the epoch records ("grad_norm"). Not part of the identity.
+  config.grad_norm_every = 0
 
   config.precision = "float32"             # float32 | bfloat16 (compute only; params stay float32)
   # A step whose loss, gradients, new params or BatchNorm statistics are not finite: stop (the run
@@ -139,6 +161,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.distributed.heartbeat_timeout_s = 100  # a silent peer is declared dead after this long
   config.distributed.initialization_timeout_s = 300
   config.progress = True                   # progress bar on a terminal
+  # TensorBoard event files in WORKDIR/tensorboard (snnjax.train.summaries; needs tensorboardX).
+  # Not part of a run's identity (config_io.RUNTIME_FIELDS).
+  config.tensorboard = False
   return config
 
 
@@ -328,3 +353,24 @@ def dst_block(config: ml_collections.ConfigDict, preset: str = "") -> None:
   config.dst.drop_fraction = 0.3
   config.dst.decay = "cosine"              # cosine | constant
   config.dst.seed = 0
+  # SET's original rule as options (Mocanu et al. 2018; :func:`mocanu_set`, docs/ALGORITHMS.md);
+  # at these defaults they are not part of a run's identity (config_io.IDENTITY_DEFAULTS).
+  config.dst.drop_rule = "magnitude"       # magnitude (k lowest |w|) | signed (per sign, SET's)
+  config.dst.grow_init = "zero"            # zero | normal (grow_std * N(0, 1), SET's)
+  config.dst.grow_std = 0.1                # with grow_init=normal (Mocanu's code: randn() / 10)
+  config.dst.update_every_epochs = 0       # e > 0: after every e-th epoch (SET: 1), not steps
+
+
+def mocanu_set(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SET as published (Mocanu et al. 2018, and its reference code): after every epoch but the
+  last, each prunable layer drops the fraction zeta = 0.3 of its smallest positive and of its
+  largest negative weights, separately, and grows as many at random, starting at 0.1 * N(0, 1)
+  with zero momentum; zeta is constant (no decay) and the rewiring runs to the end of training."""
+  config.dst.drop_rule = "signed"
+  config.dst.grow_init = "normal"
+  config.dst.grow_std = 0.1
+  config.dst.update_every_epochs = 1
+  config.dst.decay = "constant"
+  config.dst.drop_fraction = 0.3
+  config.dst.end_fraction = 1.0
+  return config

@@ -9,7 +9,11 @@ update (``snnjax.sparsity.dynamic``) changes the mask, the params and the moment
   at update steps only: the mean cross-entropy on the step's own batch (same indices, same
   augmentation key), BatchNorm in train mode (its statistics are not updated), at the params
   after step ``t``; every coordinate, active or not.
-* SET's random growth uses ``fold_in(dst_key(config), t)``.
+* SET's random growth uses ``fold_in(dst_key(config), t)`` (and, with ``dst.grow_init=normal``,
+  the grown weights' initial values a stream of the same key: ``dynamic.grown_initial_values``).
+* SET's original rule (``configs/set95.py:mocanu``): ``dst.drop_rule=signed``,
+  ``dst.grow_init=normal`` (``dst.grow_std``), ``dst.update_every_epochs=1`` with a constant drop
+  fraction (``snnjax.sparsity.dynamic``, docs/ALGORITHMS.md).
 
 Everything derives from the config and the step count, so a resumed run repeats the same updates.
 The mask lives in the train state (and in every checkpoint); each epoch's record gets
@@ -58,12 +62,14 @@ def make_dense_grad_fn(apply_fn: Callable, *, augment: bool, compute_dtype=None,
   return jax.jit(grads)
 
 
-def make_update_fn(updater: dynamic.Updater, prunable_tree: PyTree) -> Callable:
+def make_update_fn(updater: dynamic.Updater, prunable_tree: PyTree,
+                   rule: dynamic.Rule = dynamic.Rule()) -> Callable:
   """Jitted ``update(state, grads, key, fraction) -> state`` (the state buffers are donated)."""
 
   def update(state: TrainState, grads, key, fraction):
     params, mask, opt_state = dynamic.dst_update(updater, key, state.params, state.mask,
-                                                 state.opt_state, grads, fraction, prunable_tree)
+                                                 state.opt_state, grads, fraction, prunable_tree,
+                                                 rule)
     return state.replace(params=params, mask=mask, opt_state=opt_state)
 
   return jax.jit(update, donate_argnums=(0,))
@@ -121,9 +127,12 @@ def make(config: ml_collections.ConfigDict, model, state: TrainState, steps_per_
     return None
   updater = dynamic.get_updater(config.regime)
   prunable = starting_point.prunable_tree(config, state.params)
-  schedule = dynamic.make_schedule(config.dst, steps_per_epoch * int(config.num_epochs))
+  schedule = dynamic.make_schedule(config.dst, steps_per_epoch * int(config.num_epochs),
+                                   steps_per_epoch)
   grad_fn = (make_dense_grad_fn(model.apply, augment=augment, compute_dtype=compute_dtype,
                                 batch_sharding=batch_sharding) if updater.needs_gradient else None)
   return DynamicSparsity(updater=updater, schedule=schedule, prunable_tree=prunable,
                          initial_mask=jax.device_get(state.mask), key=dst_key(config),
-                         update_fn=make_update_fn(updater, prunable), grad_fn=grad_fn)
+                         update_fn=make_update_fn(updater, prunable,
+                                                  dynamic.make_rule(config.dst)),
+                         grad_fn=grad_fn)

@@ -19,6 +19,11 @@ steps one after another through the separate run's jitted step (:func:`make_loop
 of member states), because XLA:CPU runs the vmapped (grouped) convolutions several times slower
 per member. Batches, keys, checkpoints and results are the same either way.
 
+Dynamic sparse training (``rigl`` / ``set``): each member's mask updates are the separate run's
+(:func:`member_mask_updates`, :func:`with_mask_updates`): after every scheduled step each member's
+``dst.DynamicSparsity.update`` runs on that member's batch and step key, through the same jitted
+functions ``train.py`` uses, and its epoch records get the same ``mask_change`` fields.
+
 * :func:`train_members`: K members in memory (no work dir), returns the stacked state.
 * :func:`train_ensemble`: ``scripts/train.py --config.ensemble=K``: seeds ``seed .. seed+K-1``,
   each member written as an ordinary run in ``WORKDIR/seed<s>`` (config.json, identity.json,
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -45,7 +51,7 @@ from snnjax import data as data_lib
 from snnjax import models
 from snnjax.data import pipeline
 from snnjax.errors import UserError
-from snnjax.train import config_io, loop, starting_point
+from snnjax.train import config_io, dst, loop, starting_point, summaries
 from snnjax.train.checkpoint import CheckpointStore
 from snnjax.train.optim import make_optimizer
 from snnjax.train.run_dir import RunDir, strict_json_values
@@ -277,6 +283,49 @@ def member_means(means: dict, k: int) -> dict:
           "first_nonfinite": means["first_nonfinite"][k]}
 
 
+# ----------------------------------------------------------------------------- mask updates
+
+
+def member_mask_updates(configs: Sequence[ml_collections.ConfigDict], model,
+                        states: Sequence[TrainState], steps_per_epoch: int, *, augment: bool,
+                        compute_dtype=None) -> list | None:
+  """Each member's ``dst.DynamicSparsity`` (``rigl`` / ``set``; None for other regimes), made as
+  ``train.py`` makes its run's (``dst.make``) from the member's fresh starting state: its own
+  initial mask and mask-update key (``dst.dst_key`` of its seed); the jitted gradient and update
+  functions are shared (the members differ only in their seeds)."""
+  if configs[0].regime not in config_io.DST_REGIMES:
+    return None
+  first = dst.make(configs[0], model, states[0], steps_per_epoch, augment=augment,
+                   compute_dtype=compute_dtype)
+  return [first] + [dataclasses.replace(first, initial_mask=jax.device_get(s.mask),
+                                        key=dst.dst_key(c))
+                    for c, s in zip(configs[1:], states[1:])]
+
+
+def with_mask_updates(step_fn: Callable, updates: list | None, *, vectorize: bool) -> Callable:
+  """``step_fn`` (:func:`make_ensemble_step` or :func:`make_looped_step`) followed, after every
+  step the drop schedule marks, by each member's mask update on its own batch ``idx[k]`` and step
+  key ``fold_in(aug_keys[k], step)``: what ``dst.DynamicSparsity.wrap`` does in a separate run.
+  The vmapped states are unstacked for the update and stacked again."""
+  if not updates:
+    return step_fn
+  schedule = updates[0].schedule
+
+  def step(states, data, idx, aug_keys, step_index):
+    states, metrics = step_fn(states, data, idx, aug_keys, step_index)
+    done = int(step_index) + 1
+    if schedule.is_update_step(done):
+      members = unstack(states) if vectorize else states
+      idx = np.asarray(idx)
+      members = [u.update(s, data, jnp.asarray(idx[k]),
+                          jax.random.fold_in(aug_keys[k], int(step_index)), done)
+                 for k, (u, s) in enumerate(zip(updates, members))]
+      states = stack(members) if vectorize else members
+    return states, metrics
+
+  return step
+
+
 # ----------------------------------------------------------------------------- setup
 
 
@@ -341,6 +390,11 @@ def train_members(config: ml_collections.ConfigDict, dataset, *, seeds: Sequence
   model, steps, tx, _, step_fn = _setup(config, dataset, subsets.shape[1])
   states, _ = init_members(configs, model, dataset.input_shape, tx)
   vectorize = default_vectorize(config)
+  if config.regime in config_io.DST_REGIMES:
+    updates = member_mask_updates(configs, model, unstack(states), steps,
+                                  augment=bool(config.dataset.augment and dataset.is_image),
+                                  compute_dtype=_compute_dtype(config))
+    step_fn = with_mask_updates(step_fn, updates, vectorize=vectorize)
   if not vectorize:
     states = unstack(states)
   data = {"x": jnp.asarray(dataset.x_train), "y": jnp.asarray(dataset.y_train)}
@@ -387,16 +441,18 @@ def _restore_common(stores, states_list, runs) -> tuple[list, int]:
   return out, epoch
 
 
-def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=None) -> dict:
+def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
+                   on_start: Callable[[], None] | None = None) -> dict:
   """``--config.ensemble=K``: trains seeds ``config.seed .. +K-1`` as one vmapped program.
 
   Member s is written to ``WORKDIR/seed<s>`` as the separate run ``--config.seed=s`` would write
   its work dir (``WORKDIR/ensemble.json`` lists them). Returns ``{"members": {seed: final
   record}, "wall_time_s"}``. Finished members are not retrained; when every member is finished
-  nothing is trained.
+  nothing is trained. ``on_start()`` runs once every check has passed, before anything is written.
   """
   config_io.validate_config(config, models.model_names())
   check_supported(config)
+  summaries.check_available(config)
   configs = member_configs(config)
   seeds = [int(c.seed) for c in configs]
   runs = [RunDir(member_workdir(workdir, s)) for s in seeds]
@@ -416,9 +472,15 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
     s, info = loop.create_train_state(c, model, dataset.input_shape, tx)
     member_states.append(s)
     infos.append(info)
+  updates = member_mask_updates(configs, model, member_states, steps,
+                                augment=bool(config.dataset.augment and dataset.is_image),
+                                compute_dtype=_compute_dtype(config))
+  step_fn = with_mask_updates(step_fn, updates, vectorize=default_vectorize(config))
   meta_base = {"input_shape": list(dataset.input_shape), "num_classes": int(dataset.num_classes),
                "steps_per_epoch": steps, "dataset": dataset.name}
   predict = make_predict_fn(model.apply, compute_dtype=_compute_dtype(config))
+  if on_start is not None:
+    on_start()
   os.makedirs(workdir, exist_ok=True)
   listing = os.path.join(workdir, MEMBERS_FILE)
   with open(listing + ".tmp", "w") as f:
@@ -445,6 +507,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
     aug_keys = member_keys(configs, default_vectorize(config))
     t_start = time.time()
     member_records = [r[-1] if r else {} for r in records]
+    events = [exit_stack.enter_context(summaries.open_writer(c, run.path))
+              for c, run in zip(configs, runs)]
     for epoch in range(start_epoch, config.num_epochs):
       t0 = time.time()
       batches = member_batches(seeds, epoch, config.batch_size,
@@ -465,12 +529,15 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, dataset=N
                   "epoch_time_s": epoch_time, "ensemble_size": len(seeds)}
         if ctx.config.get("nan_policy", "stop") == "skip_step":
           record["skipped_steps"] = m["nonfinite_steps"]
+        if updates is not None:
+          record.update(updates[k].epoch_metrics(state_k, (epoch + 1) * steps))
         if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
           record.update(loop.evaluate_state(state_k, dataset, predict, ctx.config,
                                             rng_seed=ctx.config.seed))
         record = strict_json_values(record)
         records[k].append(record)
         run.write_records(records[k])
+        events[k].write(record)
         loop.save_checkpoints(ctx, state_k, record, store, None, -1.0)
         member_records[k] = record
       if config.progress:

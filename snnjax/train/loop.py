@@ -31,6 +31,7 @@ from snnjax import models, sparsity, xla_cpu
 from snnjax.data import pipeline
 from snnjax.errors import UserError
 from snnjax.train import config_io, curriculum, dst, evaluate, parallel, starting_point
+from snnjax.train import summaries
 from snnjax.train import lock as lock_lib
 from snnjax.train.checkpoint import CheckpointStore, CorruptCheckpointError
 from snnjax.train.optim import make_optimizer
@@ -52,6 +53,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   run = RunDir(workdir)
   config_io.check_path(run.path, "the work dir")
+  if config_io.is_study_dir(run.path) and not config_io.is_run_dir(run.path):
+    raise UserError(f"{run.path} is a study directory (runs/, results/), not a training run's work "
+                    "dir: use a fresh --workdir (a study is run by scripts/study.py)")
   for name, is_dir in (("checkpoints", True), ("init", True), ("best_on_test", True),
                        ("config.json", False), ("metrics.jsonl", False), ("lock.json", False)):
     path = os.path.join(run.path, name)
@@ -71,8 +75,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if missing:  # {} or a partial file matches nothing
     raise UserError(f"{run.config_path} is not a snnjax run's config (no field {missing[0]}); "
                     "use a fresh --workdir")
+  config_io.check_config_identity(run.path, old)
   new = config_io.config_to_dict(config)
   stored = run.stored_identity() or {}
+  if not isinstance(stored, dict):
+    raise UserError(f"{run.identity_path} is not a snnjax run's identity; use a fresh --workdir")
+  _check_scores_content(config, run, stored)
   old_r = config_io.run_identity(old, dense_identity=stored.get("dense_identity"))
   new_r = config_io.run_identity(new)
   if "dense_workdir" in old_r and "dense_workdir" in new_r and (
@@ -84,6 +92,17 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if diff:
     raise UserError(f"{workdir} holds a run with a different config (fields {', '.join(diff)}); "
                     "use a new --workdir or the original config")
+
+
+def _check_scores_content(config: ml_collections.ConfigDict, run: RunDir, stored: dict) -> None:
+  """A curriculum's scores file counts by its name in the identity and by its content here: other
+  scores under the same name are another run."""
+  path = config_io.curriculum_scores_path(config_io.config_to_dict(config))
+  before = stored.get("scores_digest")
+  now = config_io.scores_digest(path) if path and before else None
+  if before and now is not None and now != before:
+    raise UserError(f"config.curriculum.scores_path={path} holds other scores than the ones the run "
+                    f"in {run.path} was trained with (its content differs); use a new --workdir")
 
 
 def _unresolved(identity: str) -> bool:
@@ -119,6 +138,8 @@ def ensure_prerequisites(config: ml_collections.ConfigDict) -> None:
     check_dense_pairing(config, stored)
   if dense.finished:
     return
+  if stored is not None and stored.get("regime") != "dense":
+    raise UserError(f"the previous lottery round {dense.path} is not finished: train it first")
   if config.prerequisites != "train":
     raise UserError(
         f"no finished Sol-D run at {dense.path}: train it first with `python scripts/train.py "
@@ -187,12 +208,13 @@ def curriculum_scores(config: ml_collections.ConfigDict, num_train: int) -> np.n
   return curriculum.load_scores(schedule_cfg.scores_path, num_train)
 
 
-def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx
+def create_train_state(config: ml_collections.ConfigDict, model, input_shape, tx, dataset=None
                        ) -> tuple[TrainState, dict]:
   """The regime's starting point (``starting_point.initial_variables``) as a fresh train state, and
-  the ``info`` record of where its weights and mask came from."""
+  the ``info`` record of where its weights and mask came from (``dataset``: for masks scored on
+  data, ``mask.source=snip|grasp``)."""
   params, batch_stats, mask, info = starting_point.initial_variables(
-      config, model, input_shape, load_solution)
+      config, model, input_shape, load_solution, dataset=dataset)
   sparsity.check_mask(params, mask)
   for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
     if not np.any(np.asarray(leaf)):
@@ -228,9 +250,34 @@ def restore_checkpoint(store: CheckpointStore, state: TrainState, run: RunDir
       print(f"[snnjax] note: the run began under another numerics environment ({before}; now "
             f"{now}): later epochs may differ in the last bits from an uninterrupted run",
             file=sys.stderr)
-  records = [r for r in run.epoch_records() if r["epoch"] <= start_epoch]
+  records = _complete_records(store, run, [r for r in run.epoch_records() if r["epoch"] <= start_epoch],
+                             start_epoch)
   run.write_records(records)
   return state, start_epoch, records
+
+
+def _complete_records(store: CheckpointStore, run: RunDir, records: list[dict], epochs: int
+                      ) -> list[dict]:
+  """``records`` (epochs 1..``epochs`` resumed from) with every epoch record metrics.jsonl lost (a
+  truncated or edited file) that a kept checkpoint's meta holds put back, said on stderr; epochs no
+  checkpoint holds are named there too (their numbers are gone, the training is not)."""
+  have = {r["epoch"] for r in records}
+  if len(have) >= epochs:
+    return records
+  restored = {}
+  for step in store.steps():
+    meta = store.restore_meta(step)
+    record = meta.get("record") or meta.get("final_metrics")
+    if isinstance(record, dict) and record.get("epoch") not in have and record.get("epoch", 0) <= epochs:
+      restored[record["epoch"]] = record
+  if restored:
+    print(f"[snnjax] note: {run.metrics_path} lacked the records of epochs {sorted(restored)}; "
+          "restored from their checkpoints' meta", file=sys.stderr)
+  lost = sorted(set(range(1, epochs + 1)) - have - set(restored))
+  if lost:
+    print(f"[snnjax] note: {run.metrics_path} lacks the records of epochs {lost} and no kept "
+          "checkpoint holds them: those epochs stay without a record", file=sys.stderr)
+  return sorted(records + list(restored.values()), key=lambda r: r["epoch"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,18 +289,22 @@ class StepFns:
 
 
 def make_step_fns(config: ml_collections.ConfigDict, model, tx, *, augment: bool, mesh) -> StepFns:
-  """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty)."""
+  """``step.make_train_step`` for ``config`` (precision, data-parallel sharding, Fisher penalty;
+  with ``grad_norm_every`` the steps also return the masked gradient norm)."""
   batch_sharding = parallel.batch_sharded(mesh) if mesh.devices.size > 1 else None
   nan_policy = config.get("nan_policy", "stop")
+  grad_norm = int(config.get("grad_norm_every", 0)) > 0
   plain = make_train_step(model.apply, tx, augment=augment, compute_dtype=_compute_dtype(config),
-                          batch_sharding=batch_sharding, nan_policy=nan_policy)
+                          batch_sharding=batch_sharding, nan_policy=nan_policy,
+                          grad_norm=grad_norm)
   fisher_reg = config.get("fisher_reg", None)
   penalized = None
   if fisher_reg is not None and fisher_reg.weight:
     penalized = make_train_step(model.apply, tx, augment=augment,
                                 compute_dtype=_compute_dtype(config),
                                 fisher_examples=int(fisher_reg.num_examples),
-                                batch_sharding=batch_sharding, nan_policy=nan_policy)
+                                batch_sharding=batch_sharding, nan_policy=nan_policy,
+                                grad_norm=grad_norm)
   return StepFns(plain, penalized)
 
 
@@ -264,15 +315,17 @@ def epoch_batches(config: ml_collections.ConfigDict, epoch: int, num_train: int,
   schedule_cfg = config.get("curriculum", None)
   if scores is not None and epoch < schedule_cfg.until_epoch:
     return curriculum.pool_batches(
-        scores, order=schedule_cfg.kind, seed=config.seed, epoch=epoch, num_steps=steps_per_epoch,
+        scores, order=schedule_cfg.kind, seed=starting_point.order_seed(config), epoch=epoch,
+        num_steps=steps_per_epoch,
         batch_size=config.batch_size, pool_factor=float(schedule_cfg.pool_factor))
-  return pipeline.batch_indices(pipeline.epoch_permutation(config.seed, epoch, num_train),
+  return pipeline.batch_indices(pipeline.epoch_permutation(starting_point.order_seed(config),
+                                                           epoch, num_train),
                                 config.batch_size)
 
 
 def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callable,
                 aug_key: jax.Array, first_step: int, fisher_weight: float | None = None,
-                bar=None) -> tuple[TrainState, dict]:
+                bar=None, grad_norm_every: int = 0, save_steps=()) -> tuple[TrainState, dict]:
   """One pass of ``step_fn`` over ``batches``; returns the new state and the metrics averaged over
   its finite steps (``loss``, ``accuracy`` and, with ``fisher_weight``, ``fisher_penalty``), with
   the epoch's health: ``num_steps``, ``nonfinite_steps`` (steps whose update was not finite) and
@@ -280,8 +333,14 @@ def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callab
   part)``, see ``step.finite_part_names``).
 
   The steps' finite flags stay on the device until the epoch's end (one transfer per epoch).
+  With ``grad_norm_every`` n > 0 (a step function made with ``grad_norm=True``) ``grad_norm`` is
+  ``{"step": [...], "value": [...]}``: the masked gradient norm of every step whose global index
+  (0-based, the step's params before its update) is a multiple of n. ``saved``: ``{step: host
+  state dict}`` of the states after ``step`` updates for the ``save_steps`` inside the epoch.
   """
   names = finite_part_names(state)
+  norm_steps, norms, saved = [], [], {}
+  wanted = {int(k) for k in save_steps}
   sums = {"loss": 0.0, "accuracy": 0.0, **({"fisher_penalty": 0.0} if fisher_weight is not None else {})}
   flags, parts = [], []
   for i, idx in enumerate(batches):
@@ -293,13 +352,22 @@ def train_epoch(state: TrainState, train_data: dict, batches, *, step_fn: Callab
     sums = {k: sums[k] + jnp.where(m["finite"], m[k], 0.0) for k in sums}
     flags.append(m["finite"])
     parts.append(m["finite_parts"])
+    if grad_norm_every and (first_step + i) % grad_norm_every == 0:
+      norm_steps.append(first_step + i)
+      norms.append(m["grad_norm"])
+    if first_step + i + 1 in wanted:  # copied now: the next step donates the state's buffers
+      saved[first_step + i + 1] = jax.device_get(state.to_dict())
     if bar is not None:
       bar.update(1)
   finite = np.asarray(jnp.stack(flags)) if flags else np.ones(0, bool)
   bad = np.flatnonzero(~finite)
   num_ok = int(finite.sum())
   means = {k: float(v) / num_ok if num_ok else float("nan") for k, v in sums.items()}
-  means.update(num_steps=len(flags), nonfinite_steps=int(bad.size), first_nonfinite=None)
+  means.update(num_steps=len(flags), nonfinite_steps=int(bad.size), first_nonfinite=None,
+               saved=saved)
+  if grad_norm_every:
+    values = np.asarray(jnp.stack(norms)) if norms else np.zeros(0)
+    means["grad_norm"] = {"step": norm_steps, "value": [float(v) for v in values]}
   if bad.size:
     means["first_nonfinite"] = (int(bad[0]), first_nonfinite_part(parts[int(bad[0])], names))
   return state, means
@@ -369,6 +437,7 @@ class RunContext:
   meta_base: dict
   info: dict
   dst: Any = None  # dst.DynamicSparsity of a rigl / set run (mask updates), else None
+  rewind_store: Any = None  # CheckpointStore of WORKDIR/rewind (config.save_steps), else None
 
 
 def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
@@ -394,14 +463,22 @@ def run_epoch(ctx: RunContext, state: TrainState, epoch: int, *,
   state, means = train_epoch(
       state, ctx.train_data, epoch_batches(config, epoch, ctx.dataset.num_train, steps, ctx.scores),
       step_fn=step_fn, aug_key=ctx.aug_key,
-      first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar)
+      first_step=epoch * steps, fisher_weight=fisher_reg.weight if penalized else None, bar=bar,
+      grad_norm_every=int(config.get("grad_norm_every", 0)),
+      save_steps=tuple(config.get("save_steps", ())) if ctx.rewind_store is not None else ())
   check_epoch_health(config, epoch, epoch * steps, means, last_checkpoint)
+  for k, host_state in means["saved"].items():
+    if k not in ctx.rewind_store.steps():
+      ctx.rewind_store.save(k, host_state, {**ctx.meta_base, "epoch": epoch,
+                                            "info": {**ctx.info, "rewind_point": k}})
   record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
             "lr": float(ctx.schedule((epoch + 1) * steps - 1)),
             "batch_loss": means["loss"], "batch_accuracy": means["accuracy"],
             "epoch_time_s": time.time() - t0}
   if penalized:
     record["fisher_penalty"] = means["fisher_penalty"]
+  if "grad_norm" in means:
+    record["grad_norm"] = means["grad_norm"]
   if config.get("nan_policy", "stop") == "skip_step":
     record["skipped_steps"] = means["nonfinite_steps"]
   if ctx.dst is not None:
@@ -434,7 +511,8 @@ def save_checkpoints(ctx: RunContext, state: TrainState, record: dict, ckpt_stor
     best_store.save(record["step"], host_state,
                     {**ctx.meta_base, "epoch": epoch, "selection": "best test accuracy (on test data)"})
   if due:
-    meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info}
+    meta = {**ctx.meta_base, "epoch": epoch, "finished": last_epoch, "info": ctx.info,
+            "record": record}  # metrics.jsonl's line of this epoch, restored from here if lost
     if last_epoch:
       meta["final_metrics"] = record
     ckpt_store.save(record["step"], host_state, meta)
@@ -459,7 +537,8 @@ def _log_epoch(config: ml_collections.ConfigDict, record: dict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        epoch_hook: EpochHook | None = None, dataset=None,
-                       wait_for_lock: bool | float = False) -> dict:
+                       wait_for_lock: bool | float = False,
+                       on_start: Callable[[], None] | None = None) -> dict:
   """Trains one run of ``config`` in ``workdir`` and returns its final metrics record.
 
   Resumes from the last checkpoint in ``workdir``; a finished run (its final checkpoint verified)
@@ -470,6 +549,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   The work dir is written only while this process holds its lock (``WORKDIR/lock.json``,
   ``snnjax.train.lock``): another live owner makes it refuse (``wait_for_lock=False``), or wait up
   to ``wait_for_lock`` seconds (True: until the owner is done, as a shared Sol-D prerequisite does).
+  ``on_start()`` runs once every check has passed and the lock is held, right before the work dir
+  is first written (``scripts/train.py`` prints the resolved config and identity there).
 
   Raises:
     UserError: invalid config, a work dir holding a different run, a missing prerequisite run, a
@@ -477,6 +558,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       written before these checks pass.
   """
   config_io.validate_config(config, models.model_names())
+  summaries.check_available(config)  # --config.tensorboard without its writer: refused up front
   run = RunDir(workdir)
   check_workdir(config, run.path)
   parallel.initialize_distributed(config.distributed)
@@ -500,7 +582,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   scores = curriculum_scores(config, dataset.num_train)
   ensure_prerequisites(config)
   tx, schedule = make_optimizer(config.optim, steps_per_epoch, config.num_epochs)
-  state, info = create_train_state(config, model, dataset.input_shape, tx)
+  state, info = create_train_state(config, model, dataset.input_shape, tx, dataset=dataset)
   mask_updates = dst.make(  # rigl / set: the mask updates (None otherwise)
       config, model, state, steps_per_epoch, augment=bool(config.dataset.augment and dataset.is_image),
       compute_dtype=_compute_dtype(config),
@@ -513,12 +595,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with contextlib.ExitStack() as stores:
     stores.enter_context(_workdir_lock(run, wait_for_lock))
     check_workdir(config, run.path)  # again: a run that held the lock meanwhile may have begun it
+    if on_start is not None:
+      on_start()
     ckpt_store = stores.enter_context(
         CheckpointStore(run.checkpoints_dir, max_to_keep=config.checkpoint_keep))
     initialize_workdir(config, run, state, {**meta_base, "epoch": 0, "info": info})
     state, start_epoch, records = restore_checkpoint(ckpt_store, state, run)
     best_store = stores.enter_context(CheckpointStore(
         os.path.join(run.path, "best_on_test"), max_to_keep=1)) if config.select_best_on_test else None
+    rewind_store = stores.enter_context(CheckpointStore(
+        os.path.join(run.path, starting_point.REWIND_DIR), max_to_keep=None)) if tuple(
+            config.get("save_steps", ())) else None
     best_accuracy = max([r["test_accuracy"] for r in records if r.get("test_accuracy") is not None],
                         default=-1.0)
     ctx = RunContext(
@@ -530,12 +617,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         predict=make_predict_fn(model.apply, compute_dtype=_compute_dtype(config)),
         schedule=schedule, scores=scores, steps_per_epoch=steps_per_epoch,
         aug_key=starting_point.augment_key(config), meta_base=meta_base, info=info,
-        dst=mask_updates)
+        dst=mask_updates, rewind_store=rewind_store)
     state = parallel.replicate(state, mesh)
     bar = stores.enter_context(_closing(
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
                       config.progress)))
     record = records[-1] if records else {}
+    events = stores.enter_context(summaries.open_writer(config, run.path,
+                                                        primary=parallel.is_primary()))
     t_start = time.time()
     for epoch in range(start_epoch, config.num_epochs):
       last = ckpt_store.latest_step()
@@ -545,6 +634,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 last_checkpoint=kept)
       records.append(record)
       run.write_records(records)
+      events.write(record)
       best_accuracy = save_checkpoints(ctx, state, record, ckpt_store, best_store, best_accuracy)
       if bar is None and config.progress:
         _log_epoch(config, record)

@@ -182,7 +182,8 @@ class RunDir:
     return load_solution(self.init_dir)
 
   def stored_identity(self) -> dict | None:
-    """identity.json (``{"identity", "dense_identity"}``, written when the run first trained)."""
+    """identity.json (``{"identity", "dense_identity"}`` and, for a run with a curriculum, its
+    scores file's ``scores_digest``; written when the run first trained)."""
     return config_io.read_json(self.identity_path)
 
   @property
@@ -225,6 +226,9 @@ class RunDir:
     if str(fields.get("dense_workdir", "")).startswith(config_io.UNRESOLVED):
       return  # no Sol-D to name (yet): computed from config.json when asked
     record = {"identity": config_io.digest(fields), "dense_identity": fields.get("dense_workdir", "")}
+    scores = config_io.curriculum_scores_path(config_io.config_to_dict(config))
+    if scores and config_io.scores_digest(scores) is not None:
+      record["scores_digest"] = config_io.scores_digest(scores)  # its content: compared on resume
     tmp = self.identity_path + ".tmp"
     with open(tmp, "w") as f:
       json.dump(record, f, indent=2, sort_keys=True)

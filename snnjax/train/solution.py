@@ -26,7 +26,8 @@ from snnjax.errors import UserError
 from snnjax.sparsity import check_mask, dense_mask
 from snnjax.train import config_io
 from snnjax.train import evaluate as evaluate_lib
-from snnjax.train.checkpoint import CheckpointStore
+from snnjax.train.checkpoint import (RESTORE_ADVICE, CheckpointStore,
+                                     CorruptCheckpointError)
 from snnjax.train.optim import make_optimizer
 from snnjax.train.state import TrainState
 from snnjax.train.step import cross_entropy, forward
@@ -157,11 +158,31 @@ def _resolve(path: str) -> tuple[str, str, int | None]:
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config.json, checked against its identity.json (``config_io.check_config_identity``:
+  a config edited after training is refused, not trusted)."""
   try:
     with open(os.path.join(workdir, "config.json")) as f:
-      return config_io.config_from_dict(json.load(f))
+      d = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"cannot read {workdir}/config.json: {e}") from e
+  if not isinstance(d, dict):
+    raise UserError(f"{workdir}/config.json is not a snnjax run's config (not a JSON object)")
+  config_io.check_config_identity(workdir, d)
+  return config_io.config_from_dict(d)
+
+
+def check_checkpoint_step(ckpt_dir: str, step: int, state_step: int, meta: dict) -> None:
+  """Refuses a checkpoint directory ``<step>`` that holds another step's state (a copy of an
+  earlier checkpoint under a later name): its state's step counter and its meta's epoch x steps
+  per epoch must both be ``step``."""
+  where = os.path.join(ckpt_dir, str(step))
+  if int(state_step) != int(step):
+    raise CorruptCheckpointError(f"checkpoint {where} holds the state of step {int(state_step)}, "
+                                 f"not of step {step}{RESTORE_ADVICE}")
+  epoch, per_epoch = meta.get("epoch"), meta.get("steps_per_epoch")
+  if isinstance(epoch, int) and isinstance(per_epoch, int) and epoch * per_epoch != int(step):
+    raise CorruptCheckpointError(f"checkpoint {where}: its meta names epoch {epoch} "
+                                 f"({epoch * per_epoch} steps), not step {step}{RESTORE_ADVICE}")
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, input_shape, num_classes: int
@@ -201,6 +222,7 @@ def load_solution(path: str, *, step: int | None = None) -> Solution:
     target = abstract_train_state(config, meta["input_shape"], meta["num_classes"])
     state_dict, meta = store.restore(step, target.to_dict())
   state = TrainState.from_dict(state_dict)
+  check_checkpoint_step(ckpt_dir, step, int(np.asarray(state.step)), meta)
   check_mask(state.params, state.mask)
   model = models.create_model(config.model.name, meta["num_classes"], **dict(config.model.kwargs))
   return Solution(params=state.params, mask=state.mask, batch_stats=state.batch_stats,

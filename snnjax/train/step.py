@@ -112,7 +112,8 @@ def fisher_penalty(apply_fn: Callable, params: PyTree, batch_stats: PyTree, mask
 def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
                tx: optax.GradientTransformationExtraArgs, compute_dtype=None,
                fisher_weight: jax.Array | None = None, fisher_examples: int = 0,
-               key: jax.Array | None = None, nan_policy: str = "stop") -> tuple[TrainState, dict]:
+               key: jax.Array | None = None, nan_policy: str = "stop", grad_norm: bool = False
+               ) -> tuple[TrainState, dict]:
   """One masked SGD step on ``batch = {"x": (n, ...), "y": (n,)}``.
 
   The objective is the mean cross-entropy over the n examples, plus ``fisher_weight *
@@ -123,6 +124,8 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
   and BatchNorm statistics are all finite) and ``finite_parts`` (bool vector, one entry per name of
   ``finite_part_names``). With ``nan_policy="skip_step"`` a step that is not ``finite`` returns the
   state unchanged but for its step count (params, BatchNorm statistics, optimizer state).
+  With ``grad_norm`` the metrics also hold ``grad_norm``: ``||mask * g||`` (g the gradient of the
+  objective at the step's params, before the update; Euclidean norm over every leaf).
   """
   if nan_policy not in NAN_POLICIES:
     raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
@@ -155,6 +158,9 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable,
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                             opt_state=opt_state)
   accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
+  if grad_norm:
+    aux["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g * m.astype(g.dtype))) for g, m in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(state.mask))))
   return new_state, {"loss": loss, "accuracy": accuracy, **aux, "finite": finite,
                      "finite_parts": finite_parts}
 
@@ -175,7 +181,8 @@ def gather_batch(data: dict, idx: jax.Array, key: jax.Array, *, augment: bool,
 
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArgs, *,
                     augment: bool, compute_dtype=None, batch_sharding=None,
-                    fisher_examples: int | None = None, nan_policy: str = "stop") -> Callable:
+                    fisher_examples: int | None = None, nan_policy: str = "stop",
+                    grad_norm: bool = False) -> Callable:
   """Jitted ``step(state, data, idx, key[, fisher_weight]) -> (state, metrics)``.
 
   ``data = {"x": (N, ...), "y": (N,)}`` is the training set resident on the device(s); ``idx`` (B,) int32
@@ -184,7 +191,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
   data-parallel training; the state stays replicated and XLA turns the batch means (loss, BatchNorm
   statistics) into cross-device reductions. The state buffers are donated. With
   ``fisher_examples`` (an int; 0 = the whole batch) the step takes a scalar ``fisher_weight`` and adds
-  the Fisher penalty (see ``train_step``). ``nan_policy`` is ``train_step``'s.
+  the Fisher penalty (see ``train_step``). ``nan_policy`` and ``grad_norm`` are ``train_step``'s.
   """
 
   def step(state, data, idx, key, fisher_weight=None):
@@ -194,7 +201,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformationExtraArg
       fisher_weight = None
     return train_step(state, batch, apply_fn=apply_fn, tx=tx, compute_dtype=compute_dtype,
                       fisher_weight=fisher_weight, fisher_examples=fisher_examples or 0,
-                      key=fisher_key, nan_policy=nan_policy)
+                      key=fisher_key, nan_policy=nan_policy, grad_norm=grad_norm)
 
   return jax.jit(step, donate_argnums=(0,))
 

@@ -6,9 +6,13 @@ Adding a stage: a module here that defines ``STAGE``, and one line below.
 from snnjax.studies.stages import closing_gap
 from snnjax.studies.stages import disagreement
 from snnjax.studies.stages import dynamic_sparsity
+from snnjax.studies.stages import explanations
 from snnjax.studies.stages import fisher_trend
+from snnjax.studies.stages import gradient_flow
 from snnjax.studies.stages import interpolation
 from snnjax.studies.stages import label_noise
+from snnjax.studies.stages import lottery
+from snnjax.studies.stages import masks_at_init
 from snnjax.studies.stages import memorization
 from snnjax.studies.stages import per_layer
 from snnjax.studies.stages import regimes
@@ -27,6 +31,10 @@ REGISTRY = (
     interpolation.STAGE,
     closing_gap.STAGE,
     dynamic_sparsity.STAGE,
+    gradient_flow.STAGE,
+    lottery.STAGE,
+    masks_at_init.STAGE,
+    explanations.STAGE,
 )
 NAMES = tuple(s.name for s in REGISTRY)
 

@@ -45,6 +45,7 @@ from snnjax.studies import seeds as seeds_lib
 from snnjax.studies.markdown import runs_table
 from snnjax.studies.stage import Stage
 from snnjax.studies.stages import table as table_lib
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 VARIANTS = ("fisher_penalty", "low_first", "high_first")
@@ -85,12 +86,12 @@ def validate(study: ml_collections.ConfigDict) -> None:
   check(len(variants) >= 1 and set(variants) <= set(VARIANTS),
         f"study closing_gap.variants must name some of {VARIANTS}, got {variants}")
   check(len(set(variants)) == len(variants), "study closing_gap.variants has a repeat")
-  check(float(g.fisher_weight) > 0.0,
-        "study closing_gap.fisher_weight (lambda) must be > 0 (a penalty on the Fisher)")
+  config_io.check_number(g.fisher_weight, "study closing_gap.fisher_weight (lambda > 0: a penalty "
+                         "on the Fisher)", 0.0, config_io.MAX_FISHER_WEIGHT, low_open=True)
   for name in ("fisher_until", "schedule_until"):
     check(0.0 < float(g[name]) <= 1.0, f"study closing_gap.{name} must lie in (0, 1]")
-  check(int(g.fisher_examples) >= 0, "study closing_gap.fisher_examples must be >= 0")
-  check(float(g.pool_factor) >= 1.0, "study closing_gap.pool_factor must be >= 1")
+  config_io.check_int(g.fisher_examples, "study closing_gap.fisher_examples", 0, config_io.MAX_COUNT)
+  config_io.check_number(g.pool_factor, "study closing_gap.pool_factor", 1.0, 1e6)
   scores_lib.validate_settings(g.scores)
 
 

@@ -24,6 +24,7 @@ from snnjax.studies import figures
 from snnjax.studies import measure as measure_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 
@@ -44,8 +45,9 @@ def validate(config) -> None:
   t = config.fisher_trend
   check(all(0.0 < float(s) < 1.0 for s in t.sparsities),
         "study fisher_trend.sparsities must lie in (0, 1)")
-  check(int(t.every_epochs) >= 1, "study fisher_trend.every_epochs must be >= 1")
-  check(int(t.num_examples) >= 1, "study fisher_trend.num_examples must be >= 1")
+  config_io.check_int(t.every_epochs, "study fisher_trend.every_epochs", 1, config_io.MAX_EPOCHS)
+  config_io.check_int(t.num_examples, "study fisher_trend.num_examples", 1, config_io.MAX_COUNT)
+  config_io.check_int(t.num_samples, "study fisher_trend.num_samples", 1, config_io.MAX_PROBES)
   check(t.kind in ("mc", "exact", "empirical"),
         "study fisher_trend.kind must be mc, exact or empirical")
   check(t.params in measure_lib.PARAM_SUBSETS, "study fisher_trend.params must be all or kernels")

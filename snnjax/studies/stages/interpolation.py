@@ -32,15 +32,20 @@ from snnjax.errors import check
 from snnjax.estimators import fisher
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import figures
+from snnjax.studies import interpolate as interpolate_lib
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
-from snnjax.train.batchnorm import recompute_batch_stats
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 from snnjax.train.step import forward
 
 PyTree = Any
+
+# The segment's one home is snnjax.studies.interpolate (also ``snnjax.interpolate``).
+interpolate = interpolate_lib.interpolate_params
+tree_sub = interpolate_lib.tree_sub
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -67,26 +72,15 @@ def validate(config) -> None:
   check(all(0.0 < float(a) < 1.0 for a in it.cosine_alphas),
         "study interpolation.cosine_alphas must lie in (0, 1) (the direction flips beyond 1)")
   check(0.0 < float(it.top_fraction) <= 1.0, "study interpolation.top_fraction must lie in (0, 1]")
-  check(int(it.num_examples) >= 1, "study interpolation.num_examples must be >= 1")
+  config_io.check_int(it.num_examples, "study interpolation.num_examples", 1, config_io.MAX_COUNT)
+  for name in ("eval_examples", "bn_examples"):
+    config_io.check_int(it[name], f"study interpolation.{name}", 0, config_io.MAX_COUNT)
+  for name in ("bn_batch_size", "chunk_size"):
+    config_io.check_int(it[name], f"study interpolation.{name}", 1, config_io.MAX_COUNT)
 
 
 def plan(config) -> set:
   return runs_lib.sparse_runs([config.interpolation.sparsity], config.seeds)
-
-
-def interpolate(start: PyTree, end: PyTree, alpha: float, mask: PyTree) -> PyTree:
-  """(1 - alpha) * start + alpha * end on the active coordinates, 0 elsewhere.
-
-  At alpha = 0 and alpha = 1 this returns ``start`` and ``end`` bit for bit (on their active
-  coordinates): (1 - 1) * a + 1 * b = b and 1 * a + 0 * b = a exactly in floating point.
-  """
-  return jax.tree.map(
-      lambda a, b, m: jnp.where(jnp.asarray(m, bool), (1.0 - alpha) * a + alpha * b,
-                                jnp.zeros_like(a)), start, end, mask)
-
-
-def tree_sub(a: PyTree, b: PyTree) -> PyTree:
-  return jax.tree.map(jnp.subtract, a, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +138,6 @@ def gradient_cosines(cosine_fn: Callable, params: PyTree, batch_stats: PyTree,
   return np.clip(cos, -1.0, 1.0)
 
 
-def _subset(n: int, size: int, seed: int) -> np.ndarray:
-  if size <= 0 or size >= n:
-    return np.arange(n)
-  return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-
-
 def top_fraction_classes(cosines: np.ndarray, labels: np.ndarray, fraction: float,
                          num_classes: int) -> dict:
   """Class counts of the examples with the top ``fraction`` of cosines (NaNs excluded)."""
@@ -182,58 +170,56 @@ def evaluate_line(start, end, dataset, settings, *, log=None) -> dict:
   log = log or (lambda m: None)
   mask = end.mask
   apply_fn = end.apply_fn
-  bn_x = dataset.x_train[_subset(dataset.num_train, int(settings.bn_examples),
+  bn_x = dataset.x_train[interpolate_lib.subset(dataset.num_train, int(settings.bn_examples),
                                  int(settings.subset_seed))]
-  eval_idx = _subset(dataset.num_train, int(settings.eval_examples), int(settings.subset_seed) + 1)
-  cos_idx = _subset(dataset.num_train, int(settings.num_examples), int(settings.subset_seed) + 2)
+  eval_idx = interpolate_lib.subset(dataset.num_train, int(settings.eval_examples), int(settings.subset_seed) + 1)
+  cos_idx = interpolate_lib.subset(dataset.num_train, int(settings.num_examples), int(settings.subset_seed) + 2)
   x_eval, y_eval = dataset.x_train[eval_idx], dataset.y_train_true[eval_idx]
   direction = tree_sub(end.params, start.params)
   cosine_fn = make_cosine_fn(apply_fn)
   cos_alphas = [float(a) for a in settings.cosine_alphas]
   alphas = sorted({float(a) for a in settings.alphas} | set(cos_alphas))
-  out = {"alphas": alphas, "train_loss": [], "train_accuracy": [], "test_loss": [],
-         "test_accuracy": [], "cosines": {}}
+  out = {"cosines": {}}
 
   def metrics(params, stats):
     tr = end.evaluate(x_eval, y_eval, params=params, batch_stats=stats)
     te = end.evaluate(dataset.x_test, dataset.y_test, params=params, batch_stats=stats)
     return tr, te
 
-  for alpha in alphas:
-    params = interpolate(start.params, end.params, alpha, mask)
-    stats = recompute_batch_stats(apply_fn, params, end.batch_stats, bn_x,
-                                  batch_size=int(settings.bn_batch_size))
-    tr, te = metrics(params, stats)
-    out["train_loss"].append(tr["loss"])
-    out["train_accuracy"].append(tr["accuracy"])
-    out["test_loss"].append(te["loss"])
-    out["test_accuracy"].append(te["accuracy"])
-    log(f"alpha={alpha:+.2f} train loss {tr['loss']:.4f} test acc {te['accuracy']:.4f}")
-    if alpha in cos_alphas:
-      cos = gradient_cosines(cosine_fn, params, stats, direction, mask,
-                             dataset.x_train[cos_idx], dataset.y_train_true[cos_idx],
-                             chunk_size=int(settings.chunk_size))
-      labels = dataset.y_train_true[cos_idx]
-      out["cosines"][f"{alpha:g}"] = {
-          "values": [None if np.isnan(c) else float(c) for c in cos],
-          "labels": labels.tolist(), "summary": summarize(cos),
-          "num_zero_grad": int(np.isnan(cos).sum()),
-          "top": top_fraction_classes(cos, labels, float(settings.top_fraction),
-                                      dataset.num_classes)}
+  def cosines_at(alpha, params, stats):
+    if alpha not in cos_alphas:
+      return
+    cos = gradient_cosines(cosine_fn, params, stats, direction, mask,
+                           dataset.x_train[cos_idx], dataset.y_train_true[cos_idx],
+                           chunk_size=int(settings.chunk_size))
+    labels = dataset.y_train_true[cos_idx]
+    out["cosines"][f"{alpha:g}"] = {
+        "values": [None if np.isnan(c) else float(c) for c in cos],
+        "labels": labels.tolist(), "summary": summarize(cos),
+        "num_zero_grad": int(np.isnan(cos).sum()),
+        "top": top_fraction_classes(cos, labels, float(settings.top_fraction),
+                                    dataset.num_classes)}
+
+  path = interpolate_lib.Path(
+      model=end, start=start.params, end=end.params, mask=mask,
+      stats_at=interpolate_lib.stats_function("recompute", end, start.batch_stats,
+                                              end.batch_stats, bn_x=bn_x,
+                                              bn_batch_size=int(settings.bn_batch_size)))
+  line, _ = interpolate_lib.evaluate_path(path, alphas, train=(x_eval, y_eval),
+                                          test=(dataset.x_test, dataset.y_test),
+                                          on_point=cosines_at, log=log)
+  out.update(line)
   # The endpoints with the statistics stored in their checkpoints, for comparison.
   for name, sol in (("start", start), ("end", end)):
     tr, te = metrics(sol.params, sol.batch_stats)
     out[f"{name}_stored_stats"] = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                                    "test_loss": te["loss"], "test_accuracy": te["accuracy"]}
-  same = lambda a, b: all(bool(np.array_equal(np.asarray(x), np.asarray(y)))
-                          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  same = interpolate_lib.trees_equal
   out["endpoints_exact"] = bool(
       same(interpolate(start.params, end.params, 0.0, mask), start.params)
       and same(interpolate(start.params, end.params, 1.0, mask), end.params))
   out["same_mask"] = same(start.mask, end.mask)
-  out["direction_norm"] = float(np.sqrt(sum(
-      float(np.vdot(np.asarray(d, np.float64), np.asarray(d, np.float64)))
-      for d in jax.tree.leaves(direction))))
+  out["direction_norm"] = interpolate_lib.l2_norm(direction)
   out["monotone_train_loss_01"] = _monotone_decreasing(alphas, out["train_loss"])
   return out
 

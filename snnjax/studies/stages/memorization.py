@@ -38,6 +38,7 @@ from snnjax.studies import memorization_scores as scores_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies.markdown import fmt
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 from snnjax.train.step import cross_entropy
 
@@ -63,7 +64,8 @@ def validate(config) -> None:
   m = config.memorization
   check(0.0 <= float(m.sparsity) < 1.0, "study memorization.sparsity must lie in [0, 1)")
   check(0.0 < float(m.top_fraction) <= 0.5, "study memorization.top_fraction must lie in (0, 0.5]")
-  check(int(m.bootstrap) >= 10, "study memorization.bootstrap must be >= 10")
+  config_io.check_int(m.bootstrap, "study memorization.bootstrap", 10, config_io.MAX_PROBES)
+  config_io.check_int(m.scores.num_models, "study memorization.scores.num_models", 4, 10_000)
   scores_lib.validate_settings(m.scores, "study memorization.scores")
   fisher_scores.validate_settings(m.fisher)
 

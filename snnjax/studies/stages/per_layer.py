@@ -16,10 +16,10 @@ import os
 import ml_collections
 import numpy as np
 
-from snnjax.errors import UserError
 from snnjax.studies import figures
 from snnjax.studies import measure as measure_lib
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 
@@ -32,10 +32,10 @@ def default_settings() -> ml_collections.ConfigDict:
 
 
 def validate(config) -> None:
-  if int(config.per_layer.num_examples) < 2:
-    raise UserError("study per_layer.num_examples must be >= 2")
-  if int(config.per_layer.num_probes) < 2:
-    raise UserError("study per_layer.num_probes must be >= 2")
+  config_io.check_int(config.per_layer.num_examples, "study per_layer.num_examples", 2,
+                      config_io.MAX_COUNT)
+  config_io.check_int(config.per_layer.num_probes, "study per_layer.num_probes", 2,
+                      config_io.MAX_PROBES)
 
 
 def layer_traces(solution, dataset, *, num_examples: int, num_probes: int, seed: int = 0

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from snnjax.errors import UserError
 from snnjax.studies import findings as findings_lib
 from snnjax.studies import plateau
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 
@@ -40,16 +40,14 @@ def default_settings() -> ml_collections.ConfigDict:
 
 def validate(config) -> None:
   s = config.regimes
-  for name, low, high in (("threshold", 0.0, 1.0), ("plateau_tol", 0.0, 1.0),
-                          ("plateau_rel", 0.0, 10.0)):
-    value = s.get(name, 0.0)
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and low <= float(value) <= high):
-      raise UserError(f"study regimes.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-  window = s.get("plateau_window", plateau.DEFAULT_WINDOW)
-  if not (isinstance(window, (int, float)) and not isinstance(window, bool)
-          and 0.0 < float(window) < 1.0):
-    raise UserError(f"study regimes.plateau_window must be in (0, 1), got {window!r}")
+  # a gap in train error: a fraction of the training set
+  config_io.check_number(s.threshold, "study regimes.threshold", 0.0, 1.0)
+  config_io.check_number(s.get("plateau_tol", plateau.DEFAULT_TOL_ABS), "study regimes.plateau_tol",
+                         0.0, 1.0)
+  config_io.check_number(s.get("plateau_rel", plateau.DEFAULT_TOL_REL), "study regimes.plateau_rel",
+                         0.0, 10.0)
+  config_io.check_number(s.get("plateau_window", plateau.DEFAULT_WINDOW),
+                         "study regimes.plateau_window", 0.0, 1.0, low_open=True, high_open=True)
 
 
 def classify(train_error: float, dense_train_error: float, threshold: float) -> str:

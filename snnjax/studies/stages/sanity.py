@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from snnjax.errors import UserError
 from snnjax.studies import measure as measure_lib
 from snnjax.studies.stage import Stage
+from snnjax.train import config_io
 from snnjax.train.run_dir import RunDir
 
 Z_AGREE = 3.0
@@ -32,8 +32,8 @@ def default_settings() -> ml_collections.ConfigDict:
 
 
 def validate(config) -> None:
-  if int(config.sanity.num_examples) < 2:
-    raise UserError("study sanity.num_examples must be >= 2")
+  config_io.check_int(config.sanity.num_examples, "study sanity.num_examples", 2, config_io.MAX_COUNT)
+  config_io.check_int(config.sanity.max_probes, "study sanity.max_probes", 2, config_io.MAX_PROBES)
 
 
 def check_solution(solution, dataset, *, num_examples: int, max_probes: int, seed: int = 0

@@ -97,6 +97,7 @@ def compute(ctx) -> dict:
   rows = aggregate(list(ctx.clean), measured)
   return {"rows": rows, "per_run": measured, "scratch_above_finetune": scratch_vs_finetune(rows),
           "settings": cache_lib.to_json(ctx.config.measure),
+          "plus_minus": measure_lib.plus_minus(ctx.config.measure),
           "settings_text": measure_lib.describe_settings(ctx.config.measure)}
 
 
@@ -110,7 +111,7 @@ def cell_text(cell, digits=4, err=True) -> str:
     if cell.get("sd") is not None:
       text += f" ± {cell['sd']:.2g} (sd, {len(cell['values'])} seeds)"
     elif cell.get("stderr") is not None:
-      text += f" ± {cell['stderr']:.2g}"
+      text += f" ± {cell['stderr']:.2g} (stderr)"
   return text
 
 
@@ -181,9 +182,10 @@ def report(rc, result) -> list[str]:
   path = table_figure(rows, os.path.join(rc.outdir, "table.png"))
   md = ["## The table", "", table_markdown(rows, rc.setups_match), "",
         "Train error on the whole train split, test accuracy on the whole test split "
-        "(eval-mode BatchNorm). ± is the estimator's standard error with one seed (none for "
-        "exact values), the standard deviation over seeds with several. **bold ↑**: Sol-S "
-        "above Sol-F at the same sparsity.", "", "Measurement protocol:", ""]
+        "(eval-mode BatchNorm). Each ± says what it is: `(sd, k seeds)` the standard deviation "
+        "over k seeds; `(stderr)` (one seed) the estimator's standard error, which covers: "
+        + measure_lib.plus_minus_line(rc.config.measure).removeprefix("±: ") + " **bold ↑**: "
+        "Sol-S above Sol-F at the same sparsity.", "", "Measurement protocol:", ""]
   md += [f"- {line}" for line in result["settings_text"]]
   return md + ["", f"![table]({os.path.basename(path)})", ""]
 
