@@ -76,9 +76,10 @@ CIFAR10_FIT_DEPARTURES = (
     "Seeds: three (0, 1, 2) for the table, regimes, sanity check, per-layer traces, Fisher trend "
     "and Sol-R; two (0, 1) for label noise; one (0) for the long-tailed disagreement runs, "
     "interpolation and closing the gap.",
-    "Measurements: Tr(H) from at most 30 Hutchinson probes (stop at a 2% 95% half-width) on "
-    "1,024 train examples (study: up to 100, 0.1% relative change); Tr(F) and the Jacobian norm "
-    "as the study (1,000 examples, 5 sampled labels). Interpolation on all 5,000 train examples.",
+    "Measurements: Tr(H) from at most 20 Hutchinson probes (stop at a 2% 95% half-width, after "
+    "10) on 512 train examples (study: up to 100 on 1,024, 0.1% relative change); Tr(F) on 1,000 "
+    "examples with 2 labels sampled per example (study: 5); the Jacobian norm on 1,000 examples "
+    "(as the study). Interpolation on all 5,000 train examples.",
     "Memorization scores (Feldman & Zhang): off. Two ensembles of 64 subset-trained ResNet-20s at "
     "20 epochs on 3,500 images are ~9M images: ~1.7 hours at ~1,500 images/s on 2 cores, more "
     "than the whole preset; `--config.memorization.enabled=True` turns them on (an accelerator "

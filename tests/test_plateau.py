@@ -9,7 +9,7 @@ def test_flat_tail_plateaus():
   epochs = list(range(2, 41, 2))
   errors = [0.5 * 0.7 ** i for i in range(15)] + [0.0004, 0.0002, 0.0001, 0.0, 0.0]
   v = plateau.check(epochs, errors, 40)
-  assert v["plateaued"] and v["reason"] == ""
+  assert v["plateaued"] and v["reason"] == "" and v["how"] == "fitted"
   assert v["from_epoch"] == 30 and v["to_epoch"] == 40
   assert v["change"] == pytest.approx(0.0 - errors[14])
 
@@ -25,14 +25,17 @@ def test_still_falling_is_flagged():
 def test_relative_tolerance_for_a_high_floor():
   # An optimization-regime run stuck at ~0.30: moving 0.02 is within 10% of its level.
   epochs = [10, 20, 30, 40]
-  assert plateau.check(epochs, [0.5, 0.33, 0.31, 0.29], 40)["plateaued"]
+  assert plateau.check(epochs, [0.5, 0.33, 0.31, 0.29], 40)["how"] == "stuck"
   assert not plateau.check(epochs, [0.5, 0.33, 0.31, 0.25], 40)["plateaued"]
 
 
-def test_absolute_tolerance_near_zero():
+def test_a_fitted_run_has_plateaued_even_if_it_got_there_late():
   epochs = [10, 20, 30, 40]
-  assert plateau.check(epochs, [0.3, 0.05, 0.004, 0.0], 40)["plateaued"]
-  assert not plateau.check(epochs, [0.3, 0.05, 0.02, 0.0], 40)["plateaued"]
+  v = plateau.check(epochs, [0.3, 0.05, 0.09, 0.0], 40)     # fell 0.09 -> 0 in its last quarter
+  assert v["plateaued"] and v["how"] == "fitted" and v["change"] == pytest.approx(-0.09)
+  assert plateau.check(epochs, [0.3, 0.05, 0.09, 0.005], 40)["how"] == "fitted"
+  # Not fitted (0.006 > 0.005) and still falling: flagged.
+  assert not plateau.check(epochs, [0.3, 0.05, 0.09, 0.006], 40)["plateaued"]
 
 
 def test_rising_error_is_movement_too():

@@ -121,10 +121,11 @@ def report(rc, result) -> list[str]:
     c = result["criterion"]
     md += ["### Did each run stop moving? (plateau criterion)", "",
            f"A run has **plateaued** when its train error (eval mode, whole train set, on the "
-           f"labels it trains on) moved by at most max({c['tol_abs']:g}, {c['tol_rel']:g} x its "
-           f"value) over the last {c['window']:.0%} of its epochs. A run that had not is "
-           "flagged (**no**): more epochs would have changed it, so a comparison using it "
-           "mixes in a budget effect.", "",
+           f"labels it trains on) ends at most {c['tol_abs']:g} (**fitted**: it cannot fall "
+           f"further) or moved by at most max({c['tol_abs']:g}, {c['tol_rel']:g} x its value) "
+           f"over the last {c['window']:.0%} of its epochs (**stuck** at a floor). A run that "
+           "did neither is flagged (**no**): more epochs would have changed it, so a comparison "
+           "using it mixes in a budget effect.", "",
            "| run | epochs | train error from -> to (epochs) | change | tolerance | plateaued |",
            "|---|---|---|---|---|---|"]
     for r in result["plateau"]:
@@ -134,7 +135,7 @@ def report(rc, result) -> list[str]:
       md.append(f"| {r['run']} | {r['num_epochs']} | {r['error_from']:.4f} -> "
                 f"{r['error_to']:.4f} ({r['from_epoch']} -> {r['to_epoch']}) | "
                 f"{r['change']:+.4f} | {r['tolerance']:.4f} | "
-                f"{'yes' if r['plateaued'] else '**no**'} |")
+                f"{('yes, ' + r.get('how', '')) if r['plateaued'] else '**no**'} |")
     md.append("")
   return md
 
