@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from snnjax import models
-from snnjax.estimators import _convs, fisher, hessian, jacobian
+from snnjax.estimators import _convs, fisher, hessian, jacobian, likelihoods
 from snnjax.models import resnet
 from snnjax.sparsity import dynamic
 from snnjax.train import config_presets, dst, ensemble, starting_point
@@ -140,14 +140,15 @@ def test_estimator_kernels_export(paper):
       make_loss(bs), p, b, m, jax.random.wrap_key_data(k), i, what="leaf")),
           stats, params, batch, vec, KEY, jax.ShapeDtypeStruct((4,), jnp.int32))
   # per-example gradients and the Fisher (exact, sampled labels), CPU rewrites off
+  lik = likelihoods.resolve("categorical")
   _export(jax.jit(lambda bs, p, m, k, c: fisher._grads_chunk(
-      (make_logits(bs), p, m, jax.random.wrap_key_data(k)), c, sampled=True, cpu_rewrites=False)),
-          stats, params, mask, KEY, batch)
+      (make_logits(bs), p, m, jax.random.wrap_key_data(k)), c, lik=lik, sampled=True,
+      cpu_rewrites=False)), stats, params, mask, KEY, batch)
   _export(jax.jit(lambda bs, p, m, k, c: fisher._label_sqnorms_chunk(
-      (make_logits(bs), p, m, jax.random.wrap_key_data(k)), c, num_samples=2,
+      (make_logits(bs), p, m, jax.random.wrap_key_data(k)), c, lik=lik, num_samples=2,
       cpu_rewrites=False)), stats, params, mask, KEY, batch)
   _export(jax.jit(lambda bs, p, m, c: fisher._exact_fisher_chunk(
-      (make_logits(bs), p, m, jnp.arange(100)), c, cpu_rewrites=False)),
+      (make_logits(bs), p, m), c, lik=lik, rows=(0, 100), cpu_rewrites=False)),
           stats, params, mask, batch)
   # the input Jacobian: exact (one VJP per class) and projected
   _export(jax.jit(lambda bs, p, c: jacobian._exact_chunk((make_logits(bs), p), c,

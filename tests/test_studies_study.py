@@ -318,6 +318,7 @@ def test_measure_cli_writes_the_table(study, tmp_path, capsys):
   code = commands.measure_main(["measure.py", "--workdir", run.workdir, "--checkpoint",
                            os.path.join(run.workdir, "init"), "--out", out,
                            "--config.hessian.num_examples=16", "--config.hessian.max_probes=3",
+                           "--config.hessian.min_probes=2",
                            "--config.fisher.num_examples=16", "--config.fisher.kind=exact",
                            "--config.jacobian.num_examples=8", "--quiet"])
   assert code == 0

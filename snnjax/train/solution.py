@@ -174,11 +174,17 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
 def check_checkpoint_step(ckpt_dir: str, step: int, state_step: int, meta: dict) -> None:
   """Refuses a checkpoint directory ``<step>`` that holds another step's state (a copy of an
   earlier checkpoint under a later name): its state's step counter and its meta's epoch x steps
-  per epoch must both be ``step``."""
+  per epoch (a rewind save: its meta's ``rewind_point``) must both be ``step``."""
   where = os.path.join(ckpt_dir, str(step))
   if int(state_step) != int(step):
     raise CorruptCheckpointError(f"checkpoint {where} holds the state of step {int(state_step)}, "
                                  f"not of step {step}{RESTORE_ADVICE}")
+  rewind_point = (meta.get("info") or {}).get("rewind_point")
+  if rewind_point is not None:  # a mid-epoch save (WORKDIR/rewind/<k>, config.save_steps)
+    if int(rewind_point) != int(step):
+      raise CorruptCheckpointError(f"checkpoint {where}: its meta names the rewind point "
+                                   f"{rewind_point}, not step {step}{RESTORE_ADVICE}")
+    return
   epoch, per_epoch = meta.get("epoch"), meta.get("steps_per_epoch")
   if isinstance(epoch, int) and isinstance(per_epoch, int) and epoch * per_epoch != int(step):
     raise CorruptCheckpointError(f"checkpoint {where}: its meta names epoch {epoch} "
