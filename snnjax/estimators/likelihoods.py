@@ -37,6 +37,7 @@ gradient of a label's log-likelihood, J^T score.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any, Callable
@@ -50,7 +51,7 @@ from snnjax.errors import UserError
 NAMES = ("categorical", "gaussian", "bernoulli")
 
 
-class Likelihood:
+class Likelihood(abc.ABC):
   """Base class: the per-example output distribution p(y | f) (module doc).
 
   Methods take ONE example's outputs f (shape S, float32) and are traced inside jit.
@@ -65,25 +66,25 @@ class Likelihood:
     """Number of independent label positions a per-example value is averaged over."""
     return math.prod(shape[:-1]) if len(shape) >= 1 else 1
 
+  @abc.abstractmethod
   def check_labels(self, y: Any, n: int, shape: tuple[int, ...], what: str) -> np.ndarray:
     """The data labels of n examples, checked and cast for the device (host numpy)."""
-    raise NotImplementedError
 
   def dummy_labels(self, n: int, shape: tuple[int, ...]) -> np.ndarray:
     """Placeholder labels (n, ...) where no data labels are used."""
     return np.zeros((n,), np.int32)
 
+  @abc.abstractmethod
   def score(self, f: jax.Array, y: Any) -> jax.Array:
     """d log p(y | f) / df, shape S (J^T of it is the gradient of log p(y | f))."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def sample(self, key: jax.Array, f: jax.Array, num: int) -> Any:
     """``num`` labels drawn from p(. | f), stacked on a leading axis."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def fisher_factor(self, f: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(U (K, *S), w (K,)) with sum_k w_k u_k u_k^T the output-space Fisher / NLL Hessian."""
-    raise NotImplementedError
 
   def hessian(self, f: jax.Array) -> jax.Array:
     """The Hessian (D, D) of the per-example NLL in the flattened outputs f (D = f.size)."""
@@ -91,9 +92,9 @@ class Likelihood:
     u = u.reshape(u.shape[0], -1)
     return (u.T * w[None, :]) @ u
 
+  @abc.abstractmethod
   def nll(self, f: jax.Array, y: Any) -> jax.Array:
     """The per-example negative log-likelihood (summed over positions), a scalar."""
-    raise NotImplementedError
 
 
 def _float_labels(y: Any, n: int, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
