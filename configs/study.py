@@ -51,7 +51,7 @@ from snnjax.studies import study
 from snnjax.train import config_presets
 
 PRESETS = ("quick", "cifar10", "cifar10_cpu", "cifar10_cpu_budget", "cifar10_fit",
-           "cifar10_fit_budget", "paper")
+           "cifar10_fit_budget", "cifar10_fit_explain", "paper")
 
 # What the cifar10_fit preset does differently from the study, and why (printed in the report).
 CIFAR10_FIT_DEPARTURES = (
@@ -137,6 +137,8 @@ def get_config(preset: str = "quick"):
     raise ValueError(f"unknown preset {preset!r} for study.py; choose one of {PRESETS}")
   if preset.endswith("_budget"):
     return _budget_sweep(preset[:-len("_budget")])
+  if preset == "cifar10_fit_explain":
+    return _explanations("cifar10_fit")
   config = study.default_config()
   config.preset = preset
   config.configs_dir = os.path.dirname(os.path.abspath(__file__))
@@ -233,3 +235,39 @@ def _budget_sweep(base: str):
       "Epoch-budget sweep: only the table at sparsity 0.95 with one seed; the sparse runs' "
       "epochs are `sparse_epochs`, their schedules rescaled to the same fractions.",)
   return config
+
+
+def _explanations(base: str):
+  """The competing explanations (gradient flow, lottery tickets with rewinding, mode
+  connectivity, masks at initialization) on ``base``'s real images, beside its table at 0.95.
+
+  The converged real-image study (``cifar10_fit``: 42 runs, ~90 min on 2 cores) has no room for
+  the explanations' 14 extra runs per seed, so they have their own preset: ``base``'s runs
+  (same configs, so pointed at the base study's directory it reuses its Sol-D, Sol-F and Sol-S
+  when they are there) at sparsity 0.95 (the sparsity with the largest Sol-S / Sol-F curvature
+  gap) for two seeds, the table there and the four stages; every other analysis is off::
+
+    python scripts/study.py --config configs/study.py:cifar10_fit_explain \\
+        --workdir runs/study-cifar10_fit_explain
+
+  Cost on 2 CPU cores: see ``docs/results/cifar10_fit_explain/README.md``.
+  """
+  config = get_config(base)
+  config.preset = f"{base}_explain"
+  config.seeds = (0, 1)
+  config.sparsities = (0.95,)
+  config.sol_r = False
+  config.report_dir = "report"
+  for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
+                "sanity", "per_layer", "closing_gap", "dynamic_sparsity"):
+    config[stage].enabled = False
+  for stage in ("gradient_flow", "lottery", "masks_at_init", "explanations"):
+    config[stage].enabled = True
+  # Barriers from 5,000 training inputs' BatchNorm statistics (the interpolation stage's setting).
+  config.lottery.bn_examples = 5000
+  config.departures = tuple(config.departures) + (
+      "Competing explanations on real images: the table at sparsity 0.95 only, two seeds (0, 1), "
+      "Sol-R and every analysis but the four explanation stages off; barriers recompute BatchNorm "
+      "statistics from 5,000 training inputs.",)
+  return config
+
