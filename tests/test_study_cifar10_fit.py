@@ -158,3 +158,32 @@ def test_budget_sweep_spans_half_to_twice_the_sparse_budget(tmp_path):
     assert other["clean-dense-seed1"].workdir == main["clean-dense-seed1"].workdir
     c = other["clean-scratch-0.95-seed1"].config
     assert c.num_epochs == sweep.sparse_epochs and c.optim.schedule == "linear"
+
+
+def test_explanations_preset_shares_the_study_runs_and_plans_each_variant_once(tmp_path):
+  from snnjax.studies import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  config = _preset("cifar10_fit_explain")
+  study.validate(config)
+  assert tuple(config.seeds) == (0, 1) and tuple(config.sparsities) == (0.95,)
+  assert not config.sol_r and config.report_dir == "report"
+  for stage in ("gradient_flow", "lottery", "masks_at_init", "explanations"):
+    assert config[stage].enabled, stage
+  for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
+                "sanity", "per_layer", "closing_gap", "dynamic_sparsity"):
+    assert not config[stage].enabled, stage
+  # Pointed at the converged study's directory it reuses its Sol-D, Sol-F and Sol-S.
+  cache = cache_lib.StageCache(str(tmp_path))
+  main = {s.name: r.workdir for s, r in study.resolve(_preset("cifar10_fit"), cache).items()}
+  mine = {s.name: r.workdir for s, r in study.resolve(config, cache).items()}
+  assert set(mine) == {f"clean-{r}-seed{s}" for r in ("dense", "finetune-0.95", "scratch-0.95")
+                       for s in (0, 1)}
+  assert all(mine[n] == main[n] for n in mine)
+  plan = dry_run.plan_study(config, str(tmp_path / "study"), log=lambda m: None)
+  names = [r["name"] for r in plan["runs"]]
+  workdirs = [r["workdir"] for r in plan["runs"]]
+  assert len(set(workdirs)) == len(workdirs), "a run two stages share is planned once"
+  per_seed = {n for n in names if n.endswith("seed0")}
+  # 3 table runs, the sparse-aware Sol-S, 4 one-shot / rewound tickets and copies, 2 IMP rounds,
+  # 3 mask sources and 4 shuffles.
+  assert len(per_seed) == 3 + 1 + 4 + 2 + 7 and len(names) == 2 * len(per_seed)
+  assert plan["stages"]["lottery"] > 0 and plan["stages"]["table"] > 0

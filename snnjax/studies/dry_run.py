@@ -205,8 +205,12 @@ def plan_study(config: ml_collections.ConfigDict, workdir: str, *, log=cache_lib
   own = {s.name: s.own_runs(ctx) for s in enabled if s.own_runs is not None}
   # (name, family, regime, run); a stage's own run's "regime" is its variant.
   all_runs = [(r.spec.name, r.spec.family, r.spec.regime, r) for r in runs.values()]
-  for stage_runs in own.values():
-    all_runs += [(name, "gap", name.split("-")[1], r) for name, r in stage_runs.items()]
+  seen = {r.workdir for *_, r in all_runs}
+  for stage_runs in own.values():  # two stages that build the same run share it: listed once
+    for name, r in stage_runs.items():
+      if r.workdir not in seen:
+        seen.add(r.workdir)
+        all_runs.append((name, "gap", name.split("-")[1], r))
 
   facts, timings, planned, notes, units = {}, {}, [], [], {}
   for name, family, regime, run in all_runs:

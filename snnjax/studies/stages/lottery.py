@@ -36,7 +36,7 @@ import os
 import ml_collections
 
 import snnjax
-from snnjax.errors import check
+from snnjax.errors import UserError, check
 from snnjax.studies import cache as cache_lib
 from snnjax.studies import competing as ex
 from snnjax.studies import figures
@@ -202,6 +202,26 @@ def compute(ctx) -> dict:
   return out
 
 
+def estimate(costs) -> float:
+  """The segments' evaluations (the variants' training is in the dry run's solutions line):
+  per alpha a BatchNorm recomputation and the train and test sets evaluated."""
+  g = costs.config.lottery
+  seconds = 0.0
+  for seed in runs_lib.stage_seeds(costs.config, NAME):
+    try:
+      refs = ex.references(costs.clean, ex.stage_sparsity(costs.config, NAME), seed, NAME)
+    except UserError:  # the table's runs are not planned at this sparsity and seed
+      continue
+    spec, scratch = refs["scratch"]
+    if costs.has(NAME, scratch.hash):
+      continue
+    d, _, f = costs.unit(spec.name)
+    bn = int(g.bn_examples) or d.num_train
+    pairs = len(PAIRS) - (1 if int(g.imp_rounds) <= 1 else 0)
+    seconds += pairs * len(g.alphas) * (costs.TRAIN_MODE_F * bn + d.num_train + d.num_test) * f
+  return seconds
+
+
 def _barriers(result: dict, pair: str, q: str = "test_error") -> list[float]:
   return [e["segments"][pair]["barrier"][q]["height"] for e in result["per_seed"].values()
           if pair in e["segments"]]
@@ -325,4 +345,4 @@ def findings(rc, result) -> list[dict]:
 
 STAGE = Stage(name=NAME, default_settings=default_settings, validate=validate, plan=plan,
               compute=compute, report=report, findings=findings, adjust_run=adjust_run,
-              own_runs=own_runs)
+              own_runs=own_runs, estimate=estimate)
