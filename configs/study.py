@@ -4,6 +4,8 @@
   python scripts/study.py --config configs/study.py:cifar10 --workdir runs/study-cifar10
   python scripts/study.py --config configs/study.py:paper --workdir runs/study-paper
   python scripts/study.py --config configs/study.py:cifar10_cpu --workdir runs/study-cifar10_cpu
+  python scripts/study.py --config configs/study.py:cifar10_fit --workdir runs/study-cifar10_fit
+  python scripts/study.py --config configs/study.py:cifar10_fit_explain --workdir runs/study-cifar10_fit_explain
   python scripts/study.py --config configs/study.py:cifar10_cpu --workdir DIR --dry-run   # the plan
 
 Presets:
@@ -28,6 +30,11 @@ Presets:
   statistics on 5,000 training examples (study: all); data-scheduling scores from one sampled
   label per example. Sparsities 0.90, 0.95, 0.98 (label noise and disagreement at 0.95, the
   interpolation at 0.90, as the study).
+* ``cifar10_fit``: the converged real-image study (5,000 CIFAR-10 images at 16x16, ResNet-20,
+  every run trained to fit; ``CIFAR10_FIT_DEPARTURES``); ``cifar10_fit_budget``: its epoch-budget
+  sweep (``scripts/budget_sweep.py``); ``cifar10_fit_explain``: the competing explanations
+  (gradient flow, lottery tickets with rewinding, mode connectivity, masks at initialization) on
+  its runs at sparsity 0.95, two seeds (``docs/results/cifar10_fit_explain``).
 * ``paper``: the study's setups: CIFAR-100 with the 4x-wide ResNet-32 for the table, the
   regimes, the Fisher trend, disagreement and interpolation; CIFAR-10 / ResNet-32 for label noise.
 
