@@ -249,10 +249,12 @@ def _explanations(base: str):
   connectivity, masks at initialization) on ``base``'s real images, beside its table at 0.95.
 
   The converged real-image study (``cifar10_fit``: 42 runs, ~90 min on 2 cores) has no room for
-  the explanations' 14 extra runs per seed, so they have their own preset: ``base``'s runs
-  (same configs, so pointed at the base study's directory it reuses its Sol-D, Sol-F and Sol-S
-  when they are there) at sparsity 0.95 (the sparsity with the largest Sol-S / Sol-F curvature
-  gap) for two seeds, the table there and the four stages; every other analysis is off::
+  the explanations' 14 extra runs per seed, so they have their own preset: ``base``'s runs at
+  sparsity 0.95 (the sparsity with the largest Sol-S / Sol-F curvature gap) for two seeds, the
+  table there and the four stages; every other analysis is off. Its Sol-D, Sol-F and Sol-S have
+  the base study's identities, but the lottery stage needs Sol-D's saved step-k state and the
+  gradient-flow stage the runs' gradient-norm records (runtime fields, set while they train), so
+  give it its own directory::
 
     python scripts/study.py --config configs/study.py:cifar10_fit_explain \\
         --workdir runs/study-cifar10_fit_explain

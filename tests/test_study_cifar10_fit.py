@@ -171,7 +171,7 @@ def test_explanations_preset_shares_the_study_runs_and_plans_each_variant_once(t
   for stage in ("fisher_trend", "label_noise", "memorization", "disagreement", "interpolation",
                 "sanity", "per_layer", "closing_gap", "dynamic_sparsity"):
     assert not config[stage].enabled, stage
-  # Pointed at the converged study's directory it reuses its Sol-D, Sol-F and Sol-S.
+  # Its Sol-D, Sol-F and Sol-S are the converged study's runs (same identities).
   cache = cache_lib.StageCache(str(tmp_path))
   main = {s.name: r.workdir for s, r in study.resolve(_preset("cifar10_fit"), cache).items()}
   mine = {s.name: r.workdir for s, r in study.resolve(config, cache).items()}
