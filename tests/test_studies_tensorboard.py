@@ -3,6 +3,7 @@ training curves and the study's curvature of it, read back with TensorBoard's ow
 metrics.jsonl and the study's results; the switch changes no run's identity."""
 
 import importlib.util
+import shutil
 
 import pytest
 
@@ -116,7 +117,6 @@ def test_a_rerun_replaces_the_study_file_and_backfills_runs_trained_without(stud
   assert {s.name: summaries.event_files(r.workdir) for s, r in study["runs"].items()} == files
 
   # the same study trained without the switch: no event file; turned on: every run's curves
-  import shutil  # pylint: disable=import-outside-toplevel
   plain = str(tmp_path / "plain")
   shutil.copytree(study["workdir"], plain, ignore=shutil.ignore_patterns("jax_cache"))
   runs = study_lib.resolve(study["config"], cache_lib.StageCache(plain))

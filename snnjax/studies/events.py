@@ -56,7 +56,8 @@ def table_points(measured: dict, final_epoch: int) -> list[tuple[str, float, int
 
 
 def trend_points(trend: list[dict]) -> list[tuple[str, float, int]]:
-  """``(tag, value, epoch)`` of one run's Fisher trend (``results["fisher_trend"]["points"][name]``)."""
+  """``(tag, value, epoch)`` of one run's Fisher trend
+  (``results["fisher_trend"]["points"][name]``)."""
   points: list = []
   for p in trend:
     _estimate(points, TREND_TAG, p.get("tr_f"), int(p["epoch"]))
