@@ -48,6 +48,9 @@ by ``snnjax.studies.study.default_config``): ``measure`` (the table's protocol),
 ``interpolation``,
 ``closing_gap``;
 this file sets what each preset changes. ``--config.<stage>.enabled=False`` skips a stage.
+``--config.tensorboard=True`` (any preset; needs tensorboardX) writes every run's training curves
+and the study's curvature of it as TensorBoard event files in the run's work dir
+(``tensorboard --logdir DIR``; docs/workflow.md); no run's hash changes.
 """
 
 import os

@@ -73,3 +73,63 @@ def test_events_read_back_equal_metrics_jsonl(tmp_path):
     got = [(e.step, e.value) for e in acc.Scalars(tag)]
     assert [s for s, _ in got] == [s for s, _ in points], tag
     assert [v for _, v in got] == pytest.approx([v for _, v in points], rel=1e-6, abs=1e-7), tag
+
+
+def _read_back(workdir):
+  """``{tag: [(step, value)]}`` of the run's event folder, read by TensorBoard's own reader."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  acc = event_accumulator.EventAccumulator(summaries.events_dir(workdir))
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _want(records):
+  want = {}
+  for tag, value, step in summaries.record_points(records):
+    want.setdefault(tag, []).append((step, value))
+  return want
+
+
+def _assert_curves(got, records):
+  want = _want(records)
+  assert set(got) == set(want)
+  for tag, points in want.items():
+    assert [s for s, _ in got[tag]] == [s for s, _ in points], tag
+    assert [v for _, v in got[tag]] == pytest.approx([v for _, v in points], rel=1e-6,
+                                                     abs=1e-7), tag
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboardX / tensorboard not installed")
+def test_turned_on_for_a_finished_run_writes_its_curves_once(tmp_path, capsys):
+  """A run finished without the field, rerun with it: not retrained, its metrics.jsonl written as
+  one event file of fixed name (again: nothing more)."""
+  config = tiny(epochs=2)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  assert summaries.event_files(workdir) == []
+  config.tensorboard = True
+  train_and_evaluate(config, workdir)
+  assert "already finished" in capsys.readouterr().err
+  assert summaries.event_files(workdir) == [summaries.METRICS_EVENTS]
+  _assert_curves(_read_back(workdir), RunDir(workdir).epoch_records())
+  train_and_evaluate(config, workdir)
+  assert summaries.event_files(workdir) == [summaries.METRICS_EVENTS]
+  assert not [n for n in os.listdir(workdir) if n.startswith(".tensorboard-tmp")]
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboardX / tensorboard not installed")
+def test_turned_on_when_resuming_writes_the_earlier_epochs_too(tmp_path):
+  config = tiny(epochs=3)
+
+  def stop(epoch, state, context):
+    if epoch == 3:
+      raise KeyboardInterrupt
+  workdir = str(tmp_path / "run")
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(config, workdir, epoch_hook=stop)
+  assert summaries.event_files(workdir) == []
+  config.tensorboard = True
+  train_and_evaluate(config, workdir)
+  records = RunDir(workdir).epoch_records()
+  assert [r["epoch"] for r in records] == [1, 2, 3]
+  _assert_curves(_read_back(workdir), records)

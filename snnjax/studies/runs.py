@@ -125,6 +125,8 @@ def training_config(study: ml_collections.ConfigDict, spec: RunSpec, dense_workd
   config.prerequisites = "error"
   config.dense_config = ""
   config.progress = bool(study.train.progress)
+  # A runtime field (config_io.RUNTIME_FIELDS): the run's hash, hence its work dir, is unchanged.
+  config.tensorboard = bool(study.get("tensorboard", False))
   for hook in adjust:
     hook(study, spec, config)
   return config

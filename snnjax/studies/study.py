@@ -17,12 +17,14 @@ import ml_collections
 
 from snnjax.errors import UserError, check
 from snnjax.studies import cache as cache_lib
+from snnjax.studies import events as events_lib
 from snnjax.studies import report as report_lib
 from snnjax.studies import runs as runs_lib
 from snnjax.studies import stages as stages_lib
 from snnjax.studies.stage import Context
 from snnjax.train import config_io
 from snnjax.train import lock as lock_lib
+from snnjax.train import summaries
 
 STAGES = ("solutions",) + stages_lib.NAMES + ("report",)
 
@@ -43,6 +45,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.report_dir = "report"              # DIR/<report_dir>: report.md, figures, results.json
   # JAX's persistent compilation cache in DIR/jax_cache (runs share programs; saves compiles).
   config.compilation_cache = True
+  # TensorBoard event files (needs tensorboardX): every run's training curves in its work dir's
+  # tensorboard/ (the runs' config.tensorboard, not part of their identity) and the study's
+  # measurements of each run beside them (snnjax.studies.events); `tensorboard --logdir DIR`.
+  config.tensorboard = False
   config.train = ml_collections.ConfigDict()
   for regime, path in (("dense", "dense.py"), ("finetune", "finetune95.py"),
                        ("scratch", "scratch95.py"), ("rigl", "rigl95.py")):
@@ -74,6 +80,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"study report_dir must be a plain folder name inside the study dir, got {name!r}")
   config_io.check_numbers(config, "study")  # no NaN, inf or 20-digit integer anywhere
   config_io.check_types(config, default_config(), "study")  # each setting of its default's kind
+  summaries.check_available(config)  # tensorboard=True without tensorboardX: refused up front
   for stage in stages_lib.REGISTRY:
     check(stage.key in config, f"the study config has no {stage.key} settings (stage "
           f"{stage.name}); start from snnjax.studies.study.default_config()")
@@ -196,6 +203,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stages_to_run: tuple[s
                       "reused": [os.path.relpath(p, workdir) for p in cache.reused],
                       "compute_times_s": dict(cache.compute_times)}
   results["num_classes"] = _num_classes(runs, datasets)
+  if summaries.enabled(config):
+    results["tensorboard"] = events_lib.write_study_events(results, runs, workdir)
   if "report" in stages_to_run:
     cache_lib.log("stage report")
     out = report_dir(config, workdir)

@@ -572,6 +572,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise
   if final_metrics is not None:  # before prerequisites and data: a finished run needs neither
     print(f"[snnjax] {run.path} is already finished; not retraining", file=sys.stderr)
+    # --config.tensorboard on a run finished without it: its curves from metrics.jsonl
+    summaries.write_finished(config, run.path, run.epoch_records(), primary=parallel.is_primary())
     return final_metrics
   # Everything knowable from this config is checked before a prerequisite run is trained.
   if dataset is None:
@@ -623,8 +625,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         _progress_bar(steps_per_epoch * config.num_epochs, start_epoch * steps_per_epoch,
                       config.progress)))
     record = records[-1] if records else {}
+    earlier = records if not summaries.has_training_events(run.path) else []
     events = stores.enter_context(summaries.open_writer(config, run.path,
                                                         primary=parallel.is_primary()))
+    for r in earlier:  # resumed with --config.tensorboard after epochs trained without it
+      events.write(r)
     t_start = time.time()
     for epoch in range(start_epoch, config.num_epochs):
       last = ckpt_store.latest_step()
