@@ -240,15 +240,16 @@ def fisher_diagonal(logits_fn, params: PyTree, data: Batch | Iterable[Batch], *,
   with a random sign. Unbiased, one backward pass per sample as before, and no rare events:
   per coordinate (J^T u)^2 = (sum_c sqrt(p_c) v_c g_c)^2 (g_c = grad log p_c) has mean
   F_j = sum_c p_c g_c^2 and variance 2 (F_j^2 - sum_c p_c^2 g_c^4) <= 2 F_j^2, whatever the
-  class probabilities (a class that dominates a coordinate enters every draw, so it is exact
-  there). A sampled label instead sees a class c only in a fraction p_c of the draws; on the
-  coordinates that rarely drawn classes dominate, the plug-in standard error then collapsed
-  with the estimate (z = 9 to 70 against the exact diagonal; importance sampling from
+  class probabilities (where one class dominates a coordinate, every sample carries it and is
+  nearly constant there). A sampled label instead sees a class c in a fraction p_c of the
+  draws only; on the coordinates that rarely drawn classes dominate, the standard error (the
+  right unit: per-example means over N examples) then collapsed with the estimate, a heavy
+  tail that no count fixes (z = 9 to 70 against the exact diagonal; importance sampling from
   (p + uniform) / 2 left 1.1% of the z beyond 4). The signs of an example's samples are
-  stratified over the classes (rows of a Hadamard matrix with random column signs,
-  :func:`_stratified_signs`): each sample alone is uniform random signs, and m samples (m the
-  power of 2 >= C) give that example's exact diagonal. Custom likelihoods sample labels from
-  the model.
+  stratified over the classes (one position; token outputs get independent signs): rows of a
+  Hadamard matrix with random column signs (:func:`_stratified_signs`), each sample alone
+  uniform random signs, and m samples (m the power of 2 >= C) give that example's exact
+  diagonal. Custom likelihoods sample labels from the model.
 
   Returns:
     :class:`DiagonalEstimate` (float64 leaves; zero off the mask). stderr: for ``"sampled"``
