@@ -139,6 +139,24 @@ def test_sampled_labels_agree_with_exact_within_four_standard_errors(name):
   assert abs(est.value - np.trace(ggn)) < 4 * se, (est.value, np.trace(ggn), se)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_sampled_fisher_diagonal_against_the_exact_one(name):
+  """Sign probes (one position): 4 stratified samples span the outputs, the exact diagonal.
+  Token outputs (independent signs per position) and the custom likelihood (sampled labels):
+  every coordinate within 4 standard errors."""
+  logits_fn, params, batch, lik, ggn, _, _, _ = _case(name)
+  exact = np.diag(ggn)
+  if name in ("tokens", "poisson"):
+    d = diagonals.fisher_diagonal(logits_fn, params, batch, labels="sampled", likelihood=lik,
+                                  key=jax.random.key(5), num_samples=64)
+    value, se = _flat(d.value), _flat(d.stderr)
+    assert np.all(np.abs(value - exact) <= 4 * se + 1e-7), np.abs(value - exact) / se
+  else:
+    d = diagonals.fisher_diagonal(logits_fn, params, batch, labels="sampled", likelihood=lik,
+                                  key=jax.random.key(5), num_samples=4)
+    np.testing.assert_allclose(_flat(d.value), exact, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["tokens", "gaussian_scalar", "gaussian_k"])
 def test_jacobian_norm_on_any_output_shape(name):
   logits_fn, params, batch, _, _, _, _, _ = _case(name)
