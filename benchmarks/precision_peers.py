@@ -1,4 +1,4 @@
-"""Precision of per-example gradients against a float64 reference: snnjax and BackPACK, same weights.
+"""Per-example precision against a float64 reference: snnjax, BackPACK and curvlinops, same weights.
 
 A CIFAR ResNet-20 with option-B shortcuts (BackPACK's converter refuses the option-A ``F.pad``),
 eval-mode BatchNorm with random statistics (scale 1 + 0.2 N, variance U(0.5, 2), mean and bias
@@ -6,8 +6,8 @@ eval-mode BatchNorm with random statistics (scale 1 + 0.2 N, variance U(0.5, 2),
 per-channel statistics). Two label cases:
 
 * ``random``: the network as drawn, dataset labels (predictions far from confident);
-* ``confident``: the head's kernel scaled so that the median top-1 margin of the logits is 11 and
-  the labels set to the predicted classes: 1 - p_y ~ 1e-5..1e-4, as on a trained network's
+* ``confident``: the head (kernel and bias) scaled so that the median top-1 margin of the logits
+  is 11 and the labels set to the predicted classes: 1 - p_y ~ 1e-6..1e-4, as on a trained network's
   well-fit training examples. This is where float32 ``1 - p_y`` cancels (likelihoods module doc).
 
 Two halves, run in turn (the second in the PyTorch peer venv, never a dependency of snnjax)::
@@ -22,13 +22,14 @@ with the current categorical likelihood and with the former score ``e_y - softma
 (``legacy``); it writes the weights (PyTorch layout), data and references to ``--npz``. ``torch``
 loads them into ``torch_peers.CifarResNet`` and measures BackPACK's ``BatchL2Grad``, ``BatchGrad``
 (squared and averaged: the data-label Fisher diagonal) and ``DiagGGNExact`` in float32 against
-the same references. A small MLP (8-32-32-4, tanh) adds curvlinops (``GGNLinearOperator`` and
+the same references (``--parts resnet,mlp``: either or both). A small MLP (8-32-32-4, tanh) adds curvlinops (``GGNLinearOperator`` and
 ``EFLinearOperator``, materialized) for the Gaussian (MSE) and Bernoulli (BCE) likelihoods: the
 exact GGN diagonal and the data-label Fisher diagonal, snnjax (``fisher_diagonal`` with
 ``labels="exact"`` / ``"data"``) and curvlinops in float32 against float64 (jax's dense
 ``jax.jacobian`` reference, and curvlinops in float64 as a cross-check); Bernoulli also with
-confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples of |a - r| / |r| for squared norms, and
-||a - r|| / ||r|| for diagonals; the JSON keeps the worst leaf and the stem's.
+confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples of
+|a - r| / |r| for squared norms, and ||a - r|| / ||r|| for diagonals; the JSON keeps the worst leaf
+and the stem's.
 """
 
 from __future__ import annotations
@@ -344,7 +345,8 @@ def run_torch(args) -> dict:
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   from backpack import backpack, extend  # pylint: disable=import-outside-toplevel
-  from backpack.extensions import BatchGrad, BatchL2Grad, DiagGGNExact  # pylint: disable=import-outside-toplevel
+  from backpack.extensions import (  # pylint: disable=import-outside-toplevel
+      BatchGrad, BatchL2Grad, DiagGGNExact)
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from torch_peers import CifarResNet  # pylint: disable=import-outside-toplevel
   warnings.filterwarnings("ignore", message="Full backward hook is firing")
