@@ -22,14 +22,14 @@ with the current categorical likelihood and with the former score ``e_y - softma
 (``legacy``); it writes the weights (PyTorch layout), data and references to ``--npz``. ``torch``
 loads them into ``torch_peers.CifarResNet`` and measures BackPACK's ``BatchL2Grad``, ``BatchGrad``
 (squared and averaged: the data-label Fisher diagonal) and ``DiagGGNExact`` in float32 against
-the same references (``--parts resnet,mlp``: either or both). A small MLP (8-32-32-4, tanh) adds curvlinops (``GGNLinearOperator`` and
-``EFLinearOperator``, materialized) for the Gaussian (MSE) and Bernoulli (BCE) likelihoods: the
-exact GGN diagonal and the data-label Fisher diagonal, snnjax (``fisher_diagonal`` with
-``labels="exact"`` / ``"data"``) and curvlinops in float32 against float64 (jax's dense
-``jax.jacobian`` reference, and curvlinops in float64 as a cross-check); Bernoulli also with
-confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples of
-|a - r| / |r| for squared norms, and ||a - r|| / ||r|| for diagonals; the JSON keeps the worst leaf
-and the stem's.
+the same references (``--parts resnet,mlp``: either or both). A small MLP (8-32-32-4, tanh) adds
+curvlinops (``GGNLinearOperator`` and ``EFLinearOperator``, materialized) for the Gaussian (MSE) and
+Bernoulli (BCE) likelihoods: the exact GGN diagonal and the data-label Fisher diagonal, snnjax
+(``fisher_diagonal`` with ``labels="exact"`` / ``"data"``) and curvlinops in float32 against float64
+(jax's dense ``jax.jacobian`` reference, and curvlinops in float64 as a cross-check); Bernoulli also
+with confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples of |a
+- r| / |r| for squared norms, and ||a - r|| / ||r|| for diagonals; the JSON keeps the worst leaf and
+the stem's.
 """
 
 from __future__ import annotations
