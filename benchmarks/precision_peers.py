@@ -27,9 +27,9 @@ curvlinops (``GGNLinearOperator`` and ``EFLinearOperator``, materialized) for th
 Bernoulli (BCE) likelihoods: the exact GGN diagonal and the data-label Fisher diagonal, snnjax
 (``fisher_diagonal`` with ``labels="exact"`` / ``"data"``) and curvlinops in float32 against float64
 (jax's dense ``jax.jacobian`` reference, and curvlinops in float64 as a cross-check); Bernoulli also
-with confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples of |a
-- r| / |r| for squared norms, and ||a - r|| / ||r|| for diagonals; the JSON keeps the worst leaf and
-the stem's.
+with confident outputs (logits x 8, labels = their signs). Errors: per leaf, max over examples
+of |a - r| / |r| for squared norms, and ||a - r|| / ||r|| for diagonals; the JSON keeps the worst
+leaf and the stem's.
 """
 
 from __future__ import annotations
