@@ -91,6 +91,9 @@ def _data_facts(dataset_config, datasets: runs_lib.DatasetCache) -> DataFacts:
                                              float(dataset_config.imbalance_ratio)).sum())
     if int(dataset_config.train_size):
       n = min(n, int(dataset_config.train_size))
+    k = int(dataset_config.get("downsample", 1))  # k x k average pooling (snnjax.data.datasets)
+    if k > 1:
+      shape = (shape[0] // k, shape[1] // k) + tuple(shape[2:])
     return DataFacts(n, n_test, shape, classes, True, True)
 
 
